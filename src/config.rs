@@ -1,0 +1,169 @@
+//! One `Config` for the whole server: command-line flags, each with a `ROOMCAST_*` environment
+//! variable and a default that suits development.
+//!
+//! Tests build a `Config` with [`Config::for_tests`] or [`Config::parse_from`] and change the
+//! fields they care about; `main` uses [`Config::parse`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::protocol::{AnnouncedLimits, DecodeLimits};
+
+/// roomcast: a realtime room server (WebSocket chat rooms with history, presence and typing).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "roomcast", version, about)]
+pub struct Config {
+    /// Address to listen on. Port 0 picks a free port; the bound address is logged as
+    /// `listening on http://ADDR`.
+    #[arg(long, env = "ROOMCAST_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// HTTP worker threads (0: one per CPU core).
+    #[arg(long, env = "ROOMCAST_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+
+    /// Serve the browser chat from this directory instead of the copy built into the binary
+    /// (useful while editing the page).
+    #[arg(long, env = "ROOMCAST_STATIC_DIR")]
+    pub static_dir: Option<PathBuf>,
+
+    /// Most simultaneous WebSocket connections; past it upgrades get HTTP 503.
+    #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS", default_value_t = 25_000)]
+    pub max_connections: usize,
+
+    /// Largest accepted WebSocket frame (or reassembled fragmented message), in bytes; larger
+    /// ones close the socket with 1009.
+    #[arg(long, env = "ROOMCAST_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Longest chat text or private message, in characters.
+    #[arg(long, env = "ROOMCAST_MAX_TEXT_CHARS", default_value_t = 4000)]
+    pub max_text_chars: usize,
+
+    /// Most rooms one socket may be in at once.
+    #[arg(long, env = "ROOMCAST_MAX_ROOMS_PER_SOCKET", default_value_t = 32)]
+    pub max_rooms_per_socket: usize,
+
+    /// Chat messages sent to a new member on join.
+    #[arg(long, env = "ROOMCAST_HISTORY_ON_JOIN", default_value_t = 50)]
+    pub history_on_join: usize,
+
+    /// Chat messages kept in memory per room (at least `history_on_join`).
+    #[arg(long, env = "ROOMCAST_HISTORY_KEEP", default_value_t = 100)]
+    pub history_keep: usize,
+
+    /// Sustained messages per second one socket may send (0 disables rate limiting).
+    #[arg(long, env = "ROOMCAST_RATE_PER_SEC", default_value_t = 20.0)]
+    pub rate_per_sec: f64,
+
+    /// Messages one socket may send in a burst.
+    #[arg(long, env = "ROOMCAST_RATE_BURST", default_value_t = 40)]
+    pub rate_burst: u32,
+
+    /// Rate-limited messages in a row after which the socket is closed with 1008.
+    #[arg(long, env = "ROOMCAST_RATE_STRIKES", default_value_t = 20)]
+    pub rate_strikes: u32,
+
+    /// Outbound messages that may wait for one socket; past it the socket is a slow consumer
+    /// and is closed with 4001.
+    #[arg(long, env = "ROOMCAST_MAX_PENDING", default_value_t = 1024)]
+    pub max_pending: usize,
+
+    /// How long a slow consumer gets to take its close frame before its TCP connection is cut.
+    #[arg(long, env = "ROOMCAST_SLOW_CONSUMER_GRACE_MS", default_value_t = 1000)]
+    pub slow_consumer_grace_ms: u64,
+
+    /// Seconds between server pings.
+    #[arg(long, env = "ROOMCAST_HEARTBEAT_INTERVAL", default_value_t = 10.0)]
+    pub heartbeat_interval: f64,
+
+    /// Seconds of silence (no pong, no frame) after which a peer is dropped.
+    #[arg(long, env = "ROOMCAST_CLIENT_TIMEOUT", default_value_t = 30.0)]
+    pub client_timeout: f64,
+
+    /// Seconds to wait for sockets to close on SIGINT/SIGTERM before exiting anyway.
+    #[arg(long, env = "ROOMCAST_SHUTDOWN_TIMEOUT", default_value_t = 3)]
+    pub shutdown_timeout: u64,
+}
+
+impl Config {
+    /// The defaults, bound to a free port on 127.0.0.1, for in-process tests.
+    pub fn for_tests() -> Config {
+        let mut c = Config::parse_from(["roomcast"]);
+        c.bind = "127.0.0.1:0".parse().expect("literal address");
+        c.workers = 2;
+        c
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.heartbeat_interval)
+    }
+
+    pub fn client_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.client_timeout)
+    }
+
+    pub fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            max_text_chars: self.max_text_chars,
+        }
+    }
+
+    pub fn announced_limits(&self) -> AnnouncedLimits {
+        AnnouncedLimits {
+            max_text_chars: self.max_text_chars,
+            max_frame_bytes: self.max_frame_bytes,
+            max_rooms: self.max_rooms_per_socket,
+            rate_per_sec: self.rate_per_sec,
+            rate_burst: self.rate_burst,
+        }
+    }
+
+    /// Rejects combinations that cannot work, with a message for the operator.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.history_keep < self.history_on_join {
+            return Err(format!(
+                "--history-keep ({}) must be at least --history-on-join ({})",
+                self.history_keep, self.history_on_join
+            ));
+        }
+        if !(self.heartbeat_interval > 0.0 && self.client_timeout > self.heartbeat_interval) {
+            return Err("--client-timeout must be greater than --heartbeat-interval > 0".into());
+        }
+        if self.rate_per_sec < 0.0 || (self.rate_per_sec > 0.0 && self.rate_burst == 0) {
+            return Err("--rate-per-sec must be >= 0, and --rate-burst >= 1 when it is set".into());
+        }
+        if self.max_pending == 0 || self.max_frame_bytes < 128 {
+            return Err("--max-pending must be >= 1 and --max-frame-bytes >= 128".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::for_tests().validate().unwrap();
+        let c = Config::parse_from(["roomcast"]);
+        assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!((c.history_on_join, c.history_keep), (50, 100));
+        assert_eq!(c.max_frame_bytes, 65536);
+    }
+
+    #[test]
+    fn contradictions_are_rejected() {
+        let mut c = Config::for_tests();
+        c.history_keep = 10;
+        assert!(c.validate().is_err());
+        let mut c = Config::for_tests();
+        c.client_timeout = 1.0;
+        c.heartbeat_interval = 2.0;
+        assert!(c.validate().is_err());
+    }
+}

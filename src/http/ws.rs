@@ -1,0 +1,105 @@
+//! The WebSocket upgrade endpoints: `/ws/{room_id}/{user_id}` and `/ws?user_id=NAME`.
+//!
+//! Names are checked before the upgrade (HTTP 400 with a JSON body). The session actor is
+//! created with the upgrade, then admitted by `ChatServer` (`Connect`); a refusal (connection
+//! limit, shutdown) turns into HTTP 503 instead of the upgrade, and the unstarted actor is
+//! dropped with the response.
+
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web_actors::ws;
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::conn::ConnFd;
+use crate::ids::{NAME_RULE, RoomId, SessionId, UserId};
+use crate::server::messages::{Connect, Refused};
+use crate::session::ChatSession;
+
+pub async fn room_socket(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (room, user) = path.into_inner();
+    let room = RoomId::parse(&room)
+        .ok_or_else(|| ApiError::bad_request("invalid_room", format!("room_id {NAME_RULE}")))?;
+    let user = parse_user(&user)?;
+    start_session(req, payload, &state, user, Some(room)).await
+}
+
+#[derive(Deserialize)]
+pub struct SocketQuery {
+    user_id: Option<String>,
+}
+
+pub async fn multi_socket(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let query = web::Query::<SocketQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+    let user = query
+        .user_id
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("missing_user", "the query needs user_id=NAME"))?;
+    let user = parse_user(user)?;
+    start_session(req, payload, &state, user, None).await
+}
+
+fn parse_user(s: &str) -> Result<UserId, ApiError> {
+    UserId::parse(s)
+        .ok_or_else(|| ApiError::bad_request("invalid_user", format!("user_id {NAME_RULE}")))
+}
+
+async fn start_session(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    user: UserId,
+    room: Option<RoomId>,
+) -> Result<HttpResponse, ApiError> {
+    let id = SessionId::next();
+    let session = ChatSession::new(
+        id,
+        user.clone(),
+        room.clone(),
+        state.server.clone(),
+        Arc::clone(&state.config),
+    );
+    let (addr, response) = ws::WsResponseBuilder::new(session, &req, payload)
+        .frame_size(state.config.max_frame_bytes)
+        .start_with_addr()
+        .map_err(|e| ApiError::bad_request("not_websocket", e.to_string()))?;
+    let conn = req.conn_data::<ConnFd>().and_then(|fd| match fd.handle() {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            log::warn!("no connection handle session={id}: {e}");
+            None
+        }
+    });
+    let admitted = state
+        .server
+        .send(Connect {
+            session: id,
+            user: user.clone(),
+            addr: addr.recipient(),
+            conn,
+            room,
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    match admitted {
+        Ok(()) => {
+            log::info!("session open session={id} user={user}");
+            Ok(response)
+        }
+        Err(refused @ (Refused::Full | Refused::ShuttingDown)) => {
+            Err(ApiError::Unavailable(refused.to_string()))
+        }
+    }
+}

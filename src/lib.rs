@@ -1,0 +1,169 @@
+//! roomcast: a realtime room server.
+//!
+//! Browsers and programs connect over WebSocket, join rooms, chat, see who is there and who
+//! is typing, and receive each room's recent history on join. See `docs/PROTOCOL.md` for the
+//! wire protocol and `ARCHITECTURE.md` for how the pieces fit.
+//!
+//! # Layout
+//!
+//! - [`config`]: the one `Config` (flags and `ROOMCAST_*` variables).
+//! - [`ids`]: `RoomId`, `UserId`, `SessionId`, `Seq`: validated domain names.
+//! - [`protocol`]: wire types, decoding with stable error codes, encode-once frames. No actix.
+//! - [`server`]: the `ChatServer` actor, its messages, and pure room logic.
+//! - [`session`]: the WebSocket session actor; the only user of actix-web-actors.
+//! - [`http`]: routes: upgrades, health, the embedded browser chat.
+//! - [`store`]: history beyond the in-memory window, behind one trait.
+//! - [`broker`]: the seam for fan-out across nodes.
+//! - [`ratelimit`], [`conn`]: a token bucket; a handle to cut a stalled connection.
+//!
+//! [`start`] is the entry point that `main` and the tests share: it binds, starts
+//! `ChatServer` and the HTTP server, and returns a [`Running`] server that can be shut down.
+
+pub mod broker;
+pub mod config;
+pub mod conn;
+pub mod http;
+pub mod ids;
+pub mod protocol;
+pub mod ratelimit;
+pub mod server;
+pub mod session;
+pub mod store;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr, Arbiter};
+use actix_web::{App, HttpServer, dev::ServerHandle, web};
+use anyhow::Context as _;
+
+pub use config::Config;
+use server::messages::{GetStats, Shutdown};
+use server::{ChatServer, ServerLimits};
+
+/// Rooms whose history the memory store keeps before forgetting the least recently used.
+const MEMORY_STORE_MAX_ROOMS: usize = 10_000;
+
+/// A started server.
+pub struct Running {
+    /// The address actually bound (the port is real even when the config said 0).
+    pub addr: SocketAddr,
+    http: ServerHandle,
+    /// Resolves when the HTTP server has stopped.
+    http_task: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
+    chat: Addr<ChatServer>,
+    /// The thread `ChatServer` runs on.
+    chat_arbiter: Arbiter,
+    shutdown_timeout: Duration,
+}
+
+/// Binds `config.bind` and starts serving. Must run inside an actix `System`.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    raise_fd_limit();
+    let listener = TcpListener::bind(config.bind)
+        .with_context(|| format!("cannot listen on {}", config.bind))?;
+    let addr = listener.local_addr()?;
+
+    let store = Box::new(store::MemoryStore::new(
+        config.history_keep,
+        MEMORY_STORE_MAX_ROOMS,
+    ));
+    let limits = ServerLimits::from_config(&config);
+    let chat_arbiter = Arbiter::new();
+    let chat = ChatServer::start_in_arbiter(&chat_arbiter.handle(), move |_| {
+        ChatServer::new(limits, store, Box::new(broker::LocalBroker))
+    });
+
+    let config = Arc::new(config);
+    let state = web::Data::new(http::AppState {
+        server: chat.clone(),
+        config: Arc::clone(&config),
+        started: Instant::now(),
+    });
+    let static_dir = config.static_dir.clone();
+    let workers = match config.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(|cfg| http::routes(cfg, static_dir.as_deref()))
+    })
+    .workers(workers)
+    .backlog(4096)
+    .max_connections(config.max_connections + 1024)
+    .disable_signals()
+    .shutdown_timeout(config.shutdown_timeout)
+    .on_connect(conn::record_fd)
+    .listen(listener)?
+    .run();
+    let http = server.handle();
+    let http_task = actix_web::rt::spawn(server);
+    log::info!("listening on http://{addr}");
+    Ok(Running {
+        addr,
+        http,
+        http_task,
+        chat,
+        chat_arbiter,
+        shutdown_timeout: Duration::from_secs(config.shutdown_timeout),
+    })
+}
+
+impl Running {
+    /// Closes every socket with 1001, waits (up to the shutdown timeout) for them to go, then
+    /// stops the HTTP server and `ChatServer`.
+    pub async fn shutdown(self) {
+        if self.chat.send(Shutdown).await.is_ok() {
+            let deadline = Instant::now() + self.shutdown_timeout;
+            while Instant::now() < deadline {
+                match self.chat.send(GetStats).await {
+                    Ok(stats) if stats.connections > 0 => {
+                        actix_web::rt::time::sleep(Duration::from_millis(20)).await
+                    }
+                    _ => break,
+                }
+            }
+        }
+        self.http.stop(true).await;
+        let _ = self.http_task.await;
+        self.chat_arbiter.stop();
+        log::info!("stopped");
+    }
+}
+
+/// Runs until SIGINT or SIGTERM, then shuts down cleanly.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    wait_for_signal().await?;
+    log::info!("signal received, shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    use actix_web::rt::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio_select(term.recv(), int.recv()).await;
+    Ok(())
+}
+
+/// Waits for whichever of two futures finishes first.
+async fn tokio_select<A: std::future::Future, B: std::future::Future>(a: A, b: B) {
+    let a = std::pin::pin!(a);
+    let b = std::pin::pin!(b);
+    futures_util::future::select(a, b).await;
+}
+
+/// Each WebSocket uses two descriptors (the socket and `ChatServer`'s handle on it); raise the
+/// soft limit to the hard one so the connection limit, not the fd limit, is what binds.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => log::debug!("open file limit={n}"),
+        Err(e) => log::warn!("could not raise the open file limit: {e}"),
+    }
+}

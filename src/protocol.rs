@@ -1,0 +1,540 @@
+//! The wire protocol (v1): what clients send, what the server sends, error and close codes.
+//!
+//! This module knows JSON and nothing else: no actix, no sockets. `docs/PROTOCOL.md` is the
+//! human description of the same thing; keep the two in step.
+//!
+//! Decoding goes through `serde_json::Value` and hand-written field extraction rather than a
+//! derived `Deserialize`, because every kind of mistake must map to its own stable error code
+//! and a message that names the offending field, which serde's derived errors do not give.
+//! Encoding uses derived `Serialize` on borrowed structs, once per broadcast: the resulting
+//! [`Frame`] is shared (reference-counted) by every recipient.
+
+use bytestring::ByteString;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::ids::{NAME_RULE, RoomId, Seq, UserId};
+
+/// The protocol version announced in `welcome`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// An encoded server frame: JSON text, cheap to clone (a reference count, no copy).
+pub type Frame = ByteString;
+
+/// Largest `limit` accepted in a `history` request, and the default.
+pub const HISTORY_PAGE_MAX: usize = 100;
+pub const HISTORY_PAGE_DEFAULT: usize = 50;
+/// Longest accepted `client_msg_id`, in characters.
+pub const MAX_CLIENT_MSG_ID: usize = 64;
+
+/// A decoded client message. `room` is `None` when the client left `room_id` out; the session
+/// fills in its default room (or reports `missing_field`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientMessage {
+    Join {
+        room: Option<RoomId>,
+    },
+    Leave {
+        room: Option<RoomId>,
+    },
+    Chat {
+        room: Option<RoomId>,
+        text: String,
+        client_msg_id: Option<String>,
+    },
+    Typing {
+        room: Option<RoomId>,
+        is_typing: bool,
+    },
+    GetUsers {
+        room: Option<RoomId>,
+    },
+    Private {
+        to_user: UserId,
+        content: String,
+    },
+    History {
+        room: Option<RoomId>,
+        before_seq: Option<Seq>,
+        limit: usize,
+    },
+    Ping,
+    Pong,
+}
+
+impl ClientMessage {
+    /// The wire name of this message's type, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMessage::Join { .. } => "join",
+            ClientMessage::Leave { .. } => "leave",
+            ClientMessage::Chat { .. } => "chat",
+            ClientMessage::Typing { .. } => "typing",
+            ClientMessage::GetUsers { .. } => "get_users",
+            ClientMessage::Private { .. } => "private",
+            ClientMessage::History { .. } => "history",
+            ClientMessage::Ping => "ping",
+            ClientMessage::Pong => "pong",
+        }
+    }
+}
+
+/// Every way a client frame can be wrong. Each maps to one stable wire `code`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    #[error("a message must be a JSON object")]
+    NotAnObject,
+    #[error("a message needs a string field `type`")]
+    MissingType,
+    #[error("unknown message type `{0}`")]
+    UnknownType(String),
+    #[error("missing field `{0}`")]
+    MissingField(&'static str),
+    #[error("field `{field}` {expected}")]
+    InvalidField {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("`{field}` is longer than {max} characters")]
+    TextTooLong { field: &'static str, max: usize },
+    #[error("`{0}` must not be empty")]
+    EmptyText(&'static str),
+    #[error("room_id {NAME_RULE}")]
+    InvalidRoom,
+    #[error("{0} {NAME_RULE}")]
+    InvalidUser(&'static str),
+}
+
+impl DecodeError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecodeError::InvalidJson(_) => ErrorCode::InvalidJson,
+            DecodeError::NotAnObject => ErrorCode::NotAnObject,
+            DecodeError::MissingType => ErrorCode::MissingType,
+            DecodeError::UnknownType(_) => ErrorCode::UnknownType,
+            DecodeError::MissingField(_) => ErrorCode::MissingField,
+            DecodeError::InvalidField { .. } => ErrorCode::InvalidField,
+            DecodeError::TextTooLong { .. } => ErrorCode::TextTooLong,
+            DecodeError::EmptyText(_) => ErrorCode::EmptyText,
+            DecodeError::InvalidRoom => ErrorCode::InvalidRoom,
+            DecodeError::InvalidUser(_) => ErrorCode::InvalidUser,
+        }
+    }
+}
+
+/// Stable error codes sent in `error` frames. Never renumber or rename: clients match on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidJson,
+    NotAnObject,
+    MissingType,
+    UnknownType,
+    MissingField,
+    InvalidField,
+    TextTooLong,
+    EmptyText,
+    InvalidRoom,
+    InvalidUser,
+    NotInRoom,
+    AlreadyJoined,
+    TooManyRooms,
+    UserOffline,
+    RateLimited,
+    BinaryUnsupported,
+}
+
+/// Close codes roomcast uses beyond the standard ones (1000, 1001, 1008, 1009, 1011).
+pub mod close_code {
+    /// The socket stopped reading and its pending output passed the bound.
+    pub const SLOW_CONSUMER: u16 = 4001;
+    /// The peer answered no ping within the client timeout.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4002;
+}
+
+/// Limits that shape what `decode` accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    pub max_text_chars: usize,
+}
+
+/// Parses one client text frame.
+pub fn decode(text: &str, limits: DecodeLimits) -> Result<ClientMessage, DecodeError> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
+    let Value::Object(obj) = value else {
+        return Err(DecodeError::NotAnObject);
+    };
+    let Some(Value::String(kind)) = obj.get("type") else {
+        return Err(DecodeError::MissingType);
+    };
+    let f = Fields(&obj);
+    Ok(match kind.as_str() {
+        "join" => ClientMessage::Join { room: f.room()? },
+        "leave" => ClientMessage::Leave { room: f.room()? },
+        "chat" => ClientMessage::Chat {
+            room: f.room()?,
+            text: f.text("text", limits.max_text_chars)?,
+            client_msg_id: f.client_msg_id()?,
+        },
+        "typing" => ClientMessage::Typing {
+            room: f.room()?,
+            is_typing: f.bool("is_typing")?,
+        },
+        "get_users" => ClientMessage::GetUsers { room: f.room()? },
+        "private" => ClientMessage::Private {
+            to_user: f.user("to_user")?,
+            content: f.text("content", limits.max_text_chars)?,
+        },
+        "history" => ClientMessage::History {
+            room: f.room()?,
+            before_seq: f.opt_u64("before_seq")?.map(Seq),
+            limit: match f.opt_u64("limit")? {
+                None => HISTORY_PAGE_DEFAULT,
+                Some(n @ 1..=100) => n as usize,
+                Some(_) => {
+                    return Err(DecodeError::InvalidField {
+                        field: "limit",
+                        expected: "must be an integer from 1 to 100",
+                    });
+                }
+            },
+        },
+        "ping" => ClientMessage::Ping,
+        "pong" => ClientMessage::Pong,
+        other => return Err(DecodeError::UnknownType(truncate(other, 64))),
+    })
+}
+
+/// Field extraction with precise errors.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn get(&self, field: &'static str) -> Option<&Value> {
+        self.0.get(field).filter(|v| !v.is_null())
+    }
+
+    fn room(&self) -> Result<Option<RoomId>, DecodeError> {
+        match self.get("room_id") {
+            None => Ok(None),
+            Some(Value::String(s)) => RoomId::parse(s).map(Some).ok_or(DecodeError::InvalidRoom),
+            Some(_) => Err(DecodeError::InvalidRoom),
+        }
+    }
+
+    fn user(&self, field: &'static str) -> Result<UserId, DecodeError> {
+        match self.get(field) {
+            None => Err(DecodeError::MissingField(field)),
+            Some(Value::String(s)) => UserId::parse(s).ok_or(DecodeError::InvalidUser(field)),
+            Some(_) => Err(DecodeError::InvalidUser(field)),
+        }
+    }
+
+    fn text(&self, field: &'static str, max: usize) -> Result<String, DecodeError> {
+        match self.get(field) {
+            None => Err(DecodeError::MissingField(field)),
+            Some(Value::String(s)) if s.is_empty() => Err(DecodeError::EmptyText(field)),
+            Some(Value::String(s)) if s.chars().count() > max => {
+                Err(DecodeError::TextTooLong { field, max })
+            }
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(DecodeError::InvalidField {
+                field,
+                expected: "must be a string",
+            }),
+        }
+    }
+
+    fn bool(&self, field: &'static str) -> Result<bool, DecodeError> {
+        match self.get(field) {
+            None => Err(DecodeError::MissingField(field)),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(DecodeError::InvalidField {
+                field,
+                expected: "must be true or false",
+            }),
+        }
+    }
+
+    fn opt_u64(&self, field: &'static str) -> Result<Option<u64>, DecodeError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or(DecodeError::InvalidField {
+                field,
+                expected: "must be a non-negative integer",
+            }),
+        }
+    }
+
+    fn client_msg_id(&self) -> Result<Option<String>, DecodeError> {
+        const FIELD: &str = "client_msg_id";
+        match self.get(FIELD) {
+            None => Ok(None),
+            Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_CLIENT_MSG_ID => {
+                Ok(Some(s.clone()))
+            }
+            Some(_) => Err(DecodeError::InvalidField {
+                field: FIELD,
+                expected: "must be a string of 1 to 64 characters",
+            }),
+        }
+    }
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    s.chars().take(max_chars).collect()
+}
+
+/// The current time as the protocol writes it: RFC 3339, UTC, milliseconds.
+pub fn timestamp_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Limits announced to the client in `welcome`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct AnnouncedLimits {
+    pub max_text_chars: usize,
+    pub max_frame_bytes: usize,
+    pub max_rooms: usize,
+    pub rate_per_sec: f64,
+    pub rate_burst: u32,
+}
+
+/// Every frame the server sends. Borrowed fields: build one, encode it once, drop it.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage<'a> {
+    Welcome {
+        user_id: &'a UserId,
+        session_id: u64,
+        protocol: u32,
+        server: &'a str,
+        limits: &'a AnnouncedLimits,
+    },
+    Joined {
+        room_id: &'a RoomId,
+        user_id: &'a UserId,
+        users: &'a [&'a UserId],
+        last_seq: Seq,
+        history: usize,
+    },
+    Left {
+        room_id: &'a RoomId,
+    },
+    Chat {
+        user_id: &'a UserId,
+        room_id: &'a RoomId,
+        text: &'a str,
+        timestamp: &'a str,
+        message_id: &'a str,
+        seq: Seq,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_msg_id: Option<&'a str>,
+    },
+    UserJoined {
+        user_id: &'a UserId,
+        room_id: &'a RoomId,
+        timestamp: &'a str,
+        message: &'a str,
+    },
+    UserLeft {
+        user_id: &'a UserId,
+        room_id: &'a RoomId,
+        timestamp: &'a str,
+        message: &'a str,
+    },
+    Typing {
+        user_id: &'a UserId,
+        room_id: &'a RoomId,
+        is_typing: bool,
+    },
+    ActiveUsers {
+        users: &'a [&'a UserId],
+        room_id: &'a RoomId,
+    },
+    Private {
+        from: &'a UserId,
+        to_user: &'a UserId,
+        message: &'a str,
+        timestamp: &'a str,
+        message_id: &'a str,
+    },
+    History {
+        room_id: &'a RoomId,
+        messages: &'a [&'a serde_json::value::RawValue],
+        has_more: bool,
+    },
+    Pong,
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room_id: Option<&'a RoomId>,
+    },
+}
+
+impl ServerMessage<'_> {
+    /// Encodes the frame once; clone the result to hand it to many recipients.
+    pub fn encode(&self) -> Frame {
+        // Serializing these plain structs cannot fail: no maps with non-string keys, no
+        // fallible Serialize impls.
+        let json = serde_json::to_string(self).expect("server frames always serialize");
+        ByteString::from(json)
+    }
+}
+
+/// Encodes an `error` frame.
+pub fn error_frame(code: ErrorCode, message: &str, room: Option<&RoomId>) -> Frame {
+    ServerMessage::Error {
+        code,
+        message,
+        room_id: room,
+    }
+    .encode()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: DecodeLimits = DecodeLimits { max_text_chars: 10 };
+
+    fn code_of(text: &str) -> ErrorCode {
+        decode(text, LIMITS).expect_err(text).code()
+    }
+
+    #[test]
+    fn decodes_the_seed_client_messages() {
+        assert_eq!(
+            decode(r#"{"type":"chat","text":"hi"}"#, LIMITS),
+            Ok(ClientMessage::Chat {
+                room: None,
+                text: "hi".into(),
+                client_msg_id: None
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"typing","is_typing":true}"#, LIMITS),
+            Ok(ClientMessage::Typing {
+                room: None,
+                is_typing: true
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"get_users"}"#, LIMITS),
+            Ok(ClientMessage::GetUsers { room: None })
+        );
+        assert_eq!(
+            decode(
+                r#"{"type":"private","to_user":"bob","content":"x"}"#,
+                LIMITS
+            ),
+            Ok(ClientMessage::Private {
+                to_user: UserId::parse("bob").unwrap(),
+                content: "x".into()
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_and_null_is_absent() {
+        assert_eq!(
+            decode(
+                r#"{"type":"join","room_id":"r1","extra":[1,2],"since":null}"#,
+                LIMITS
+            ),
+            Ok(ClientMessage::Join {
+                room: RoomId::parse("r1")
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"chat","room_id":null,"text":"a"}"#, LIMITS)
+                .unwrap()
+                .kind(),
+            "chat"
+        );
+    }
+
+    #[test]
+    fn every_mistake_has_its_code() {
+        use ErrorCode::*;
+        let cases = [
+            ("{not json", InvalidJson),
+            ("", InvalidJson),
+            ("[1,2]", NotAnObject),
+            ("\"chat\"", NotAnObject),
+            (r#"{"text":"x"}"#, MissingType),
+            (r#"{"type":7}"#, MissingType),
+            (r#"{"type":"dance"}"#, UnknownType),
+            (r#"{"type":"chat"}"#, MissingField),
+            (r#"{"type":"chat","text":5}"#, InvalidField),
+            (r#"{"type":"chat","text":""}"#, EmptyText),
+            (r#"{"type":"chat","text":"01234567890"}"#, TextTooLong),
+            (
+                r#"{"type":"chat","text":"a","client_msg_id":3}"#,
+                InvalidField,
+            ),
+            (r#"{"type":"typing"}"#, MissingField),
+            (r#"{"type":"typing","is_typing":"yes"}"#, InvalidField),
+            (r#"{"type":"join","room_id":"a b"}"#, InvalidRoom),
+            (r#"{"type":"join","room_id":12}"#, InvalidRoom),
+            (r#"{"type":"private","content":"x"}"#, MissingField),
+            (
+                r#"{"type":"private","to_user":"../x","content":"x"}"#,
+                InvalidUser,
+            ),
+            (r#"{"type":"history","limit":0}"#, InvalidField),
+            (r#"{"type":"history","before_seq":-1}"#, InvalidField),
+        ];
+        for (text, code) in cases {
+            assert_eq!(code_of(text), code, "for {text}");
+        }
+    }
+
+    #[test]
+    fn text_limit_counts_characters_not_bytes() {
+        // Ten two-byte characters are within a ten-character limit.
+        let ok = format!(r#"{{"type":"chat","text":"{}"}}"#, "é".repeat(10));
+        assert!(decode(&ok, LIMITS).is_ok());
+    }
+
+    #[test]
+    fn chat_frame_keeps_the_seed_fields() {
+        let user = UserId::parse("alice").unwrap();
+        let room = RoomId::parse("lobby").unwrap();
+        let frame = ServerMessage::Chat {
+            user_id: &user,
+            room_id: &room,
+            text: "<b>hi</b>",
+            timestamp: "2026-11-22T09:15:02.123Z",
+            message_id: "id-1",
+            seq: Seq(7),
+            client_msg_id: None,
+        }
+        .encode();
+        let v: Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"chat","user_id":"alice","room_id":"lobby","text":"<b>hi</b>",
+                "timestamp":"2026-11-22T09:15:02.123Z","message_id":"id-1","seq":7})
+        );
+    }
+
+    #[test]
+    fn error_codes_are_snake_case() {
+        let frame = error_frame(ErrorCode::NotInRoom, "nope", None);
+        assert_eq!(
+            &*frame,
+            r#"{"type":"error","code":"not_in_room","message":"nope"}"#
+        );
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_millis() {
+        let t = timestamp_now();
+        assert!(chrono::DateTime::parse_from_rfc3339(&t).is_ok(), "{t}");
+        assert!(t.ends_with('Z') && t.len() == 24, "{t}");
+    }
+}

@@ -1,0 +1,115 @@
+//! The typed actor messages between sessions, the HTTP layer and `ChatServer`.
+//!
+//! One struct per interaction. `ChatServer` reaches sessions only through
+//! `Recipient<Outbound>`, so it does not depend on the session type.
+
+use actix::prelude::*;
+
+use crate::conn::ConnHandle;
+use crate::ids::{RoomId, Seq, SessionId, UserId};
+use crate::protocol::Frame;
+
+/// Frames and orders from `ChatServer` to one session. Every variant occupies one slot of the
+/// session's bounded mailbox, which is how a slow consumer is detected.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub enum Outbound {
+    /// One encoded frame, shared with every other recipient.
+    Frame(Frame),
+    /// Several frames that must arrive together and in order (`joined` and its history).
+    Batch(Vec<Frame>),
+    /// Close the socket with this code and reason, then stop.
+    Close { code: u16, reason: &'static str },
+}
+
+/// A new WebSocket session asks to be admitted. Refused when the server is full or stopping.
+#[derive(Message)]
+#[rtype(result = "Result<(), Refused>")]
+pub struct Connect {
+    pub session: SessionId,
+    pub user: UserId,
+    pub addr: Recipient<Outbound>,
+    /// A handle on the TCP connection, to cut it if the session stops reading.
+    pub conn: Option<ConnHandle>,
+    /// The room named in the URL (`/ws/{room_id}/{user_id}`), joined at once.
+    pub room: Option<RoomId>,
+}
+
+/// Why a `Connect` was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("the server is at its connection limit")]
+    Full,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// A session has stopped (closed, dropped, timed out). Sent exactly once, from the session's
+/// `stopped`; unknown ids (already evicted) are ignored.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnect {
+    pub session: SessionId,
+}
+
+/// A client request that concerns the server's shared state, already decoded and with its
+/// room resolved by the session.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ClientRequest {
+    pub session: SessionId,
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Join {
+        room: RoomId,
+    },
+    Leave {
+        room: RoomId,
+    },
+    Chat {
+        room: RoomId,
+        text: String,
+        client_msg_id: Option<String>,
+    },
+    Typing {
+        room: RoomId,
+        is_typing: bool,
+    },
+    GetUsers {
+        room: RoomId,
+    },
+    Private {
+        to_user: UserId,
+        content: String,
+    },
+    History {
+        room: RoomId,
+        before_seq: Option<Seq>,
+        limit: usize,
+    },
+}
+
+/// Close every session with 1001 and refuse new ones: the process is stopping.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Counts for health checks and tests.
+#[derive(Message)]
+#[rtype(result = "Stats")]
+pub struct GetStats;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Live WebSocket sessions.
+    pub connections: usize,
+    /// Users with at least one live session.
+    pub users: usize,
+    /// Rooms with at least one member.
+    pub rooms: usize,
+    /// Sessions closed for not reading, since start.
+    pub slow_consumers_closed: u64,
+}

@@ -1,0 +1,574 @@
+//! `ChatServer`: the one actor that owns the shared state.
+//!
+//! It owns the rooms (members, sequence counters, recent history), the user map (user id ->
+//! live sessions) and presence, and it alone changes room membership. Sessions send it typed
+//! [`messages`]; it answers and broadcasts through each session's bounded mailbox
+//! (`Recipient<Outbound>`).
+//!
+//! Three rules keep it fast and fair:
+//! - A broadcast is encoded once; each recipient gets a clone of the same reference-counted
+//!   bytes.
+//! - It never blocks and never waits for a session: it uses `try_send`, and a session whose
+//!   mailbox is full is a slow consumer. It is removed from every room at once (so nobody
+//!   else waits for it), told to close with 4001, and its connection is cut after a grace
+//!   period if it never takes that close frame.
+//! - Failures found while sending are queued in `failed` and handled in [`ChatServer::reap`]
+//!   after the handler's own work, so a handler never re-enters itself mid-iteration.
+
+pub mod messages;
+pub mod room;
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::conn::ConnHandle;
+use crate::ids::{RoomId, Seq, SessionId, UserId};
+use crate::protocol::{
+    AnnouncedLimits, ErrorCode, Frame, PROTOCOL_VERSION, ServerMessage, close_code, error_frame,
+    timestamp_now,
+};
+use crate::store::HistoryStore;
+use messages::*;
+use room::{Added, HistoryEntry, Removed, Room};
+
+/// The `server` field of `welcome`.
+const SERVER_NAME: &str = concat!("roomcast/", env!("CARGO_PKG_VERSION"));
+
+/// The limits `ChatServer` enforces, taken from [`Config`].
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    pub max_connections: usize,
+    pub max_rooms_per_socket: usize,
+    pub history_on_join: usize,
+    pub history_keep: usize,
+    pub slow_consumer_grace: Duration,
+    pub announced: AnnouncedLimits,
+}
+
+impl ServerLimits {
+    pub fn from_config(c: &Config) -> Self {
+        ServerLimits {
+            max_connections: c.max_connections,
+            max_rooms_per_socket: c.max_rooms_per_socket,
+            history_on_join: c.history_on_join,
+            history_keep: c.history_keep,
+            slow_consumer_grace: Duration::from_millis(c.slow_consumer_grace_ms),
+            announced: c.announced_limits(),
+        }
+    }
+}
+
+/// What `ChatServer` knows of one live session.
+struct SessionEntry {
+    user: UserId,
+    addr: Recipient<Outbound>,
+    /// Rooms this session is in, in join order (a handful: bounded by `max_rooms_per_socket`).
+    rooms: Vec<RoomId>,
+    /// Kept to cut the connection if the session stops reading.
+    conn: Option<ConnHandle>,
+}
+
+/// Why a send to a session failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Its mailbox is full: it is not reading.
+    Slow,
+    /// Its actor is gone; its `Disconnect` is on the way.
+    Gone,
+}
+
+type Handle = Recipient<Outbound>;
+
+pub struct ChatServer {
+    limits: ServerLimits,
+    sessions: HashMap<SessionId, SessionEntry>,
+    /// User id -> that user's live sessions.
+    users: HashMap<UserId, Vec<SessionId>>,
+    /// Rooms with at least one member. An emptied room is removed; its history stays in the
+    /// store, which brings it back when someone joins again.
+    rooms: HashMap<RoomId, Room<Handle>>,
+    /// Slow consumers told to close, whose connection is cut when their grace ends unless
+    /// they stop first.
+    evicted: HashMap<SessionId, ConnHandle>,
+    /// Sends that failed during the current handler, handled by `reap`.
+    failed: Vec<(SessionId, Failure)>,
+    store: Box<dyn HistoryStore>,
+    broker: Box<dyn Broker>,
+    /// Set by `Shutdown`: no new sessions.
+    shutting_down: bool,
+    slow_consumers_closed: u64,
+}
+
+impl ChatServer {
+    pub fn new(
+        limits: ServerLimits,
+        store: Box<dyn HistoryStore>,
+        broker: Box<dyn Broker>,
+    ) -> Self {
+        ChatServer {
+            limits,
+            sessions: HashMap::new(),
+            users: HashMap::new(),
+            rooms: HashMap::new(),
+            evicted: HashMap::new(),
+            failed: Vec::new(),
+            store,
+            broker,
+            shutting_down: false,
+            slow_consumers_closed: 0,
+        }
+    }
+
+    /// Sends one message to one session, noting a failure for `reap`.
+    fn send(&mut self, session: SessionId, msg: Outbound) {
+        let Some(entry) = self.sessions.get(&session) else {
+            return;
+        };
+        if let Err(e) = entry.addr.try_send(msg) {
+            self.failed.push((session, failure_of(&e)));
+        }
+    }
+
+    fn send_error(
+        &mut self,
+        session: SessionId,
+        code: ErrorCode,
+        message: &str,
+        room: Option<&RoomId>,
+    ) {
+        self.send(session, Outbound::Frame(error_frame(code, message, room)));
+    }
+
+    /// Hands `frame` to every session in `room` except those of `except`; returns how many
+    /// took it. The frame's bytes are shared, not copied.
+    fn fan_out(&mut self, room: &RoomId, frame: &Frame, except: Option<&UserId>) -> usize {
+        let Some(r) = self.rooms.get(room) else {
+            return 0;
+        };
+        let mut delivered = 0;
+        for (user, session, addr) in r.sessions() {
+            if except == Some(user) {
+                continue;
+            }
+            match addr.try_send(Outbound::Frame(frame.clone())) {
+                Ok(()) => delivered += 1,
+                Err(e) => self.failed.push((session, failure_of(&e))),
+            }
+        }
+        self.broker.publish(room, frame);
+        delivered
+    }
+
+    /// Whether `session` is a member of `room`; answers `not_in_room` when it is not.
+    fn check_member(&mut self, session: SessionId, room: &RoomId) -> bool {
+        let member = self
+            .sessions
+            .get(&session)
+            .is_some_and(|e| e.rooms.contains(room));
+        if !member {
+            let msg = format!("you are not in room '{room}'");
+            self.send_error(session, ErrorCode::NotInRoom, &msg, Some(room));
+        }
+        member
+    }
+
+    fn join(&mut self, session: SessionId, room_id: RoomId) {
+        let Some(entry) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if entry.rooms.contains(&room_id) {
+            let msg = format!("you are already in room '{room_id}'");
+            return self.send_error(session, ErrorCode::AlreadyJoined, &msg, Some(&room_id));
+        }
+        if entry.rooms.len() >= self.limits.max_rooms_per_socket {
+            let msg = format!(
+                "a socket may be in at most {} rooms",
+                self.limits.max_rooms_per_socket
+            );
+            return self.send_error(session, ErrorCode::TooManyRooms, &msg, Some(&room_id));
+        }
+        entry.rooms.push(room_id.clone());
+        let user = entry.user.clone();
+        let addr = entry.addr.clone();
+
+        let keep = self.limits.history_keep;
+        let room = match self.rooms.entry(room_id.clone()) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                let snapshot = self.store.load(&room_id, keep).unwrap_or_else(|e| {
+                    log::error!("history load failed room={room_id}: {e}");
+                    Default::default()
+                });
+                log::debug!("room active room={room_id} last_seq={}", snapshot.last_seq);
+                v.insert(Room::new(snapshot.last_seq, snapshot.recent, keep))
+            }
+        };
+        let added = room.add(&user, session, addr);
+
+        // `joined`, then the history, as one mailbox item so nothing can come between them;
+        // live frames for this room can only be queued after it.
+        let recent: Vec<&HistoryEntry> = room.recent(self.limits.history_on_join).collect();
+        let mut batch = Vec::with_capacity(1 + recent.len());
+        batch.push(
+            ServerMessage::Joined {
+                room_id: &room_id,
+                user_id: &user,
+                users: &room.users(),
+                last_seq: room.last_seq(),
+                history: recent.len(),
+            }
+            .encode(),
+        );
+        batch.extend(recent.into_iter().map(|e| e.frame.clone()));
+        self.send(session, Outbound::Batch(batch));
+
+        if added == Added::FirstSessionOfUser {
+            let timestamp = timestamp_now();
+            let message = format!("{user} joined the room");
+            let frame = ServerMessage::UserJoined {
+                user_id: &user,
+                room_id: &room_id,
+                timestamp: &timestamp,
+                message: &message,
+            }
+            .encode();
+            self.fan_out(&room_id, &frame, Some(&user));
+        }
+        log::debug!("joined session={session} user={user} room={room_id}");
+    }
+
+    /// Takes `session` out of `room_id`, announcing `user_left` if it was the user's last
+    /// session there, and drops the room if it emptied.
+    fn leave_room(&mut self, session: SessionId, user: &UserId, room_id: &RoomId) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let removed = room.remove(user, session);
+        if room.is_empty() {
+            self.rooms.remove(room_id);
+            log::debug!("room emptied room={room_id}");
+        } else if removed == Removed::LastSessionOfUser {
+            let timestamp = timestamp_now();
+            let message = format!("{user} left the room");
+            let frame = ServerMessage::UserLeft {
+                user_id: user,
+                room_id,
+                timestamp: &timestamp,
+                message: &message,
+            }
+            .encode();
+            self.fan_out(room_id, &frame, None);
+        }
+    }
+
+    /// Forgets a session entirely: every room, the user map. Returns its entry.
+    fn remove_session(&mut self, session: SessionId) -> Option<SessionEntry> {
+        let entry = self.sessions.remove(&session)?;
+        if let Entry::Occupied(mut o) = self.users.entry(entry.user.clone()) {
+            o.get_mut().retain(|s| *s != session);
+            if o.get().is_empty() {
+                o.remove();
+            }
+        }
+        for room in &entry.rooms {
+            self.leave_room(session, &entry.user, room);
+        }
+        Some(entry)
+    }
+
+    /// Handles the sends that failed during a handler. Evicting one session may announce
+    /// `user_left` and find more failures, so this loops until none are left.
+    fn reap(&mut self, ctx: &mut Context<Self>) {
+        while let Some((session, failure)) = self.failed.pop() {
+            let Some(entry) = self.remove_session(session) else {
+                continue;
+            };
+            if failure == Failure::Gone {
+                continue;
+            }
+            self.slow_consumers_closed += 1;
+            log::warn!("slow consumer closed session={session} user={}", entry.user);
+            // `do_send` ignores the mailbox bound: the close order queues behind what is
+            // pending, so a client that resumes reading gets everything, then the close.
+            entry.addr.do_send(Outbound::Close {
+                code: close_code::SLOW_CONSUMER,
+                reason: "slow consumer",
+            });
+            if let Some(conn) = entry.conn {
+                self.evicted.insert(session, conn);
+                ctx.run_later(self.limits.slow_consumer_grace, move |act, _| {
+                    if let Some(conn) = act.evicted.remove(&session) {
+                        conn.cut();
+                    }
+                });
+            }
+        }
+    }
+
+    fn chat(
+        &mut self,
+        session: SessionId,
+        room_id: RoomId,
+        text: String,
+        client_msg_id: Option<String>,
+    ) {
+        if !self.check_member(session, &room_id) {
+            return;
+        }
+        let (Some(entry), Some(room)) = (self.sessions.get(&session), self.rooms.get_mut(&room_id))
+        else {
+            return;
+        };
+        let seq = room.next_seq();
+        let timestamp = timestamp_now();
+        let message_id = uuid::Uuid::new_v4().to_string();
+        let frame = ServerMessage::Chat {
+            user_id: &entry.user,
+            room_id: &room_id,
+            text: &text,
+            timestamp: &timestamp,
+            message_id: &message_id,
+            seq,
+            client_msg_id: client_msg_id.as_deref(),
+        }
+        .encode();
+        let entry = HistoryEntry {
+            seq,
+            frame: frame.clone(),
+        };
+        if let Err(e) = self.store.append(&room_id, &entry) {
+            log::error!("history append failed room={room_id} seq={seq}: {e}");
+        }
+        room.record(entry);
+        self.fan_out(&room_id, &frame, None);
+    }
+
+    fn private(&mut self, session: SessionId, to_user: UserId, content: String) {
+        let Some(from) = self.sessions.get(&session).map(|e| e.user.clone()) else {
+            return;
+        };
+        let targets = self.users.get(&to_user).cloned().unwrap_or_default();
+        if targets.is_empty() {
+            let msg = format!("user '{to_user}' is not online");
+            return self.send_error(session, ErrorCode::UserOffline, &msg, None);
+        }
+        let timestamp = timestamp_now();
+        let message_id = uuid::Uuid::new_v4().to_string();
+        let frame = ServerMessage::Private {
+            from: &from,
+            to_user: &to_user,
+            message: &content,
+            timestamp: &timestamp,
+            message_id: &message_id,
+        }
+        .encode();
+        for target in targets {
+            self.send(target, Outbound::Frame(frame.clone()));
+        }
+    }
+
+    fn history(&mut self, session: SessionId, room_id: RoomId, before: Option<Seq>, limit: usize) {
+        if !self.check_member(session, &room_id) {
+            return;
+        }
+        let Some(room) = self.rooms.get(&room_id) else {
+            return;
+        };
+        // The in-memory window answers when it holds the whole page or reaches back to the
+        // room's first message; otherwise the store, which may keep more, does.
+        let (window, window_more) = room.page_before(before, limit);
+        let from_store;
+        let (entries, has_more) = if window.len() == limit || room.window_reaches_start() {
+            (window, window_more)
+        } else {
+            from_store = self
+                .store
+                .page_before(&room_id, before, limit)
+                .unwrap_or_else(|e| {
+                    log::error!("history page failed room={room_id}: {e}");
+                    (Vec::new(), false)
+                });
+            (from_store.0.iter().collect(), from_store.1)
+        };
+        let raw: Vec<&serde_json::value::RawValue> = entries
+            .iter()
+            .filter_map(|e| serde_json::from_str(&e.frame).ok())
+            .collect();
+        let frame = ServerMessage::History {
+            room_id: &room_id,
+            messages: &raw,
+            has_more,
+        }
+        .encode();
+        self.send(session, Outbound::Frame(frame));
+    }
+}
+
+fn failure_of<M>(e: &SendError<M>) -> Failure {
+    match e {
+        SendError::Full(_) => Failure::Slow,
+        SendError::Closed(_) => Failure::Gone,
+    }
+}
+
+impl Actor for ChatServer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        log::info!("chat server started");
+    }
+}
+
+impl Handler<Connect> for ChatServer {
+    type Result = Result<(), Refused>;
+
+    fn handle(&mut self, msg: Connect, ctx: &mut Context<Self>) -> Self::Result {
+        if self.shutting_down {
+            return Err(Refused::ShuttingDown);
+        }
+        if self.sessions.len() >= self.limits.max_connections {
+            log::warn!(
+                "connection refused: limit {} reached",
+                self.limits.max_connections
+            );
+            return Err(Refused::Full);
+        }
+        let welcome = ServerMessage::Welcome {
+            user_id: &msg.user,
+            session_id: msg.session.0,
+            protocol: PROTOCOL_VERSION,
+            server: SERVER_NAME,
+            limits: &self.limits.announced,
+        }
+        .encode();
+        self.users
+            .entry(msg.user.clone())
+            .or_default()
+            .push(msg.session);
+        self.sessions.insert(
+            msg.session,
+            SessionEntry {
+                user: msg.user,
+                addr: msg.addr,
+                rooms: Vec::new(),
+                conn: msg.conn,
+            },
+        );
+        self.send(msg.session, Outbound::Frame(welcome));
+        if let Some(room) = msg.room {
+            self.join(msg.session, room);
+        }
+        self.reap(ctx);
+        Ok(())
+    }
+}
+
+impl Handler<Disconnect> for ChatServer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnect, ctx: &mut Context<Self>) {
+        // Dropping the handle of an evicted session closes our duplicate of its socket.
+        self.evicted.remove(&msg.session);
+        if let Some(entry) = self.remove_session(msg.session) {
+            log::debug!("session gone session={} user={}", msg.session, entry.user);
+        }
+        self.reap(ctx);
+    }
+}
+
+impl Handler<ClientRequest> for ChatServer {
+    type Result = ();
+
+    fn handle(&mut self, msg: ClientRequest, ctx: &mut Context<Self>) {
+        let session = msg.session;
+        match msg.command {
+            Command::Join { room } => self.join(session, room),
+            Command::Leave { room } => {
+                if self.check_member(session, &room) {
+                    let user = match self.sessions.get_mut(&session) {
+                        Some(entry) => {
+                            entry.rooms.retain(|r| *r != room);
+                            entry.user.clone()
+                        }
+                        None => return,
+                    };
+                    self.leave_room(session, &user, &room);
+                    let frame = ServerMessage::Left { room_id: &room }.encode();
+                    self.send(session, Outbound::Frame(frame));
+                }
+            }
+            Command::Chat {
+                room,
+                text,
+                client_msg_id,
+            } => self.chat(session, room, text, client_msg_id),
+            Command::Typing { room, is_typing } => {
+                if self.check_member(session, &room) {
+                    let Some(user) = self.sessions.get(&session).map(|e| e.user.clone()) else {
+                        return;
+                    };
+                    let frame = ServerMessage::Typing {
+                        user_id: &user,
+                        room_id: &room,
+                        is_typing,
+                    }
+                    .encode();
+                    self.fan_out(&room, &frame, Some(&user));
+                }
+            }
+            Command::GetUsers { room } => {
+                if self.check_member(session, &room) {
+                    let Some(r) = self.rooms.get(&room) else {
+                        return;
+                    };
+                    let frame = ServerMessage::ActiveUsers {
+                        users: &r.users(),
+                        room_id: &room,
+                    }
+                    .encode();
+                    self.send(session, Outbound::Frame(frame));
+                }
+            }
+            Command::Private { to_user, content } => self.private(session, to_user, content),
+            Command::History {
+                room,
+                before_seq,
+                limit,
+            } => self.history(session, room, before_seq, limit),
+        }
+        self.reap(ctx);
+    }
+}
+
+impl Handler<Shutdown> for ChatServer {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, _ctx: &mut Context<Self>) {
+        self.shutting_down = true;
+        log::info!("closing sessions={} for shutdown", self.sessions.len());
+        for entry in self.sessions.values() {
+            entry.addr.do_send(Outbound::Close {
+                code: 1001,
+                reason: "server shutting down",
+            });
+        }
+    }
+}
+
+impl Handler<GetStats> for ChatServer {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _: GetStats, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(Stats {
+            connections: self.sessions.len(),
+            users: self.users.len(),
+            rooms: self.rooms.len(),
+            slow_consumers_closed: self.slow_consumers_closed,
+        })
+    }
+}

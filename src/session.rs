@@ -1,0 +1,268 @@
+//! The WebSocket session actor: one per connection. The only module that knows
+//! actix-web-actors.
+//!
+//! A session turns frames into [`ClientMessage`]s, answers what concerns only itself
+//! (`ping`, bad input, rate limiting, oversize and binary frames, heartbeats) and sends the
+//! rest to `ChatServer` as a typed [`ClientRequest`]. It writes whatever `ChatServer` sends it
+//! ([`Outbound`]) to the socket as is: frames arrive encoded, and are never re-serialized here.
+//!
+//! Its mailbox is bounded (`max_pending`): when the client stops reading, actix-web stops
+//! polling this actor, the mailbox fills, and `ChatServer` treats the session as a slow
+//! consumer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use actix_http::ws::Item;
+use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
+use bytes::BytesMut;
+
+use crate::config::Config;
+use crate::ids::{RoomId, SessionId, UserId};
+use crate::protocol::{
+    ClientMessage, DecodeError, ErrorCode, ServerMessage, close_code, decode, error_frame,
+};
+use crate::ratelimit::TokenBucket;
+use crate::server::ChatServer;
+use crate::server::messages::{ClientRequest, Command, Disconnect, Outbound};
+
+pub struct ChatSession {
+    id: SessionId,
+    user: UserId,
+    /// The room named in the URL; messages that leave out `room_id` are about it.
+    default_room: Option<RoomId>,
+    server: Addr<ChatServer>,
+    config: Arc<Config>,
+    /// When the peer last showed signs of life (any frame, pong included).
+    last_heard: Instant,
+    bucket: TokenBucket,
+    /// Rate-limited messages in a row; past `rate_strikes` the socket is closed with 1008.
+    strikes: u32,
+    /// A fragmented message being reassembled: its bytes so far and whether it is text.
+    fragments: Option<(BytesMut, bool)>,
+}
+
+impl ChatSession {
+    pub fn new(
+        id: SessionId,
+        user: UserId,
+        default_room: Option<RoomId>,
+        server: Addr<ChatServer>,
+        config: Arc<Config>,
+    ) -> Self {
+        let now = Instant::now();
+        ChatSession {
+            id,
+            user,
+            default_room,
+            server,
+            bucket: TokenBucket::new(config.rate_per_sec, config.rate_burst, now),
+            config,
+            last_heard: now,
+            strikes: 0,
+            fragments: None,
+        }
+    }
+
+    fn close(&self, ctx: &mut ws::WebsocketContext<Self>, code: u16, description: &str) {
+        ctx.close(Some(CloseReason {
+            code: CloseCode::from(code),
+            description: Some(description.to_owned()),
+        }));
+        ctx.stop();
+    }
+
+    fn send_error(&self, ctx: &mut ws::WebsocketContext<Self>, code: ErrorCode, message: &str) {
+        ctx.text(error_frame(code, message, None));
+    }
+
+    /// One complete text message from the client.
+    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        if !self.bucket.try_take(Instant::now()) {
+            self.strikes += 1;
+            if self.strikes > self.config.rate_strikes {
+                log::warn!("flood closed session={} user={}", self.id, self.user);
+                return self.close(ctx, 1008, "rate limit exceeded");
+            }
+            return self.send_error(
+                ctx,
+                ErrorCode::RateLimited,
+                "rate limit exceeded; the message was dropped",
+            );
+        }
+        self.strikes = 0;
+
+        let msg = match decode(text, self.config.decode_limits()) {
+            Ok(msg) => msg,
+            Err(e) => {
+                log::warn!("bad frame session={} code={:?}: {e}", self.id, e.code());
+                return self.send_error(ctx, e.code(), &e.to_string());
+            }
+        };
+        log::debug!("frame session={} type={}", self.id, msg.kind());
+        let is_ping = matches!(msg, ClientMessage::Ping);
+        let command = match self.command_for(msg) {
+            Ok(Some(command)) => command,
+            Ok(None) if is_ping => return ctx.text(pong_frame()),
+            Ok(None) => return,
+            Err(e) => return self.send_error(ctx, e.code(), &e.to_string()),
+        };
+        self.server.do_send(ClientRequest {
+            session: self.id,
+            command,
+        });
+    }
+
+    /// Maps a client message to a server command, filling in the default room. `Ok(None)` for
+    /// `ping` and `pong`, which the session handles itself.
+    fn command_for(&self, msg: ClientMessage) -> Result<Option<Command>, DecodeError> {
+        let room = |r: Option<RoomId>| {
+            r.or_else(|| self.default_room.clone())
+                .ok_or(DecodeError::MissingField("room_id"))
+        };
+        Ok(Some(match msg {
+            ClientMessage::Ping | ClientMessage::Pong => return Ok(None),
+            ClientMessage::Join { room: r } => Command::Join { room: room(r)? },
+            ClientMessage::Leave { room: r } => Command::Leave { room: room(r)? },
+            ClientMessage::Chat {
+                room: r,
+                text,
+                client_msg_id,
+            } => Command::Chat {
+                room: room(r)?,
+                text,
+                client_msg_id,
+            },
+            ClientMessage::Typing { room: r, is_typing } => Command::Typing {
+                room: room(r)?,
+                is_typing,
+            },
+            ClientMessage::GetUsers { room: r } => Command::GetUsers { room: room(r)? },
+            ClientMessage::Private { to_user, content } => Command::Private { to_user, content },
+            ClientMessage::History {
+                room: r,
+                before_seq,
+                limit,
+            } => Command::History {
+                room: room(r)?,
+                before_seq,
+                limit,
+            },
+        }))
+    }
+
+    /// A continuation frame: appends to the message being reassembled, within the size limit.
+    fn on_fragment(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
+        let (chunk, first_is_text, last) = match item {
+            Item::FirstText(b) => (b, Some(true), false),
+            Item::FirstBinary(b) => (b, Some(false), false),
+            Item::Continue(b) => (b, None, false),
+            Item::Last(b) => (b, None, true),
+        };
+        match (first_is_text, self.fragments.as_mut()) {
+            (Some(is_text), _) => self.fragments = Some((BytesMut::from(&chunk[..]), is_text)),
+            (None, Some((buf, _))) => buf.extend_from_slice(&chunk),
+            (None, None) => {
+                return self.close(ctx, 1002, "continuation frame without a first frame");
+            }
+        }
+        if self
+            .fragments
+            .as_ref()
+            .is_some_and(|(buf, _)| buf.len() > self.config.max_frame_bytes)
+        {
+            return self.close(ctx, 1009, "message too big");
+        }
+        if last && let Some((buf, is_text)) = self.fragments.take() {
+            if !is_text {
+                return self.on_binary(ctx);
+            }
+            match std::str::from_utf8(&buf) {
+                Ok(text) => self.on_text(text, ctx),
+                Err(_) => self.close(ctx, 1007, "text message is not valid UTF-8"),
+            }
+        }
+    }
+
+    fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.send_error(
+            ctx,
+            ErrorCode::BinaryUnsupported,
+            "binary frames are not supported; send JSON text frames",
+        );
+    }
+
+    fn heartbeat(&self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.last_heard.elapsed() > self.config.client_timeout() {
+            log::info!("heartbeat timeout session={} user={}", self.id, self.user);
+            return self.close(ctx, close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+        }
+        ctx.ping(b"");
+    }
+}
+
+impl Actor for ChatSession {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.config.max_pending);
+        ctx.run_interval(self.config.heartbeat_interval(), |act, ctx| {
+            act.heartbeat(ctx)
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        // The one place a session says it is gone.
+        self.server.do_send(Disconnect { session: self.id });
+    }
+}
+
+impl Handler<Outbound> for ChatSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
+        match msg {
+            Outbound::Frame(frame) => ctx.text(frame),
+            Outbound::Batch(frames) => frames.into_iter().for_each(|f| ctx.text(f)),
+            Outbound::Close { code, reason } => self.close(ctx, code, reason),
+        }
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ProtocolError>> for ChatSession {
+    fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        match item {
+            Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
+            Ok(ws::Message::Binary(_)) => self.on_binary(ctx),
+            Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
+            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
+            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Err(ProtocolError::Overflow) => {
+                log::warn!("oversized frame session={} user={}", self.id, self.user);
+                self.close(ctx, 1009, "message too big")
+            }
+            Err(e) => {
+                log::warn!("protocol error session={}: {e}", self.id);
+                self.close(ctx, 1002, "protocol error")
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        // The peer's side of the stream ended (TCP closed without a close frame).
+        ctx.stop();
+    }
+}
+
+/// The `pong` frame, encoded once per process.
+pub(crate) fn pong_frame() -> bytestring::ByteString {
+    use std::sync::OnceLock;
+    static PONG: OnceLock<bytestring::ByteString> = OnceLock::new();
+    PONG.get_or_init(|| ServerMessage::Pong.encode()).clone()
+}
