@@ -12,8 +12,12 @@
 //!   mailbox is full is a slow consumer. It is removed from every room at once (so nobody
 //!   else waits for it), told to close with 4001, and its connection is cut after a grace
 //!   period if it never takes that close frame.
-//! - Failures found while sending are queued in `failed` and handled in [`ChatServer::reap`]
-//!   after the handler's own work, so a handler never re-enters itself mid-iteration.
+//! - Slow consumers found while sending are queued in `slow` and evicted in
+//!   [`ChatServer::reap`] after the handler's own work, so a handler never re-enters itself
+//!   mid-iteration.
+//! - A session whose actor has stopped is forgotten only when its own `Disconnect` arrives.
+//!   Its requests queued before that (say, chats it accepted just before closing) are still
+//!   handled in order; a failed send to it on the way is simply dropped.
 
 pub mod messages;
 pub mod room;
@@ -73,15 +77,6 @@ struct SessionEntry {
     conn: Option<ConnHandle>,
 }
 
-/// Why a send to a session failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Failure {
-    /// Its mailbox is full: it is not reading.
-    Slow,
-    /// Its actor is gone; its `Disconnect` is on the way.
-    Gone,
-}
-
 type Handle = Recipient<Outbound>;
 
 pub struct ChatServer {
@@ -95,8 +90,8 @@ pub struct ChatServer {
     /// Slow consumers told to close, whose connection is cut when their grace ends unless
     /// they stop first.
     evicted: HashMap<SessionId, ConnHandle>,
-    /// Sends that failed during the current handler, handled by `reap`.
-    failed: Vec<(SessionId, Failure)>,
+    /// Sessions found with a full mailbox during the current handler, evicted by `reap`.
+    slow: Vec<SessionId>,
     store: Box<dyn HistoryStore>,
     broker: Box<dyn Broker>,
     /// Set by `Shutdown`: no new sessions.
@@ -116,7 +111,7 @@ impl ChatServer {
             users: HashMap::new(),
             rooms: HashMap::new(),
             evicted: HashMap::new(),
-            failed: Vec::new(),
+            slow: Vec::new(),
             store,
             broker,
             shutting_down: false,
@@ -124,13 +119,12 @@ impl ChatServer {
         }
     }
 
-    /// Sends one message to one session, noting a failure for `reap`.
+    /// Sends one message to one session, noting a slow consumer for `reap`.
     fn send(&mut self, session: SessionId, msg: Outbound) {
-        let Some(entry) = self.sessions.get(&session) else {
-            return;
-        };
-        if let Err(e) = entry.addr.try_send(msg) {
-            self.failed.push((session, failure_of(&e)));
+        if let Some(entry) = self.sessions.get(&session)
+            && let Err(SendError::Full(_)) = entry.addr.try_send(msg)
+        {
+            self.slow.push(session);
         }
     }
 
@@ -157,7 +151,9 @@ impl ChatServer {
             }
             match addr.try_send(Outbound::Frame(frame.clone())) {
                 Ok(()) => delivered += 1,
-                Err(e) => self.failed.push((session, failure_of(&e))),
+                Err(SendError::Full(_)) => self.slow.push(session),
+                // Stopped; its Disconnect is queued behind its last requests.
+                Err(SendError::Closed(_)) => {}
             }
         }
         self.broker.publish(room, frame);
@@ -281,16 +277,13 @@ impl ChatServer {
         Some(entry)
     }
 
-    /// Handles the sends that failed during a handler. Evicting one session may announce
-    /// `user_left` and find more failures, so this loops until none are left.
+    /// Evicts the slow consumers found during a handler. Evicting one announces `user_left`,
+    /// which may find more, so this loops until none are left.
     fn reap(&mut self, ctx: &mut Context<Self>) {
-        while let Some((session, failure)) = self.failed.pop() {
+        while let Some(session) = self.slow.pop() {
             let Some(entry) = self.remove_session(session) else {
                 continue;
             };
-            if failure == Failure::Gone {
-                continue;
-            }
             self.slow_consumers_closed += 1;
             log::warn!("slow consumer closed session={session} user={}", entry.user);
             // `do_send` ignores the mailbox bound: the close order queues behind what is
@@ -406,13 +399,6 @@ impl ChatServer {
         }
         .encode();
         self.send(session, Outbound::Frame(frame));
-    }
-}
-
-fn failure_of<M>(e: &SendError<M>) -> Failure {
-    match e {
-        SendError::Full(_) => Failure::Slow,
-        SendError::Closed(_) => Failure::Gone,
     }
 }
 

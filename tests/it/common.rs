@@ -1,0 +1,423 @@
+//! The test harness: a real server on 127.0.0.1 port 0 (in-process, or the real binary as a
+//! child), real WebSocket clients, and a timeout on every receive.
+//!
+//! Tests talk to the server only through these helpers, so the internals can change without
+//! rewriting tests.
+
+#![allow(dead_code)] // each test module uses a different subset
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use roomcast::Config;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The longest any single receive may wait. Generous: machines are shared and noisy, and a
+/// timeout here means "it never came", not "it was slow".
+pub const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A server running in this process, on its own thread and actix system.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::with(|_| {})
+    }
+
+    /// Starts a server with the test defaults changed by `tweak`.
+    pub fn with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::for_tests();
+        config.shutdown_timeout = 1;
+        tweak(&mut config);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let running = roomcast::start(config).await.expect("server starts");
+                let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+                ready_tx
+                    .send((running.addr, stop_tx))
+                    .expect("test is waiting");
+                let _ = stop_rx.await;
+                running.shutdown().await;
+            })
+        });
+        let (addr, stop) = ready_rx
+            .recv_timeout(TIMEOUT)
+            .expect("server started in time");
+        TestServer {
+            addr,
+            stop: Some(stop),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Connects `/ws/{room}/{user}` and reads `welcome`, `joined` and the history.
+    pub async fn room_client(&self, room: &str, user: &str) -> (Client, Joined) {
+        let mut c = Client::connect(&self.url(&format!("/ws/{room}/{user}"))).await;
+        c.expect("welcome").await;
+        let joined = c.read_joined().await;
+        (c, joined)
+    }
+
+    /// Connects `/ws?user_id={user}` and reads `welcome`.
+    pub async fn client(&self, user: &str) -> Client {
+        let mut c = Client::connect(&self.url(&format!("/ws?user_id={user}"))).await;
+        let welcome = c.expect("welcome").await;
+        assert_eq!(welcome["user_id"], user);
+        c
+    }
+
+    /// `GET path` over plain HTTP; returns the status and the JSON body.
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        http_get(self.addr, path).await
+    }
+
+    /// The counts `/health` reports.
+    pub async fn health(&self) -> Value {
+        let (status, body) = self.get_json("/health").await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Polls `/health` until `field` equals `want` (state settles asynchronously after a
+    /// socket closes); fails after `TIMEOUT`.
+    pub async fn wait_health(&self, field: &str, want: u64) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let h = self.health().await;
+            if h[field] == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/health {field} stayed {} (want {want})",
+                h[field]
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// What `joined` said, and the history frames that followed it.
+#[derive(Debug)]
+pub struct Joined {
+    pub frame: Value,
+    pub history: Vec<Value>,
+}
+
+impl Joined {
+    pub fn history_seqs(&self) -> Vec<u64> {
+        self.history
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect()
+    }
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client. Every receive has a timeout.
+pub struct Client {
+    ws: Ws,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect timed out")
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        Client { ws }
+    }
+
+    /// Tries to connect and returns the HTTP refusal (status, JSON body) expected instead.
+    pub async fn refused(url: &str) -> (u16, Value) {
+        match tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect timed out")
+        {
+            Ok(_) => panic!("{url} was upgraded, expected a refusal"),
+            Err(tungstenite::Error::Http(resp)) => {
+                let body = resp.body().as_deref().unwrap_or_default();
+                let json = serde_json::from_slice(body).unwrap_or_else(|e| {
+                    panic!(
+                        "refusal body is not JSON ({e}): {}",
+                        String::from_utf8_lossy(body)
+                    )
+                });
+                (resp.status().as_u16(), json)
+            }
+            Err(e) => panic!("{url}: unexpected error {e}"),
+        }
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.send_raw(&v.to_string()).await;
+    }
+
+    pub async fn send_raw(&mut self, text: &str) {
+        self.send_message(Message::text(text)).await;
+    }
+
+    pub async fn send_message(&mut self, msg: Message) {
+        tokio::time::timeout(TIMEOUT, self.ws.send(msg))
+            .await
+            .expect("send timed out")
+            .expect("send failed");
+    }
+
+    pub async fn chat(&mut self, room: &str, text: &str) {
+        self.send(json!({"type": "chat", "room_id": room, "text": text}))
+            .await;
+    }
+
+    /// The next text frame, as JSON. Control frames are skipped (tungstenite answers pings).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(TIMEOUT, self.ws.next())
+                .await
+                .expect("no frame arrived in time")
+                .expect("the connection ended")
+                .expect("read failed");
+            match msg {
+                Message::Text(t) => {
+                    return serde_json::from_str(t.as_str()).expect("server frames are JSON");
+                }
+                Message::Close(c) => panic!("closed while waiting for a frame: {c:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next frame, which must be of type `ty`.
+    pub async fn expect(&mut self, ty: &str) -> Value {
+        let v = self.recv().await;
+        assert_eq!(v["type"], ty, "expected a `{ty}` frame, got {v}");
+        v
+    }
+
+    /// The next frame must be an `error` with this code; returns it.
+    pub async fn expect_error(&mut self, code: &str) -> Value {
+        let v = self.expect("error").await;
+        assert_eq!(v["code"], code, "{v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        v
+    }
+
+    /// Reads `joined` and the history frames it announces.
+    pub async fn read_joined(&mut self) -> Joined {
+        let frame = self.expect("joined").await;
+        let n = frame["history"].as_u64().expect("joined.history") as usize;
+        let mut history = Vec::with_capacity(n);
+        for _ in 0..n {
+            history.push(self.expect("chat").await);
+        }
+        Joined { frame, history }
+    }
+
+    pub async fn join(&mut self, room: &str) -> Joined {
+        self.send(json!({"type": "join", "room_id": room})).await;
+        self.read_joined().await
+    }
+
+    /// A barrier through `ChatServer`: asks for `room`'s users and returns the answer, which
+    /// must be the very next frame. Everything `ChatServer` sent this session before handling
+    /// the request has then been read, so "nothing else arrived" can be asserted without
+    /// sleeping.
+    pub async fn sync(&mut self, room: &str) -> Vec<String> {
+        self.send(json!({"type": "get_users", "room_id": room}))
+            .await;
+        let v = self.expect("active_users").await;
+        v["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u.as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// A barrier through the session alone: `ping` must be answered by the next frame.
+    pub async fn ping(&mut self) {
+        self.send(json!({"type": "ping"})).await;
+        self.expect("pong").await;
+    }
+
+    /// Reads until the server closes; returns the close frame (None: the TCP connection ended
+    /// without one) and the text frames read before it.
+    pub async fn until_closed(&mut self) -> (Option<CloseFrame>, Vec<Value>) {
+        let mut texts = Vec::new();
+        loop {
+            match tokio::time::timeout(TIMEOUT, self.ws.next())
+                .await
+                .expect("the server did not close in time")
+            {
+                None | Some(Err(_)) => return (None, texts),
+                Some(Ok(Message::Close(c))) => return (c, texts),
+                Some(Ok(Message::Text(t))) => {
+                    texts.push(serde_json::from_str(t.as_str()).expect("server frames are JSON"))
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Waits for a close frame and returns its code.
+    pub async fn expect_close(&mut self) -> u16 {
+        let (frame, _) = self.until_closed().await;
+        u16::from(frame.expect("a close frame").code)
+    }
+
+    /// Closes politely.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        // Drain until the server's close arrives, so the server has seen it.
+        let _ = tokio::time::timeout(TIMEOUT, async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+
+    /// Drops the TCP connection without a close frame, as a crashed client would.
+    pub fn drop_abruptly(self) {
+        drop(self.ws);
+    }
+}
+
+/// A minimal HTTP/1.1 GET (the tests need no HTTP client crate for this).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, Value) {
+    let (status, body) = http_get_raw(addr, path).await;
+    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+    (status, json)
+}
+
+/// `GET path`; returns the status and the body as text.
+pub async fn http_get_raw(addr: SocketAddr, path: &str) -> (u16, String) {
+    let fut = async {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        String::from_utf8(raw).unwrap()
+    };
+    let raw = tokio::time::timeout(TIMEOUT, fut)
+        .await
+        .expect("HTTP GET timed out");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+/// The real binary as a child process, for what needs a process: signals, RSS.
+pub struct ChildServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl ChildServer {
+    pub fn spawn(args: &[&str]) -> ChildServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+            .args(["--bind", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn roomcast");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on http://").nth(1)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+                // Keep draining so the child never blocks on a full pipe.
+            }
+        });
+        let addr = rx
+            .recv_timeout(TIMEOUT)
+            .expect("the server printed its address")
+            .parse()
+            .expect("a socket address");
+        ChildServer { child, addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Resident set size of the server process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS")
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,212 @@
+//! Limits: rate limiting and floods, slow consumers, the connection limit.
+
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn the_default_rate_limit_lets_a_burst_of_twenty_through() {
+    let srv = TestServer::start();
+    let (mut a, _) = srv.room_client("burst", "a").await;
+    for n in 0..20 {
+        a.send(json!({"type": "chat", "text": format!("{n}")}))
+            .await;
+    }
+    for n in 0..20 {
+        let m = a.expect("chat").await;
+        assert_eq!(m["text"], format!("{n}"));
+    }
+    a.sync("burst").await;
+}
+
+#[tokio::test]
+async fn rate_limited_messages_are_refused_and_not_delivered() {
+    let srv = TestServer::with(|c| {
+        c.rate_per_sec = 0.1;
+        c.rate_burst = 5;
+        c.rate_strikes = 100;
+    });
+    let (mut fast, _) = srv.room_client("rl", "fast").await;
+    let (mut observer, _) = srv.room_client("rl", "observer").await;
+    fast.expect("user_joined").await;
+    for n in 0..8 {
+        fast.send(json!({"type": "chat", "text": format!("{n}")}))
+            .await;
+    }
+    // Five pass; three are refused. The session answers refusals itself, and ChatServer the
+    // chats, so the two kinds may interleave: count each.
+    let (mut chats, mut refused) = (Vec::new(), 0);
+    for _ in 0..8 {
+        let m = fast.recv().await;
+        match m["type"].as_str() {
+            Some("chat") => chats.push(m["text"].as_str().unwrap().to_owned()),
+            Some("error") if m["code"] == "rate_limited" => refused += 1,
+            _ => panic!("unexpected {m}"),
+        }
+    }
+    assert_eq!(chats, ["0", "1", "2", "3", "4"]);
+    assert_eq!(refused, 3);
+    for n in 0..5 {
+        assert_eq!(observer.expect("chat").await["text"], format!("{n}"));
+    }
+    // Nothing else reached the observer. (Its own request uses its own bucket.)
+    observer.sync("rl").await;
+}
+
+#[tokio::test]
+async fn a_sustained_flood_is_closed_with_1008() {
+    let srv = TestServer::with(|c| {
+        c.rate_per_sec = 0.1;
+        c.rate_burst = 5;
+        c.rate_strikes = 10;
+    });
+    let (mut flood, _) = srv.room_client("fl", "flood").await;
+    let (mut calm, _) = srv.room_client("fl", "calm").await;
+    for n in 0..40 {
+        flood
+            .send(json!({"type": "chat", "text": format!("{n}")}))
+            .await;
+    }
+    let (frame, frames) = flood.until_closed().await;
+    assert_eq!(u16::from(frame.expect("a close frame").code), 1008);
+    // The session refuses (and counts) before it closes, so all ten refusals come first;
+    // echoes of the accepted chats travel through ChatServer and may be cut off by the close.
+    let count = |ty: &str| frames.iter().filter(|f| f["type"] == ty).count();
+    assert_eq!(count("error"), 10);
+    assert!(
+        frames
+            .iter()
+            .filter(|f| f["type"] == "error")
+            .all(|f| f["code"] == "rate_limited")
+    );
+    assert!(count("chat") <= 5);
+    // The calm member saw exactly the five accepted chats, then flood leave.
+    for n in 0..5 {
+        assert_eq!(calm.expect("chat").await["text"], format!("{n}"));
+    }
+    assert_eq!(calm.expect("user_left").await["user_id"], "flood");
+}
+
+#[tokio::test]
+async fn the_connection_limit_answers_503() {
+    let srv = TestServer::with(|c| c.max_connections = 3);
+    let mut held = Vec::new();
+    for i in 0..3 {
+        held.push(srv.client(&format!("u{i}")).await);
+    }
+    let (status, body) = Client::refused(&srv.url("/ws?user_id=one_too_many")).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "unavailable");
+    // A freed slot can be used again.
+    held.pop().unwrap().close().await;
+    srv.wait_health("connections", 2).await;
+    srv.client("next").await.ping().await;
+}
+
+/// One member never reads while others post thousands of messages. The others get all of
+/// them in order; the stalled one is closed; the server's memory stays bounded.
+#[tokio::test]
+async fn a_slow_consumer_is_closed_without_holding_up_the_room() {
+    const MESSAGES: usize = 6_000;
+    const TEXT_BYTES: usize = 4_000;
+    const WINDOW: usize = 100;
+    // What the stalled member would hold if the server queued everything for it: ~24 MB.
+    // The bound the server must stay under is well below that.
+    const RSS_GROWTH_BOUND_KIB: u64 = 12 * 1024;
+
+    let srv = ChildServer::spawn(&[
+        "--rate-per-sec",
+        "0",
+        "--max-pending",
+        "256",
+        "--slow-consumer-grace-ms",
+        "500",
+        "--max-text-chars",
+        "5000",
+    ]);
+    let url = srv.url("/ws/pile/");
+    let mut readers = Vec::new();
+    for name in ["r1", "r2", "r3"] {
+        let mut c = Client::connect(&format!("{url}{name}")).await;
+        c.expect("welcome").await;
+        c.read_joined().await;
+        readers.push(c);
+    }
+    let mut stalled = Client::connect(&format!("{url}stalled")).await;
+    stalled.expect("welcome").await;
+    stalled.read_joined().await;
+    // From here on `stalled` reads nothing until the end.
+    let rss_before = srv.rss_kib();
+
+    let text = "s".repeat(TEXT_BYTES);
+    let mut sender = readers.remove(0);
+    let mut others = readers;
+    // Readers count chats, note the stalled member's departure, and must see every message.
+    let mut handles = Vec::new();
+    for mut r in others.drain(..) {
+        handles.push(tokio::spawn(async move {
+            let (mut seqs, mut left) = (Vec::new(), Vec::new());
+            while seqs.len() < MESSAGES {
+                let m = r.recv().await;
+                match m["type"].as_str() {
+                    Some("chat") => seqs.push(m["seq"].as_u64().unwrap()),
+                    Some("user_joined") => {}
+                    Some("user_left") => left.push(m["user_id"].as_str().unwrap().to_owned()),
+                    _ => panic!("unexpected {m}"),
+                }
+            }
+            (seqs, left)
+        }));
+    }
+    // The sender keeps at most WINDOW of its own messages unechoed.
+    let (mut echoed, mut sender_left) = (0, Vec::new());
+    let mut read_one = async |sender: &mut Client, echoed: &mut usize| {
+        let m = sender.recv().await;
+        match m["type"].as_str() {
+            Some("chat") => *echoed += 1,
+            Some("user_joined") => {}
+            Some("user_left") => sender_left.push(m["user_id"].as_str().unwrap().to_owned()),
+            _ => panic!("unexpected {m}"),
+        }
+    };
+    for sent in 1..=MESSAGES {
+        sender.send(json!({"type": "chat", "text": text})).await;
+        while sent - echoed > WINDOW {
+            read_one(&mut sender, &mut echoed).await;
+        }
+    }
+    while echoed < MESSAGES {
+        read_one(&mut sender, &mut echoed).await;
+    }
+    let rss_after = srv.rss_kib();
+    for h in handles {
+        let (seqs, left) = h.await.unwrap();
+        assert_eq!(seqs, (1..=MESSAGES as u64).collect::<Vec<_>>());
+        assert_eq!(
+            left,
+            ["stalled"],
+            "the stalled member was removed from the room"
+        );
+    }
+    assert_eq!(sender_left, ["stalled"]);
+
+    // The stalled client, reading at last, finds its connection ended: by the 4001 close
+    // frame, or (having read nothing at all) by the cut TCP connection. Either way it got far
+    // fewer than all the messages.
+    let (close, frames) = stalled.until_closed().await;
+    if let Some(frame) = close {
+        assert_eq!(u16::from(frame.code), 4001);
+    }
+    assert!(
+        frames.len() < MESSAGES,
+        "the stalled member got {} frames",
+        frames.len()
+    );
+
+    let growth = rss_after.saturating_sub(rss_before);
+    eprintln!("slow consumer: server RSS {rss_before} KiB -> {rss_after} KiB (+{growth} KiB)");
+    assert!(
+        growth < RSS_GROWTH_BOUND_KIB,
+        "server RSS grew by {growth} KiB (bound {RSS_GROWTH_BOUND_KIB} KiB)"
+    );
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real server on 127.0.0.1 port 0, real WebSocket clients.
+//!
+//! One test binary with modules (rather than one binary per file) so the suite links once.
+
+mod bad_input;
+mod chat;
+mod common;
+mod lifecycle;
+mod limits;
