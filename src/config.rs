@@ -72,6 +72,11 @@ pub struct Config {
     #[arg(long, env = "ROOMCAST_MAX_PENDING", default_value_t = 1024)]
     pub max_pending: usize,
 
+    /// Requests one socket may have waiting for the chat server; past it they are refused
+    /// with `overloaded`.
+    #[arg(long, env = "ROOMCAST_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub max_in_flight: usize,
+
     /// How long a slow consumer gets to take its close frame before its TCP connection is cut.
     #[arg(long, env = "ROOMCAST_SLOW_CONSUMER_GRACE_MS", default_value_t = 1000)]
     pub slow_consumer_grace_ms: u64,
@@ -136,8 +141,10 @@ impl Config {
         if self.rate_per_sec < 0.0 || (self.rate_per_sec > 0.0 && self.rate_burst == 0) {
             return Err("--rate-per-sec must be >= 0, and --rate-burst >= 1 when it is set".into());
         }
-        if self.max_pending == 0 || self.max_frame_bytes < 128 {
-            return Err("--max-pending must be >= 1 and --max-frame-bytes >= 128".into());
+        if self.max_pending == 0 || self.max_in_flight == 0 || self.max_frame_bytes < 128 {
+            return Err(
+                "--max-pending and --max-in-flight must be >= 1, --max-frame-bytes >= 128".into(),
+            );
         }
         Ok(())
     }

@@ -143,6 +143,7 @@ pub enum ErrorCode {
     TooManyRooms,
     UserOffline,
     RateLimited,
+    Overloaded,
     BinaryUnsupported,
 }
 

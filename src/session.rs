@@ -10,6 +10,8 @@
 //! polling this actor, the mailbox fills, and `ChatServer` treats the session as a slow
 //! consumer.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,6 +43,10 @@ pub struct ChatSession {
     strikes: u32,
     /// A fragmented message being reassembled: its bytes so far and whether it is text.
     fragments: Option<(BytesMut, bool)>,
+    /// Requests sent to `ChatServer` and not yet handled there. Bounded by `max_in_flight`,
+    /// so one socket cannot pile work into `ChatServer`'s mailbox faster than it is done.
+    /// Shared only with this thread's tasks that wait for those answers (see `on_text`).
+    in_flight: Rc<Cell<usize>>,
 }
 
 impl ChatSession {
@@ -62,6 +68,7 @@ impl ChatSession {
             last_heard: now,
             strikes: 0,
             fragments: None,
+            in_flight: Rc::default(),
         }
     }
 
@@ -108,9 +115,25 @@ impl ChatSession {
             Ok(None) => return,
             Err(e) => return self.send_error(ctx, e.code(), &e.to_string()),
         };
-        self.server.do_send(ClientRequest {
+        if self.in_flight.get() >= self.config.max_in_flight {
+            return self.send_error(
+                ctx,
+                ErrorCode::Overloaded,
+                "too many requests waiting for the server; the message was dropped",
+            );
+        }
+        let request = self.server.send(ClientRequest {
             session: self.id,
             command,
+        });
+        // Wait for the answer in a task of this thread, not of this actor: actix skips a
+        // message whose answer nobody awaits any more, so a future owned by the actor would
+        // cancel the requests it sent just before stopping (a chat accepted, then lost).
+        let in_flight = Rc::clone(&self.in_flight);
+        in_flight.set(in_flight.get() + 1);
+        actix_web::rt::spawn(async move {
+            let _ = request.await;
+            in_flight.set(in_flight.get() - 1);
         });
     }
 

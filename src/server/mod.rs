@@ -405,7 +405,11 @@ impl ChatServer {
 impl Actor for ChatServer {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // No capacity of its own: a `send` that finds a mailbox full waits and retries, and a
+        // later request from the same session could overtake it. What bounds this mailbox is
+        // each session's `max_in_flight` and the connection limit.
+        ctx.set_mailbox_capacity(0);
         log::info!("chat server started");
     }
 }

@@ -198,7 +198,10 @@ async fn history_sizes_are_configurable() {
 
 #[tokio::test]
 async fn joining_while_others_post_loses_and_doubles_nothing() {
-    let srv = TestServer::with(|c| c.rate_per_sec = 0.0);
+    let srv = TestServer::with(|c| {
+        c.rate_per_sec = 0.0;
+        c.max_in_flight = 1000; // the writer sends its 400 without waiting for echoes
+    });
     let mut writer = srv.client("w").await;
     writer.join("busy").await;
     const TOTAL: u64 = 400;

@@ -210,3 +210,42 @@ async fn a_slow_consumer_is_closed_without_holding_up_the_room() {
         "server RSS grew by {growth} KiB (bound {RSS_GROWTH_BOUND_KIB} KiB)"
     );
 }
+
+#[tokio::test]
+async fn requests_past_the_in_flight_bound_are_refused_and_the_rest_delivered() {
+    const SENT: usize = 200;
+    let srv = TestServer::with(|c| {
+        c.rate_per_sec = 0.0;
+        c.max_in_flight = 1;
+    });
+    let (mut observer, _) = srv.room_client("q", "observer").await;
+    let (mut burst, _) = srv.room_client("q", "burst").await;
+    observer.expect("user_joined").await;
+    // One write burst: the session decodes these faster than ChatServer can answer each.
+    for n in 0..SENT {
+        burst
+            .send(json!({"type": "chat", "text": format!("{n}")}))
+            .await;
+    }
+    let (mut accepted, mut refused) = (Vec::new(), 0);
+    while accepted.len() + refused < SENT {
+        let m = burst.recv().await;
+        match (m["type"].as_str(), m["code"].as_str()) {
+            (Some("chat"), _) => {
+                accepted.push(m["text"].as_str().unwrap().parse::<usize>().unwrap())
+            }
+            (Some("error"), Some("overloaded")) => refused += 1,
+            _ => panic!("unexpected {m}"),
+        }
+    }
+    assert!(refused > 0, "a bound of 1 refused none of {SENT}");
+    assert!(
+        accepted.windows(2).all(|w| w[0] < w[1]),
+        "in order: {accepted:?}"
+    );
+    // The observer got exactly the accepted ones, each once.
+    for want in &accepted {
+        assert_eq!(observer.expect("chat").await["text"], want.to_string());
+    }
+    observer.sync("q").await;
+}
