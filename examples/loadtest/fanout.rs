@@ -1,0 +1,1042 @@
+//! The `fanout` scenario: rooms of members, some of them sending, every delivery checked.
+//!
+//! # Phases
+//!
+//! 1. Setup: one task per member connects (`/ws?user_id=…`), reads `welcome`, joins its room
+//!    and registers. The run starts when every member has registered or failed, or when
+//!    `--setup-timeout` passes (members not ready by then count as failed).
+//! 2. Run: the main task publishes a [`Schedule`] (start, end of warm-up, stop, hard deadline)
+//!    on a watch channel. Senders send from start to stop, either on a fixed-rate timer
+//!    (`--rate`, open loop) or whenever their window of `--window` unacknowledged messages has
+//!    room (closed loop; the echo of a message to its own sender acknowledges it, and so does an
+//!    `error` such as `rate_limited`, which answers a dropped message).
+//! 3. Drain: after stop, a sender whose messages have all been acknowledged is done; when every
+//!    sender of a room is done, the room's last accepted `seq` is known and published, and each
+//!    member stops once it has seen that `seq`. The hard deadline (stop + `--drain`) ends
+//!    everything regardless.
+//!
+//! # Per-connection work
+//!
+//! A member is one task reading its socket; a sender also has a writer task owning the socket's
+//! sink, so sending never waits behind reading. For each frame the reader finds the type by a
+//! byte search, and for a `chat` reads `seq` and the text's stamp in place (`wire.rs`). Its state
+//! is a [`SeqChecker`], a few counters and two small batches (latency values, the per-second
+//! count), flushed to the shared sinks every 128 latencies / 256 deliveries, or once a second.
+//!
+//! # Counting
+//!
+//! - expected deliveries = Σ over rooms of (messages the server accepted, i.e. echoed) ×
+//!   (members of the room). If a sender loses its socket, the server may have accepted its last
+//!   messages without the echo reaching it; the room's accepted count is then the highest `seq`
+//!   any member saw (minus the room's `seq` at join), and the room's members wait for the hard
+//!   deadline instead of stopping at the last echoed `seq`;
+//! - lost = `seq` gaps not filled later + messages a member never received up to the room's
+//!   last accepted `seq` (counted after every member is done); duplicated and out-of-order come
+//!   from the same checker;
+//! - deliveries during warm-up are checked but not measured: throughput counts deliveries
+//!   received in [end of warm-up, stop), latency counts messages sent in that window.
+
+use std::collections::BTreeMap;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, Stream, StreamExt};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::time::MissedTickBehavior;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::conn::{self, Connector, JoinInfo, Welcome, Ws};
+use crate::progress::{Progress, spawn_rate_ticker};
+use crate::report::{Connections, Deliveries, Latency, Messages, Report, TimelineSection};
+use crate::stats::{
+    LatencyBatch, LatencySink, Percentiles, Timeline, TimelineBatch, log_buckets, new_histogram,
+};
+use crate::wire::{self, SeqChecker, SeqEvent, Stamp};
+use crate::{Ctx, check_count, check_range, ns_since};
+
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct FanoutArgs {
+    /// Rooms.
+    #[arg(long, default_value_t = 1)]
+    pub rooms: usize,
+    /// Members per room (senders included).
+    #[arg(long, default_value_t = 100)]
+    pub clients: usize,
+    /// Senders per room (they are members too).
+    #[arg(long, default_value_t = 5)]
+    pub senders: usize,
+    /// Messages per second per sender (fixed rate). Without it, senders send as fast as the
+    /// window allows.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Unacknowledged messages per sender when no --rate is given.
+    #[arg(long, default_value_t = 16)]
+    pub window: usize,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of load before measuring (deliveries still checked).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Pad each chat text to this many bytes (default: no padding, ~25 bytes).
+    #[arg(long)]
+    pub text_bytes: Option<usize>,
+    /// Most messages sent in the whole run (split evenly over the senders).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub max_messages: u64,
+}
+
+impl FanoutArgs {
+    pub fn validate(&self) -> Result<(), String> {
+        check_count("--rooms", self.rooms, 1, 10_000)?;
+        check_count("--clients", self.clients, 1, 100_000)?;
+        check_count("--senders", self.senders, 0, self.clients)?;
+        check_count("--rooms × --clients", self.rooms * self.clients, 1, 200_000)?;
+        check_count("--window", self.window, 1, 100_000)?;
+        if let Some(r) = self.rate {
+            check_range("--rate", r, 0.001, 100_000.0)?;
+        }
+        check_range("--duration", self.duration, 0.1, 3600.0)?;
+        check_range("--warmup", self.warmup, 0.0, 600.0)?;
+        if let Some(b) = self.text_bytes {
+            check_count("--text-bytes", b, 1, 60_000)?;
+        }
+        if self.max_messages == 0 {
+            return Err("--max-messages must be at least 1".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// When things happen, fixed when the run starts.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    start: Instant,
+    stop: Instant,
+    /// Stop + drain grace: everything ends here.
+    hard: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Setup,
+    Go(Schedule),
+    Abort,
+}
+
+/// "Not known yet" for `Room::final_seq`.
+const UNKNOWN: u64 = u64::MAX;
+
+struct Room {
+    name: String,
+    /// Registered members (fixed once the setup closes).
+    members: AtomicU64,
+    /// Registered senders not done yet.
+    senders_active: AtomicU64,
+    /// Messages echoed to their senders: what the server accepted.
+    echoes: AtomicU64,
+    /// Highest `seq` seen in an echo.
+    max_seq: AtomicU64,
+    /// The room's last accepted `seq`, once all its senders are done.
+    final_seq: AtomicU64,
+    done: Notify,
+    /// A sender's socket died: its last messages may have been accepted without an echo, so
+    /// `final_seq` is never published and members wait for the hard deadline instead.
+    sender_lost: AtomicBool,
+    /// Lowest `last_seq` in the members' `joined`: where the run's messages start.
+    base_seq: AtomicU64,
+    /// Highest `seq` any member saw.
+    seen_max: AtomicU64,
+}
+
+impl Room {
+    fn sender_done(&self, clean: bool) {
+        if !clean {
+            self.sender_lost.store(true, Ordering::SeqCst);
+        }
+        if self.senders_active.fetch_sub(1, Ordering::SeqCst) == 1
+            && !self.sender_lost.load(Ordering::SeqCst)
+        {
+            self.publish_final();
+        }
+    }
+
+    /// Messages the server accepted in this room during the run: the echoes, or more if the
+    /// members saw more (a sender that lost its socket misses the echoes of its last ones).
+    fn accepted(&self) -> u64 {
+        let echoes = self.echoes.load(Ordering::SeqCst);
+        match self.base_seq.load(Ordering::SeqCst) {
+            u64::MAX => echoes,
+            base => echoes.max(self.seen_max.load(Ordering::SeqCst).saturating_sub(base)),
+        }
+    }
+
+    /// The last `seq` every member should have seen.
+    fn last_accepted(&self) -> u64 {
+        let f = match self.final_seq.load(Ordering::SeqCst) {
+            UNKNOWN => self.max_seq.load(Ordering::SeqCst),
+            f => f,
+        };
+        f.max(self.seen_max.load(Ordering::SeqCst))
+    }
+
+    fn publish_final(&self) {
+        self.final_seq
+            .store(self.max_seq.load(Ordering::SeqCst), Ordering::SeqCst);
+        self.done.notify_waiters();
+    }
+}
+
+/// A sender's flow control, shared by its reader (acks) and writer (sends).
+struct SenderState {
+    window: Semaphore,
+    sent: AtomicU64,
+    acked: AtomicU64,
+    writer_done: AtomicBool,
+    completed: AtomicBool,
+}
+
+impl SenderState {
+    fn new(window: usize) -> SenderState {
+        SenderState {
+            window: Semaphore::new(window),
+            sent: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            writer_done: AtomicBool::new(false),
+            completed: AtomicBool::new(false),
+        }
+    }
+
+    /// An echo or an error answered one of the messages.
+    fn on_ack(&self, room: &Room) {
+        self.acked.fetch_add(1, Ordering::SeqCst);
+        self.window.add_permits(1);
+        self.try_complete(room);
+    }
+
+    fn on_writer_done(&self, room: &Room) {
+        self.writer_done.store(true, Ordering::SeqCst);
+        self.try_complete(room);
+    }
+
+    fn try_complete(&self, room: &Room) {
+        if self.writer_done.load(Ordering::SeqCst)
+            && self.acked.load(Ordering::SeqCst) >= self.sent.load(Ordering::SeqCst)
+        {
+            self.complete(room, true);
+        }
+    }
+
+    /// Done, whether or not everything was acknowledged; `clean` is false when the socket
+    /// died.
+    fn complete(&self, room: &Room, clean: bool) {
+        if !self.completed.swap(true, Ordering::SeqCst) {
+            room.sender_done(clean);
+        }
+    }
+}
+
+struct Shared {
+    epoch: Instant,
+    rooms: Vec<Room>,
+    connector: Arc<Connector>,
+    progress: Progress,
+    rate: Option<f64>,
+    window: usize,
+    text_bytes: usize,
+    per_sender_cap: u64,
+    /// Nanoseconds since the epoch; `u64::MAX` until the run starts.
+    measure_from_ns: AtomicU64,
+    stop_ns: AtomicU64,
+    latency: LatencySink,
+    timeline: Timeline,
+    connect_hist: Mutex<Histogram<u64>>,
+    setup_closed: Mutex<bool>,
+    joined: AtomicU64,
+    setup_failed: AtomicU64,
+    warned_limit: AtomicBool,
+    warned_rate_limited: AtomicBool,
+    warned_text: AtomicBool,
+}
+
+impl Shared {
+    /// Warns once if the server announces a rate limit this run will exceed.
+    fn check_welcome(&self, w: &Welcome) {
+        if w.rate_per_sec > 0.0
+            && self.rate.is_none_or(|r| r > w.rate_per_sec)
+            && !self.warned_limit.swap(true, Ordering::Relaxed)
+        {
+            self.progress.warn(format!(
+                "the server limits each socket to {} messages/s (burst {}), and {}: messages past \
+                 the limit are dropped with rate_limited errors. Start the server with \
+                 --rate-per-sec 0 to measure throughput.",
+                w.rate_per_sec,
+                w.rate_burst,
+                match self.rate {
+                    None => "window mode sends as fast as echoes come back".to_string(),
+                    Some(r) => format!("--rate is {r}/s per sender"),
+                }
+            ));
+        }
+        if let Some(max) = w.max_text_chars
+            && self.text_bytes as u64 > max
+            && !self.warned_text.swap(true, Ordering::Relaxed)
+        {
+            self.progress.warn(format!(
+                "--text-bytes {} is over the server's max_text_chars {max}: it will refuse every \
+                 message (text_too_long)",
+                self.text_bytes
+            ));
+        }
+    }
+
+    fn on_rate_limited(&self) {
+        if !self.warned_rate_limited.swap(true, Ordering::Relaxed) {
+            self.progress.warn(
+                "the server answered rate_limited: it is dropping messages past its per-socket \
+                 rate limit (counted in the report). Restart it with --rate-per-sec 0 to measure \
+                 raw throughput."
+                    .to_string(),
+            );
+        }
+    }
+}
+
+/// What one member task reports at the end.
+#[derive(Debug, Default)]
+struct Outcome {
+    connected: bool,
+    member: bool,
+    failure: Option<String>,
+    dropped: Option<String>,
+    sent: u64,
+    rate_limited: u64,
+    errors: BTreeMap<String, u64>,
+    received: u64,
+    measured: u64,
+    /// The room this member was in.
+    room: usize,
+    /// The last `seq` the member saw (when it ran).
+    last_seq: Option<u64>,
+    gap_lost: u64,
+    late: u64,
+    duplicated: u64,
+    foreign: u64,
+    malformed: u64,
+}
+
+pub async fn run(ctx: &Ctx, a: &FanoutArgs) -> anyhow::Result<Report> {
+    let n = a.rooms * a.clients;
+    ctx.check_fd_limit(n);
+    let total_senders = (a.rooms * a.senders).max(1) as u64;
+    let sh = Arc::new(Shared {
+        epoch: ctx.epoch,
+        rooms: (0..a.rooms)
+            .map(|r| Room {
+                name: ctx.name("r", r),
+                members: AtomicU64::new(0),
+                senders_active: AtomicU64::new(0),
+                echoes: AtomicU64::new(0),
+                max_seq: AtomicU64::new(0),
+                final_seq: AtomicU64::new(UNKNOWN),
+                done: Notify::new(),
+                sender_lost: AtomicBool::new(false),
+                base_seq: AtomicU64::new(u64::MAX),
+                seen_max: AtomicU64::new(0),
+            })
+            .collect(),
+        connector: ctx.connector(8 * 1024),
+        progress: ctx.progress.clone(),
+        rate: a.rate,
+        window: a.window,
+        text_bytes: a.text_bytes.unwrap_or(0),
+        per_sender_cap: (a.max_messages / total_senders).max(1),
+        measure_from_ns: AtomicU64::new(u64::MAX),
+        stop_ns: AtomicU64::new(u64::MAX),
+        latency: LatencySink::new(ctx.threads * 4),
+        timeline: Timeline::new((a.warmup + a.duration + ctx.common.drain).ceil() as usize + 2),
+        connect_hist: Mutex::new(new_histogram()),
+        setup_closed: Mutex::new(false),
+        joined: AtomicU64::new(0),
+        setup_failed: AtomicU64::new(0),
+        warned_limit: AtomicBool::new(false),
+        warned_rate_limited: AtomicBool::new(false),
+        warned_text: AtomicBool::new(false),
+    });
+
+    // Setup.
+    let (go_tx, go_rx) = watch::channel(Phase::Setup);
+    ctx.progress.counting("joining", n as u64);
+    let mut handles = Vec::with_capacity(n);
+    for r in 0..a.rooms {
+        for c in 0..a.clients {
+            let idx = r * a.clients + c;
+            handles.push(tokio::spawn(member(
+                Arc::clone(&sh),
+                idx,
+                r,
+                c < a.senders,
+                ctx.name("u", idx),
+                go_rx.clone(),
+                ctx.common.connect_timeout,
+            )));
+        }
+    }
+    let setup_deadline = Instant::now() + ctx.setup_timeout();
+    loop {
+        let joined = sh.joined.load(Ordering::Relaxed);
+        let failed = sh.setup_failed.load(Ordering::Relaxed);
+        ctx.progress.set(
+            joined,
+            if failed > 0 {
+                format!("{failed} failed")
+            } else {
+                String::new()
+            },
+        );
+        if joined + failed >= n as u64 {
+            break;
+        }
+        if Instant::now() >= setup_deadline {
+            ctx.progress.warn(format!(
+                "only {joined} of {n} members joined within --setup-timeout {}s; running with those",
+                ctx.common.setup_timeout
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    *sh.setup_closed.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    let joined = sh.joined.load(Ordering::SeqCst);
+
+    // Run.
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(a.warmup);
+    let stop = measure_from + Duration::from_secs_f64(a.duration);
+    let sched = Schedule {
+        start,
+        stop,
+        hard: stop + ctx.drain(),
+    };
+    for room in &sh.rooms {
+        if room.senders_active.load(Ordering::SeqCst) == 0 {
+            room.publish_final();
+        }
+    }
+    sh.measure_from_ns
+        .store(ns_since(sh.epoch, measure_from), Ordering::SeqCst);
+    sh.stop_ns.store(ns_since(sh.epoch, stop), Ordering::SeqCst);
+    sh.timeline.start_at(ns_since(sh.epoch, start));
+    let ticker = if joined == 0 {
+        go_tx.send_replace(Phase::Abort);
+        None
+    } else {
+        go_tx.send_replace(Phase::Go(sched));
+        ctx.progress.timed("fanout", a.warmup + a.duration);
+        let sh2 = Arc::clone(&sh);
+        let (w, d) = (a.warmup, a.warmup + a.duration);
+        Some(spawn_rate_ticker(
+            ctx.progress.clone(),
+            start,
+            "deliveries",
+            move || sh2.timeline.total(),
+            move |e| {
+                if e < w {
+                    "warm-up"
+                } else if e < d {
+                    "measuring"
+                } else {
+                    "draining"
+                }
+            },
+        ))
+    };
+
+    // Collect.
+    let guard = sched.hard + Duration::from_secs(3);
+    let mut outcomes = Vec::with_capacity(n);
+    let mut stuck = 0u64;
+    for mut h in handles {
+        match tokio::time::timeout_at(guard.into(), &mut h).await {
+            Ok(Ok(o)) => outcomes.push(o),
+            Ok(Err(_)) => stuck += 1,
+            Err(_) => {
+                h.abort();
+                stuck += 1;
+            }
+        }
+    }
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    let ran_secs = start.elapsed().as_secs_f64();
+    Ok(build_report(
+        ctx, a, &sh, &outcomes, stuck, joined, ran_secs,
+    ))
+}
+
+fn build_report(
+    ctx: &Ctx,
+    a: &FanoutArgs,
+    sh: &Shared,
+    outcomes: &[Outcome],
+    stuck: u64,
+    joined: u64,
+    ran_secs: f64,
+) -> Report {
+    let mut r = Report::default();
+    let mut conns = Connections {
+        attempted: (a.rooms * a.clients) as u64,
+        ..Connections::default()
+    };
+    let mut msgs = Messages::default();
+    let mut del = Deliveries::default();
+    let mut malformed = 0;
+    for o in outcomes {
+        conns.made += u64::from(o.connected);
+        if !o.member {
+            conns.failed += 1;
+            let reason = o.failure.clone().unwrap_or_else(|| "unknown".to_string());
+            *conns.failure_reasons.entry(reason).or_default() += 1;
+        }
+        if let Some(d) = &o.dropped {
+            conns.dropped += 1;
+            *conns.drop_reasons.entry(d.clone()).or_default() += 1;
+        }
+        msgs.sent += o.sent;
+        msgs.rate_limited += o.rate_limited;
+        for (k, v) in &o.errors {
+            *msgs.other_errors.entry(k.clone()).or_default() += v;
+        }
+        del.received += o.received;
+        del.measured += o.measured;
+        // Messages after the last one seen, up to the room's last accepted one, never came.
+        let tail = o.last_seq.map_or(0, |last| {
+            sh.rooms[o.room].last_accepted().saturating_sub(last)
+        });
+        del.lost += (o.gap_lost + tail).saturating_sub(o.late);
+        del.out_of_order += o.late;
+        del.duplicated += o.duplicated;
+        del.foreign += o.foreign;
+        malformed += o.malformed;
+    }
+    if stuck > 0 {
+        conns.failed += stuck;
+        *conns
+            .failure_reasons
+            .entry("task did not finish by the hard deadline".to_string())
+            .or_default() += stuck;
+    }
+    let connect = sh
+        .connect_hist
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|p| p.into_inner().clone());
+    conns.connect_latency_us = Percentiles::of(&connect);
+    conns.connect_buckets = log_buckets(&connect);
+    for room in &sh.rooms {
+        let accepted = room.accepted();
+        msgs.accepted += accepted;
+        del.expected += accepted * room.members.load(Ordering::SeqCst);
+    }
+    del.measured_secs = a.duration;
+    del.per_sec = del.measured as f64 / a.duration;
+    let lat = sh.latency.merged();
+
+    let p = &mut r.problems;
+    if joined == 0 {
+        p.push("no member could connect and join".to_string());
+    }
+    if conns.failed > 0 {
+        p.push(format!("{} connections failed", conns.failed));
+    }
+    if conns.dropped > 0 {
+        p.push(format!(
+            "{} connections were dropped during the run",
+            conns.dropped
+        ));
+    }
+    if del.lost > 0 {
+        p.push(format!("{} deliveries lost", del.lost));
+    }
+    if del.duplicated > 0 {
+        p.push(format!("{} deliveries duplicated", del.duplicated));
+    }
+    if del.out_of_order > 0 {
+        p.push(format!("{} deliveries out of order", del.out_of_order));
+    }
+    if malformed > 0 {
+        p.push(format!("{malformed} chat frames without a readable seq"));
+    }
+    if del.received != del.expected {
+        p.push(format!(
+            "received {} deliveries, expected {} (accepted messages × room members)",
+            del.received, del.expected
+        ));
+    }
+    if joined > 0 && a.senders > 0 && msgs.sent == 0 {
+        p.push("no message was sent".to_string());
+    }
+    if msgs.sent > msgs.accepted + msgs.rate_limited + msgs.other_errors.values().sum::<u64>() {
+        ctx.progress.warn(format!(
+            "{} messages were never answered (no echo, no error) before the hard deadline",
+            msgs.sent - msgs.accepted - msgs.rate_limited - msgs.other_errors.values().sum::<u64>()
+        ));
+    }
+
+    // The timeline up to the last busy second (at least to the stop).
+    let mut per_second = sh
+        .timeline
+        .snapshot(ran_secs.ceil().max(a.warmup + a.duration) as usize + 1);
+    let keep = per_second
+        .iter()
+        .rposition(|&v| v > 0)
+        .map_or(0, |i| i + 1)
+        .max((a.warmup + a.duration).ceil() as usize);
+    per_second.truncate(keep);
+
+    r.connections = conns;
+    r.messages = Some(msgs);
+    r.deliveries = Some(del);
+    r.latency = Some(Latency {
+        what: "send → delivery, messages sent after the warm-up".to_string(),
+        us: Percentiles::of(&lat),
+        buckets: log_buckets(&lat),
+    });
+    r.timeline = Some(TimelineSection {
+        what: "deliveries".to_string(),
+        per_second,
+        measure_from_s: a.warmup,
+        measure_to_s: a.warmup + a.duration,
+    });
+    r
+}
+
+/// Counts a joined member in its room, unless the setup is over; whether it was counted.
+fn register(sh: &Shared, room: &Room, is_sender: bool, info: &JoinInfo) -> bool {
+    let closed = sh.setup_closed.lock().unwrap_or_else(|p| p.into_inner());
+    if *closed {
+        return false;
+    }
+    room.members.fetch_add(1, Ordering::SeqCst);
+    room.base_seq.fetch_min(info.last_seq, Ordering::SeqCst);
+    if is_sender {
+        room.senders_active.fetch_add(1, Ordering::SeqCst);
+    }
+    sh.joined.fetch_add(1, Ordering::SeqCst);
+    true
+}
+
+/// Waits until the phase is no longer `Setup`.
+async fn setup_over(mut go: watch::Receiver<Phase>) {
+    let _ = go.wait_for(|p| !matches!(p, Phase::Setup)).await;
+}
+
+/// One member: setup, then the read loop (and a writer task if it sends).
+async fn member(
+    sh: Arc<Shared>,
+    idx: usize,
+    room_idx: usize,
+    is_sender: bool,
+    user: String,
+    go: watch::Receiver<Phase>,
+    step_timeout: f64,
+) -> Outcome {
+    let mut out = Outcome {
+        room: room_idx,
+        ..Outcome::default()
+    };
+    let room = &sh.rooms[room_idx];
+    let setup = async {
+        let opened = sh
+            .connector
+            .open(&format!("/ws?user_id={user}"), true)
+            .await
+            .map_err(|e| (e, false))?;
+        let us = opened.connect_time.as_micros() as u64;
+        if let Ok(mut h) = sh.connect_hist.lock() {
+            h.saturating_record(us.clamp(1, crate::stats::MAX_US));
+        }
+        sh.check_welcome(&opened.welcome);
+        let mut ws = opened.ws;
+        let info =
+            match conn::join(&mut ws, &room.name, Duration::from_secs_f64(step_timeout)).await {
+                Ok(i) => i,
+                Err(e) => {
+                    conn::close(ws, Duration::from_secs(1)).await;
+                    return Err((e, true));
+                }
+            };
+        if !register(&sh, room, is_sender, &info) {
+            conn::close(ws, Duration::from_secs(1)).await;
+            return Err(("not ready before --setup-timeout".to_string(), true));
+        }
+        Ok((ws, info))
+    };
+    let result = tokio::select! {
+        r = setup => r,
+        _ = setup_over(go.clone()) => Err(("not ready before --setup-timeout".to_string(), false)),
+    };
+    let (ws, info) = match result {
+        Ok(v) => v,
+        Err((reason, connected)) => {
+            sh.setup_failed.fetch_add(1, Ordering::Relaxed);
+            out.connected = connected;
+            out.failure = Some(reason);
+            return out;
+        }
+    };
+    out.connected = true;
+    out.member = true;
+    run_member(&sh, idx, room_idx, is_sender, ws, info, go, &mut out).await;
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_member(
+    sh: &Arc<Shared>,
+    idx: usize,
+    room_idx: usize,
+    is_sender: bool,
+    ws: Ws,
+    info: JoinInfo,
+    go: watch::Receiver<Phase>,
+    out: &mut Outcome,
+) {
+    let room = &sh.rooms[room_idx];
+    let sender = is_sender.then(|| Arc::new(SenderState::new(sh.window)));
+    let mut rx = Receiver {
+        sh,
+        room,
+        idx: idx as u64,
+        sender: sender.as_deref(),
+        checker: SeqChecker::new(info.last_seq),
+        skip_history: info.history,
+        latency: LatencyBatch::new(idx),
+        timeline: TimelineBatch::default(),
+    };
+    match &sender {
+        // A sender splits its socket: the writer task owns the sink, this task reads.
+        Some(st) => {
+            let (sink, mut stream) = ws.split();
+            let writer = tokio::spawn(write_loop(
+                Arc::clone(sh),
+                room_idx,
+                idx,
+                sink,
+                Arc::clone(st),
+                go.clone(),
+            ));
+            read_loop(&mut rx, &mut stream, go, out).await;
+            // Whatever happened, this sender is done: release its writer and its room.
+            st.window.close();
+            st.complete(room, out.dropped.is_none());
+            rx.finish(out);
+            // The writer has stopped by now; take the sink back to close the socket.
+            let sink = tokio::time::timeout(Duration::from_secs(2), writer)
+                .await
+                .ok()
+                .and_then(Result::ok);
+            out.sent = st.sent.load(Ordering::SeqCst);
+            if let Some(mut sink) = sink
+                && out.dropped.is_none()
+            {
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    if sink.send(Message::Close(None)).await.is_ok() {
+                        drain_until_close(&mut stream).await;
+                    }
+                })
+                .await;
+            }
+        }
+        // A plain member keeps its socket whole (no lock between two halves).
+        None => {
+            let mut ws = ws;
+            read_loop(&mut rx, &mut ws, go, out).await;
+            rx.finish(out);
+            if out.dropped.is_none() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    if ws.close(None).await.is_ok() {
+                        drain_until_close(&mut ws).await;
+                    }
+                })
+                .await;
+            }
+        }
+    }
+}
+
+/// Reads (and drops) frames until the server's close frame or the end of the stream.
+async fn drain_until_close<S>(stream: &mut S)
+where
+    S: Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    while let Some(Ok(m)) = stream.next().await {
+        if m.is_close() {
+            break;
+        }
+    }
+}
+
+/// The member's read loop: until it has everything, the socket dies, or the hard deadline.
+async fn read_loop<S>(
+    rx: &mut Receiver<'_>,
+    stream: &mut S,
+    mut go: watch::Receiver<Phase>,
+    out: &mut Outcome,
+) where
+    S: Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    // Until the schedule is known, the deadline is an upper bound on any run.
+    let far = Instant::now() + Duration::from_secs(3600 * 2);
+    let deadline = tokio::time::sleep_until(far.into());
+    let mut deadline = pin!(deadline);
+    let room = rx.room;
+    let done = room.done.notified();
+    let mut done = pin!(done);
+    let mut final_seen = false;
+    let mut watching = true;
+    loop {
+        tokio::select! {
+            biased;
+            m = stream.next() => match m {
+                Some(Ok(Message::Text(t))) => {
+                    if rx.on_text(t.as_bytes(), out) {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Close(f))) => {
+                    out.dropped = Some(conn::close_reason(f.as_ref()));
+                    break;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    out.dropped = Some(conn::ws_reason(&e));
+                    break;
+                }
+                None => {
+                    out.dropped = Some("connection ended".to_string());
+                    break;
+                }
+            },
+            _ = &mut done, if !final_seen => {
+                final_seen = true;
+                if rx.finished() {
+                    break;
+                }
+            }
+            r = go.changed(), if watching => match r {
+                Err(_) => watching = false,
+                Ok(()) => {
+                    let phase = *go.borrow_and_update();
+                    match phase {
+                        Phase::Go(s) => {
+                            deadline.as_mut().reset(s.hard.into());
+                            watching = false;
+                        }
+                        Phase::Abort => break,
+                        Phase::Setup => {}
+                    }
+                }
+            },
+            _ = &mut deadline => break,
+        }
+    }
+}
+
+/// A member's receive-side state.
+struct Receiver<'a> {
+    sh: &'a Shared,
+    room: &'a Room,
+    idx: u64,
+    sender: Option<&'a SenderState>,
+    checker: SeqChecker,
+    skip_history: u64,
+    latency: LatencyBatch,
+    timeline: TimelineBatch,
+}
+
+impl Receiver<'_> {
+    /// Flushes the batches and records how far this member got (its tail is counted once
+    /// every member is done).
+    fn finish(&mut self, out: &mut Outcome) {
+        self.latency.flush(&self.sh.latency);
+        self.timeline.flush(&self.sh.timeline);
+        out.last_seq = Some(self.checker.last());
+        self.room
+            .seen_max
+            .fetch_max(self.checker.last(), Ordering::SeqCst);
+    }
+
+    /// Whether the member has everything it will get: the room's last `seq` is known and seen.
+    fn finished(&self) -> bool {
+        let f = self.room.final_seq.load(Ordering::Acquire);
+        f != UNKNOWN
+            && self.checker.last() >= f
+            && self
+                .sender
+                .is_none_or(|s| s.completed.load(Ordering::Acquire))
+    }
+
+    /// Handles one text frame; true when the member is finished.
+    fn on_text(&mut self, f: &[u8], out: &mut Outcome) -> bool {
+        match wire::frame_type(f) {
+            Some(b"chat") => {}
+            Some(b"error") => {
+                let code = wire::str_field(f, b"\"code\":\"").unwrap_or(b"?");
+                if code == b"rate_limited" {
+                    out.rate_limited += 1;
+                    self.sh.on_rate_limited();
+                } else {
+                    *out.errors
+                        .entry(String::from_utf8_lossy(code).into_owned())
+                        .or_default() += 1;
+                }
+                if let Some(s) = self.sender {
+                    s.on_ack(self.room);
+                }
+                return self.finished();
+            }
+            // Presence, typing and anything new: not the tool's business.
+            _ => return false,
+        }
+        if self.skip_history > 0 {
+            self.skip_history -= 1;
+            return false;
+        }
+        let now_ns = ns_since(self.sh.epoch, Instant::now());
+        let chat = wire::parse_chat(f);
+        let Some(seq) = chat.seq else {
+            out.malformed += 1;
+            return false;
+        };
+        match self.checker.observe(seq) {
+            SeqEvent::InOrder => {}
+            SeqEvent::Gap(n) => out.gap_lost += n,
+            SeqEvent::Late => out.late += 1,
+            SeqEvent::Duplicate => out.duplicated += 1,
+        }
+        out.received += 1;
+        self.timeline.count(&self.sh.timeline, now_ns);
+        let from = self.sh.measure_from_ns.load(Ordering::Relaxed);
+        let stop = self.sh.stop_ns.load(Ordering::Relaxed);
+        if (from..stop).contains(&now_ns) {
+            out.measured += 1;
+        }
+        match chat.stamp {
+            Some(Stamp {
+                sender, send_ns, ..
+            }) => {
+                if sender == self.idx
+                    && let Some(s) = self.sender
+                {
+                    self.room.max_seq.fetch_max(seq, Ordering::SeqCst);
+                    self.room.echoes.fetch_add(1, Ordering::SeqCst);
+                    s.on_ack(self.room);
+                }
+                if (from..stop).contains(&send_ns) {
+                    self.latency
+                        .push(&self.sh.latency, now_ns.saturating_sub(send_ns) / 1_000);
+                }
+            }
+            None => out.foreign += 1,
+        }
+        self.finished()
+    }
+}
+
+/// A sender's writer: waits for the start, sends until the stop, hands the sink back.
+async fn write_loop(
+    sh: Arc<Shared>,
+    room_idx: usize,
+    idx: usize,
+    mut sink: SplitSink<Ws, Message>,
+    st: Arc<SenderState>,
+    mut go: watch::Receiver<Phase>,
+) -> SplitSink<Ws, Message> {
+    let sched = match go.wait_for(|p| !matches!(p, Phase::Setup)).await {
+        Ok(p) => match *p {
+            Phase::Go(s) => Some(s),
+            _ => None,
+        },
+        Err(_) => None,
+    };
+    if let Some(s) = sched {
+        send_loop(&sh, room_idx, idx, &mut sink, &st, s).await;
+    }
+    st.on_writer_done(&sh.rooms[room_idx]);
+    sink
+}
+
+async fn send_loop(
+    sh: &Shared,
+    room_idx: usize,
+    idx: usize,
+    sink: &mut SplitSink<Ws, Message>,
+    st: &SenderState,
+    s: Schedule,
+) {
+    let room = &sh.rooms[room_idx];
+    let stop = tokio::time::sleep_until(s.stop.into());
+    let mut stop = pin!(stop);
+    let mut text = String::with_capacity(sh.text_bytes.max(48));
+    // Fixed rate: senders are spread over the period (golden-ratio offsets) so they do not
+    // all send in the same instant; missed ticks are caught up (open loop).
+    let mut ticker = sh.rate.map(|rate| {
+        let period = Duration::from_secs_f64(1.0 / rate);
+        let offset = period.mul_f64((idx as f64 * 0.618_033_988_7).fract());
+        let mut iv = tokio::time::interval_at((s.start + offset).into(), period);
+        iv.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        iv
+    });
+    let mut msg_no = 0u64;
+    while msg_no < sh.per_sender_cap {
+        match &mut ticker {
+            Some(iv) => {
+                tokio::select! {
+                    biased;
+                    _ = &mut stop => break,
+                    _ = iv.tick() => {}
+                }
+            }
+            None => {
+                let permit = tokio::select! {
+                    biased;
+                    _ = &mut stop => break,
+                    p = st.window.acquire() => p,
+                };
+                match permit {
+                    Ok(p) => p.forget(),
+                    Err(_) => break,
+                }
+            }
+        }
+        let now = Instant::now();
+        if now >= s.stop {
+            break;
+        }
+        wire::encode_text(
+            &mut text,
+            Stamp {
+                sender: idx as u64,
+                msg_no,
+                send_ns: ns_since(sh.epoch, now),
+            },
+            sh.text_bytes,
+        );
+        msg_no += 1;
+        // Counted before the send: the echo may be read before `send` returns.
+        st.sent.fetch_add(1, Ordering::SeqCst);
+        let frame = wire::chat_frame(&room.name, &text);
+        match tokio::time::timeout_at(s.hard.into(), sink.send(Message::text(frame))).await {
+            Ok(Ok(())) => {}
+            _ => break,
+        }
+    }
+}

@@ -1,0 +1,473 @@
+//! `loadtest`: a load generator and checker for a roomcast deployment.
+//!
+//! ```text
+//! cargo run --release --example loadtest -- SCENARIO [flags]
+//! ```
+//!
+//! Scenarios (each bounded in time and in counts, each stopping by itself):
+//!
+//! - `fanout`: `--rooms R` rooms of `--clients C` members, `--senders S` of them per room
+//!   sending, either at `--rate N` messages/s each or as fast as a window of `--window W`
+//!   unacknowledged messages allows (a message is acknowledged by its echo). Every member checks
+//!   every delivery's `seq` (lost, duplicated, out of order) and measures send → delivery
+//!   latency. `--warmup` seconds are checked but not measured, then `--duration` seconds are.
+//! - `idle`: `--connections N` joined connections (rooms of `--room-size`) held for
+//!   `--duration` seconds: connect latency, and the server's RSS per connection with
+//!   `--server-pid`.
+//! - `churn`: `--cycles N` connect → join → chat → leave → close cycles, `--concurrency K` at a
+//!   time (optionally `--rate` cycles/s); each cycle must see its `joined`, its own echo and its
+//!   `left`. Afterwards `/health` should be back to its baseline.
+//! - `notify`: `--sockets N` notification sockets and `--pushes M` pushes over HTTP, once the
+//!   server has a notification endpoint (exit status 2 while `/notifications/x` is a 404).
+//!
+//! Common flags: `--url` (env `ROOMCAST_URL`, default `ws://127.0.0.1:8080`; only loopback
+//! hosts unless `--allow-remote`), `--server-pid PID` (server CPU and RSS from `/proc`),
+//! `--json PATH` / `--html PATH` (default `loadtest-SCENARIO.json` / `.html`), `--quiet`,
+//! `--threads`, `--connect-timeout`, `--connect-concurrency`, `--setup-timeout`, `--drain`.
+//!
+//! Output: a summary on stdout, the JSON and HTML reports, a progress bar on stderr. Exit
+//! status: 0 when the run completed without loss, duplication, disorder or connection failures;
+//! 1 otherwise; 2 when the run could not start (bad flags, non-loopback host, no server).
+//!
+//! # Layout
+//!
+//! - `main.rs`: flags, the runtime, the shared context ([`Ctx`]), the verdict and the outputs.
+//! - `fanout.rs`, `idle.rs`, `churn.rs`, `notify.rs`: one scenario each.
+//! - `conn.rs`: opening connections, `welcome`, `join`.
+//! - `wire.rs`: the receive path's byte-level frame reading and the `seq` checker.
+//! - `stats.rs`: histograms and per-second counters shared by the tasks.
+//! - `proc.rs`: `/proc` sampling; `http.rs`: a minimal HTTP/1.1 client; `target.rs`: `--url`
+//!   and the loopback rule; `progress.rs`: the progress bar; `report.rs`: the outputs.
+//!
+//! The tool must not be the bottleneck of the machine it runs on: it runs on a multi-threaded
+//! tokio runtime, one task per connection (plus a writer task per sender), reads frames as
+//! bytes (see `wire.rs`), and records measurements in batches (see `stats.rs`).
+
+mod churn;
+mod conn;
+mod fanout;
+mod http;
+mod idle;
+mod notify;
+mod proc;
+mod progress;
+mod report;
+mod stats;
+mod target;
+mod wire;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::conn::Connector;
+use crate::proc::{ProcSample, Sampler};
+use crate::progress::Progress;
+use crate::report::Report;
+use crate::target::Target;
+
+/// roomcast load tool: fan-out, idle, churn and notification load with loss/order checks.
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadtest",
+    version,
+    about = "roomcast load tool: fan-out, idle, churn and notification load, with loss and order checks",
+    after_help = "Exit status: 0 = no loss, duplication, disorder or connection failure; \
+                  1 = problems (listed in the summary); 2 = could not run."
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Rooms of members, some of them sending; checks and times every delivery.
+    Fanout(fanout::FanoutArgs),
+    /// Many joined, idle connections: connect latency and server memory per connection.
+    Idle(idle::IdleArgs),
+    /// Connect → join → chat → leave → close cycles; /health must return to its baseline.
+    Churn(churn::ChurnArgs),
+    /// Notification sockets and HTTP pushes (needs the server's notification endpoint).
+    Notify(notify::NotifyArgs),
+}
+
+impl Scenario {
+    fn name(&self) -> &'static str {
+        match self {
+            Scenario::Fanout(_) => "fanout",
+            Scenario::Idle(_) => "idle",
+            Scenario::Churn(_) => "churn",
+            Scenario::Notify(_) => "notify",
+        }
+    }
+}
+
+/// Flags every scenario takes.
+#[derive(Debug, Clone, Args, Serialize)]
+#[command(next_help_heading = "Common options")]
+pub struct Common {
+    /// The server's base URL (ws:// or http://).
+    #[arg(
+        long,
+        env = "ROOMCAST_URL",
+        default_value = "ws://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
+    /// Allow a host that is not a loopback address (127.0.0.0/8, localhost, ::1).
+    #[arg(long, global = true)]
+    pub allow_remote: bool,
+    /// The server's process id, to report its CPU time and RSS (from /proc).
+    #[arg(long, global = true)]
+    pub server_pid: Option<u32>,
+    /// Where to write the JSON report [default: loadtest-SCENARIO.json].
+    #[arg(long, global = true)]
+    pub json: Option<PathBuf>,
+    /// Where to write the HTML report [default: loadtest-SCENARIO.html].
+    #[arg(long, global = true)]
+    pub html: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// Runtime worker threads [default: one per CPU].
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    /// Seconds allowed for each connection step (TCP + upgrade, welcome, join).
+    #[arg(long, default_value_t = 10.0, global = true)]
+    pub connect_timeout: f64,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 64, global = true)]
+    pub connect_concurrency: usize,
+    /// Seconds allowed for opening and joining all connections before the run starts anyway.
+    #[arg(long, default_value_t = 120.0, global = true)]
+    pub setup_timeout: f64,
+    /// Seconds to wait after the run for in-flight deliveries (the hard deadline's grace).
+    #[arg(long, default_value_t = 5.0, global = true)]
+    pub drain: f64,
+}
+
+impl Common {
+    fn validate(&self) -> Result<(), String> {
+        check_range("--connect-timeout", self.connect_timeout, 0.1, 300.0)?;
+        check_range("--setup-timeout", self.setup_timeout, 1.0, 3600.0)?;
+        check_range("--drain", self.drain, 0.0, 300.0)?;
+        check_count("--connect-concurrency", self.connect_concurrency, 1, 10_000)?;
+        if let Some(t) = self.threads {
+            check_count("--threads", t, 1, 1024)?;
+        }
+        Ok(())
+    }
+}
+
+/// `Err` unless `lo <= v <= hi` (and finite).
+pub fn check_range(flag: &str, v: f64, lo: f64, hi: f64) -> Result<(), String> {
+    if v.is_finite() && v >= lo && v <= hi {
+        Ok(())
+    } else {
+        Err(format!("{flag} must be between {lo} and {hi} (got {v})"))
+    }
+}
+
+pub fn check_count(flag: &str, v: usize, lo: usize, hi: usize) -> Result<(), String> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!("{flag} must be between {lo} and {hi} (got {v})"))
+    }
+}
+
+/// What every scenario gets.
+pub struct Ctx {
+    pub common: Common,
+    pub target: Target,
+    pub addr: SocketAddr,
+    /// Tags room and user names, so runs never share rooms (or their history).
+    pub run_id: String,
+    /// Time zero of every timestamp the tool sends (`send_ns`).
+    pub epoch: Instant,
+    pub progress: Progress,
+    pub server: Option<Sampler>,
+    pub threads: usize,
+}
+
+impl Ctx {
+    /// Nanoseconds since [`Ctx::epoch`].
+    pub fn now_ns(&self) -> u64 {
+        ns_since(self.epoch, Instant::now())
+    }
+
+    pub fn connector(&self, read_buffer: usize) -> Arc<Connector> {
+        Arc::new(Connector::new(
+            self.addr,
+            self.target.clone(),
+            self.common.connect_concurrency,
+            Duration::from_secs_f64(self.common.connect_timeout),
+            read_buffer,
+        ))
+    }
+
+    /// The server's CPU and RSS now, with `--server-pid`.
+    pub fn server_now(&self) -> Option<ProcSample> {
+        self.server.as_ref().and_then(Sampler::now)
+    }
+
+    pub async fn health(&self) -> Option<http::Health> {
+        http::health(
+            self.addr,
+            &self.target.authority(),
+            &self.target.http_path("/health"),
+        )
+        .await
+    }
+
+    /// A room or user name for this run: `lt{run}{kind}{i}`.
+    pub fn name(&self, kind: &str, i: usize) -> String {
+        format!("lt{}{kind}{i}", self.run_id)
+    }
+
+    pub fn setup_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.common.setup_timeout)
+    }
+
+    pub fn drain(&self) -> Duration {
+        Duration::from_secs_f64(self.common.drain)
+    }
+
+    /// Warns when `n` sockets would not fit under this process's open-files limit.
+    pub fn check_fd_limit(&self, n: usize) {
+        if let Some(limit) = proc::open_files_limit()
+            && (n as u64) + 64 > limit
+        {
+            self.progress.warn(format!(
+                "{n} connections need more open files than this process may have ({limit}); \
+                 raise the limit with `ulimit -n {}` in this shell",
+                (n + 1024).next_power_of_two()
+            ));
+        }
+    }
+}
+
+pub fn ns_since(epoch: Instant, t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Shell-quotes the arguments the tool was started with.
+fn command_line() -> String {
+    std::env::args()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c))
+            {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let usage = |msg: String| {
+        eprintln!("loadtest: {msg}");
+        ExitCode::from(2)
+    };
+    if let Err(e) = cli.common.validate() {
+        return usage(e);
+    }
+    let checked = match &cli.scenario {
+        Scenario::Fanout(a) => a.validate(),
+        Scenario::Idle(a) => a.validate(),
+        Scenario::Churn(a) => a.validate(),
+        Scenario::Notify(a) => a.validate(),
+    };
+    if let Err(e) = checked {
+        return usage(e);
+    }
+    let target = match Target::parse(&cli.common.url) {
+        Ok(t) => t,
+        Err(e) => return usage(e),
+    };
+    if !target.is_loopback() && !cli.common.allow_remote {
+        return usage(format!(
+            "refusing to load {:?}: it is not a loopback address (127.0.0.0/8, localhost, ::1). \
+             Pass --allow-remote to load another machine.",
+            target.host
+        ));
+    }
+    let threads = cli
+        .common
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return usage(format!("cannot start the runtime: {e}")),
+    };
+    let report = match runtime.block_on(run(cli, target, threads)) {
+        Ok(r) => r,
+        Err(e) => return usage(format!("{e:#}")),
+    };
+    // Connection tasks still running past their deadline are dropped with the runtime.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Resolves the target and checks that something listens there; the first address that
+/// accepts a TCP connection wins.
+async fn resolve(
+    target: &Target,
+    allow_remote: bool,
+    timeout: Duration,
+) -> anyhow::Result<SocketAddr> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(target.authority())
+        .await
+        .with_context(|| format!("cannot resolve {}", target.host))?
+        .collect();
+    let mut last_err = None;
+    for addr in addrs {
+        if !allow_remote && !target::is_loopback_ip(addr.ip()) {
+            bail!(
+                "{} resolves to {}, which is not a loopback address; pass --allow-remote",
+                target.host,
+                addr.ip()
+            );
+        }
+        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => return Ok(addr),
+            Ok(Err(e)) => last_err = Some(format!("{addr}: {e}")),
+            Err(_) => last_err = Some(format!("{addr}: no answer within {timeout:?}")),
+        }
+    }
+    bail!(
+        "cannot reach the server at {}: {}",
+        target.authority(),
+        last_err.unwrap_or_else(|| "no address".to_string())
+    )
+}
+
+async fn run(cli: Cli, target: Target, threads: usize) -> anyhow::Result<Report> {
+    let scenario = cli.scenario.name();
+    let addr = resolve(
+        &target,
+        cli.common.allow_remote,
+        Duration::from_secs_f64(cli.common.connect_timeout),
+    )
+    .await?;
+    let server = match cli.common.server_pid {
+        Some(pid) => Some(
+            Sampler::start(pid)
+                .with_context(|| format!("--server-pid {pid}: cannot read /proc/{pid}"))?,
+        ),
+        None => None,
+    };
+    let epoch = Instant::now();
+    let run_id = {
+        let ms = chrono::Utc::now().timestamp_millis() as u64;
+        format!(
+            "{:06x}",
+            (ms ^ (u64::from(std::process::id()) << 20)) & 0xff_ffff
+        )
+    };
+    let mut ctx = Ctx {
+        common: cli.common.clone(),
+        target,
+        addr,
+        run_id,
+        epoch,
+        progress: Progress::new(cli.common.quiet),
+        server,
+        threads,
+    };
+    if let Some(s) = &ctx.server
+        && !s.name().contains("roomcast")
+    {
+        ctx.progress.warn(format!(
+            "--server-pid {} is {:?}, not roomcast: the server figures are of that process",
+            cli.common.server_pid.unwrap_or_default(),
+            s.name()
+        ));
+    }
+    let started_at = chrono::Utc::now();
+    let tool_cpu0 = proc::sample_self();
+    let mut report = match &cli.scenario {
+        Scenario::Fanout(a) => fanout::run(&ctx, a).await?,
+        Scenario::Idle(a) => idle::run(&ctx, a).await?,
+        Scenario::Churn(a) => churn::run(&ctx, a).await?,
+        Scenario::Notify(a) => notify::run(&ctx, a).await?,
+    };
+    ctx.progress.finish();
+    let wall = epoch.elapsed().as_secs_f64();
+    let tool_cpu = proc::sample_self().cpu_secs - tool_cpu0.cpu_secs;
+    report.tool = format!("roomcast loadtest {}", env!("CARGO_PKG_VERSION"));
+    report.scenario = scenario.to_string();
+    report.command_line = command_line();
+    report.url = ctx.target.ws_url("");
+    report.started_at = started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    report.wall_secs = wall;
+    report.tool_process = report::ToolStats {
+        threads,
+        cpu_secs: tool_cpu,
+        cpu_pct_avg: if wall > 0.0 {
+            100.0 * tool_cpu / wall
+        } else {
+            0.0
+        },
+        rss_peak_bytes: proc::self_peak_rss(),
+    };
+    if let Some(s) = ctx.server.take() {
+        let stats = s.finish();
+        if !stats.alive_at_end {
+            report.problems.push(format!(
+                "the server process {} went away during the run",
+                stats.pid
+            ));
+        }
+        report.server = Some(stats);
+    }
+    let mut settings = serde_json::json!({ "common": &cli.common });
+    settings[scenario] = match &cli.scenario {
+        Scenario::Fanout(a) => serde_json::to_value(a)?,
+        Scenario::Idle(a) => serde_json::to_value(a)?,
+        Scenario::Churn(a) => serde_json::to_value(a)?,
+        Scenario::Notify(a) => serde_json::to_value(a)?,
+    };
+    report.settings = settings;
+    report.warnings = ctx.progress.warnings();
+    report.passed = report.problems.is_empty();
+
+    print!("{}", report::text(&report));
+    let json = cli
+        .common
+        .json
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("loadtest-{scenario}.json")));
+    let html = cli
+        .common
+        .html
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("loadtest-{scenario}.html")));
+    report::write_json(&report, &json).with_context(|| format!("writing {}", json.display()))?;
+    report::write_html(&report, &html).with_context(|| format!("writing {}", html.display()))?;
+    eprintln!("reports: {} {}", json.display(), html.display());
+    Ok(report)
+}

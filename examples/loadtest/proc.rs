@@ -1,0 +1,251 @@
+//! Process figures from Linux `/proc`: CPU time and resident memory of the server
+//! (`--server-pid`) and of the tool itself.
+//!
+//! CPU time is `utime + stime` from `/proc/PID/stat`, in clock ticks. The tick rate is
+//! `sysconf(_SC_CLK_TCK)`, which is 100 on every Linux configuration in practice; reading it
+//! needs libc, which this example does not depend on, so [`CLK_TCK`] assumes 100. RSS is
+//! `VmRSS` from `/proc/PID/status`.
+//!
+//! [`Sampler`] reads the server's figures every 250 ms on a tokio task, keeping the first, the
+//! peak RSS, the latest, and a per-second series (CPU % and RSS) for the HTML report.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Clock ticks per second of `/proc/PID/stat` times: assumed 100 (see the module docs).
+pub const CLK_TCK: f64 = 100.0;
+
+/// How often the sampler reads `/proc`.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ProcSample {
+    pub cpu_secs: f64,
+    pub rss_bytes: u64,
+}
+
+fn read_sample(dir: &str) -> std::io::Result<ProcSample> {
+    let stat = std::fs::read_to_string(format!("{dir}/stat"))?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "unexpected /proc format");
+    // The command name is in parentheses and may hold spaces: fields start after the last ')'.
+    let after = &stat[stat.rfind(')').ok_or_else(bad)? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After the name: state is field 3, utime field 14, stime field 15 (1-based, man proc).
+    let tick = |i: usize| -> std::io::Result<f64> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|v| v as f64 / CLK_TCK)
+            .ok_or_else(bad)
+    };
+    let cpu_secs = tick(11)? + tick(12)?;
+    let status = std::fs::read_to_string(format!("{dir}/status"))?;
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    Ok(ProcSample {
+        cpu_secs,
+        rss_bytes: rss_kb * 1024,
+    })
+}
+
+pub fn sample_pid(pid: u32) -> std::io::Result<ProcSample> {
+    read_sample(&format!("/proc/{pid}"))
+}
+
+/// The process's command name, from `/proc/PID/comm`.
+pub fn process_name(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+pub fn sample_self() -> ProcSample {
+    read_sample("/proc/self").unwrap_or_default()
+}
+
+/// This process's peak RSS (`VmHWM`), in bytes.
+pub fn self_peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The soft limit on open files of this process, from `/proc/self/limits`.
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// One point of the per-second series.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SeriesPoint {
+    /// Seconds since the sampler started.
+    pub t: f64,
+    /// CPU used over the last second, in percent of one core.
+    pub cpu_pct: f64,
+    pub rss_bytes: u64,
+}
+
+/// The server figures of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerStats {
+    pub pid: u32,
+    /// The process's name (`/proc/PID/comm`), to catch a wrong `--server-pid`.
+    pub name: String,
+    /// CPU seconds (user + system) used during the run.
+    pub cpu_secs: f64,
+    pub cpu_note: &'static str,
+    /// Average CPU use during the run, in percent of one core.
+    pub cpu_pct_avg: f64,
+    pub rss_start_bytes: u64,
+    pub rss_peak_bytes: u64,
+    pub rss_end_bytes: u64,
+    /// False if the process went away during the run.
+    pub alive_at_end: bool,
+    pub series: Vec<SeriesPoint>,
+}
+
+#[derive(Debug)]
+struct State {
+    start: ProcSample,
+    last: ProcSample,
+    peak_rss: u64,
+    alive: bool,
+    series: Vec<SeriesPoint>,
+    last_point: (Instant, f64),
+}
+
+/// Samples a process every 250 ms until [`Sampler::finish`].
+pub struct Sampler {
+    pid: u32,
+    name: String,
+    started: Instant,
+    state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sampler {
+    /// Fails when the process cannot be read (wrong pid, not Linux).
+    pub fn start(pid: u32) -> std::io::Result<Sampler> {
+        let first = sample_pid(pid)?;
+        let started = Instant::now();
+        let state = Arc::new(Mutex::new(State {
+            start: first,
+            last: first,
+            peak_rss: first.rss_bytes,
+            alive: true,
+            series: Vec::new(),
+            last_point: (started, first.cpu_secs),
+        }));
+        let st = Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SAMPLE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let s = sample_pid(pid);
+                let Ok(mut g) = st.lock() else { return };
+                match s {
+                    Ok(s) => g.record(s, started),
+                    Err(_) => {
+                        g.alive = false;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Sampler {
+            pid,
+            name: process_name(pid),
+            started,
+            state,
+            task,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Reads the process now (and records the reading).
+    pub fn now(&self) -> Option<ProcSample> {
+        let s = sample_pid(self.pid).ok()?;
+        if let Ok(mut g) = self.state.lock() {
+            g.record(s, self.started);
+        }
+        Some(s)
+    }
+
+    pub fn finish(self) -> ServerStats {
+        self.task.abort();
+        let end = sample_pid(self.pid).ok();
+        let wall = self.started.elapsed().as_secs_f64();
+        let mut g = match self.state.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(s) = end {
+            g.record(s, self.started);
+        } else {
+            g.alive = false;
+        }
+        let cpu = g.last.cpu_secs - g.start.cpu_secs;
+        ServerStats {
+            pid: self.pid,
+            name: self.name.clone(),
+            cpu_secs: cpu,
+            cpu_note: "utime+stime from /proc/PID/stat, assuming 100 clock ticks per second",
+            cpu_pct_avg: if wall > 0.0 { 100.0 * cpu / wall } else { 0.0 },
+            rss_start_bytes: g.start.rss_bytes,
+            rss_peak_bytes: g.peak_rss,
+            rss_end_bytes: g.last.rss_bytes,
+            alive_at_end: g.alive,
+            series: std::mem::take(&mut g.series),
+        }
+    }
+}
+
+impl State {
+    fn record(&mut self, s: ProcSample, started: Instant) {
+        self.last = s;
+        self.peak_rss = self.peak_rss.max(s.rss_bytes);
+        let now = Instant::now();
+        let (at, cpu_at) = self.last_point;
+        let dt = now.duration_since(at).as_secs_f64();
+        if dt >= 1.0 {
+            self.series.push(SeriesPoint {
+                t: now.duration_since(started).as_secs_f64(),
+                cpu_pct: 100.0 * (s.cpu_secs - cpu_at) / dt,
+                rss_bytes: s.rss_bytes,
+            });
+            self.last_point = (now, s.cpu_secs);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_its_own_process() {
+        let s = super::sample_self();
+        assert!(s.rss_bytes > 0);
+        assert!(super::open_files_limit().is_some_and(|n| n > 0));
+    }
+}
