@@ -61,7 +61,8 @@ pub struct Running {
 /// Binds `config.bind` and starts serving. Must run inside an actix `System`.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.validate().map_err(anyhow::Error::msg)?;
-    raise_fd_limit();
+    let mut config = config;
+    config.max_connections = fit_to_fd_limit(config.max_connections);
     let listener = TcpListener::bind(config.bind)
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     let addr = listener.local_addr()?;
@@ -97,7 +98,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     .max_connections(config.max_connections + 1024)
     .disable_signals()
     .shutdown_timeout(config.shutdown_timeout)
-    .on_connect(conn::record_fd)
+    .on_connect(conn::on_connect)
     .listen(listener)?
     .run();
     let http = server.handle();
@@ -159,11 +160,32 @@ async fn tokio_select<A: std::future::Future, B: std::future::Future>(a: A, b: B
     futures_util::future::select(a, b).await;
 }
 
-/// Each WebSocket uses two descriptors (the socket and `ChatServer`'s handle on it); raise the
-/// soft limit to the hard one so the connection limit, not the fd limit, is what binds.
-fn raise_fd_limit() {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => log::debug!("open file limit={n}"),
-        Err(e) => log::warn!("could not raise the open file limit: {e}"),
+/// Descriptors kept for everything but WebSockets: listener, epoll and event fds, plain HTTP
+/// requests, log and store files.
+const RESERVED_FDS: u64 = 256;
+
+/// Raises the soft open-file limit to the hard one, and lowers `max_connections` to what that
+/// allows (one descriptor per WebSocket plus a reserve), so that past it clients get a clean
+/// HTTP 503 rather than failed accepts.
+fn fit_to_fd_limit(max_connections: usize) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            log::warn!("could not raise the open file limit: {e}");
+            return max_connections;
+        }
+    };
+    let reserve = RESERVED_FDS.min(limit / 2);
+    let budget = usize::try_from(limit - reserve).unwrap_or(usize::MAX);
+    if budget < max_connections {
+        log::warn!(
+            "open file limit {limit} allows {budget} WebSockets, not --max-connections \
+             {max_connections}; using {budget} (raise the hard limit, e.g. LimitNOFILE= or \
+             ulimit -Hn, for more)"
+        );
+        budget
+    } else {
+        log::debug!("open file limit={limit}");
+        max_connections
     }
 }

@@ -75,13 +75,7 @@ async fn start_session(
         .frame_size(state.config.max_frame_bytes)
         .start_with_addr()
         .map_err(|e| ApiError::bad_request("not_websocket", e.to_string()))?;
-    let conn = req.conn_data::<ConnFd>().and_then(|fd| match fd.handle() {
-        Ok(handle) => Some(handle),
-        Err(e) => {
-            log::warn!("no connection handle session={id}: {e}");
-            None
-        }
-    });
+    let conn = req.conn_data::<ConnFd>().copied();
     let admitted = state
         .server
         .send(Connect {
@@ -95,7 +89,7 @@ async fn start_session(
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     match admitted {
         Ok(()) => {
-            log::info!("session open session={id} user={user}");
+            log::debug!("session open session={id} user={user}");
             Ok(response)
         }
         Err(refused @ (Refused::Full | Refused::ShuttingDown)) => {

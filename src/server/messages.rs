@@ -5,7 +5,7 @@
 
 use actix::prelude::*;
 
-use crate::conn::ConnHandle;
+use crate::conn::ConnFd;
 use crate::ids::{RoomId, Seq, SessionId, UserId};
 use crate::protocol::Frame;
 
@@ -29,8 +29,8 @@ pub struct Connect {
     pub session: SessionId,
     pub user: UserId,
     pub addr: Recipient<Outbound>,
-    /// A handle on the TCP connection, to cut it if the session stops reading.
-    pub conn: Option<ConnHandle>,
+    /// The TCP connection, to cut it if the session stops reading.
+    pub conn: Option<ConnFd>,
     /// The room named in the URL (`/ws/{room_id}/{user_id}`), joined at once.
     pub room: Option<RoomId>,
 }

@@ -30,7 +30,7 @@ use actix::prelude::*;
 
 use crate::broker::Broker;
 use crate::config::Config;
-use crate::conn::ConnHandle;
+use crate::conn::{ConnFd, ConnHandle};
 use crate::ids::{RoomId, Seq, SessionId, UserId};
 use crate::protocol::{
     AnnouncedLimits, ErrorCode, Frame, PROTOCOL_VERSION, ServerMessage, close_code, error_frame,
@@ -74,7 +74,7 @@ struct SessionEntry {
     /// Rooms this session is in, in join order (a handful: bounded by `max_rooms_per_socket`).
     rooms: Vec<RoomId>,
     /// Kept to cut the connection if the session stops reading.
-    conn: Option<ConnHandle>,
+    conn: Option<ConnFd>,
 }
 
 type Handle = Recipient<Outbound>;
@@ -292,13 +292,18 @@ impl ChatServer {
                 code: close_code::SLOW_CONSUMER,
                 reason: "slow consumer",
             });
-            if let Some(conn) = entry.conn {
-                self.evicted.insert(session, conn);
-                ctx.run_later(self.limits.slow_consumer_grace, move |act, _| {
-                    if let Some(conn) = act.evicted.remove(&session) {
-                        conn.cut();
-                    }
-                });
+            // Cut the connection when the grace ends, unless its Disconnect comes first.
+            match entry.conn.map(|c| c.duplicate()) {
+                Some(Ok(conn)) => {
+                    self.evicted.insert(session, conn);
+                    ctx.run_later(self.limits.slow_consumer_grace, move |act, _| {
+                        if let Some(conn) = act.evicted.remove(&session) {
+                            conn.cut();
+                        }
+                    });
+                }
+                Some(Err(e)) => log::debug!("slow consumer session={session}: {e}"),
+                None => {}
             }
         }
     }

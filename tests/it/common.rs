@@ -405,6 +405,28 @@ impl ChildServer {
             .expect("VmRSS")
     }
 
+    /// Open sockets of the server process (listener included).
+    pub fn socket_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .expect("read /proc fd")
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target.to_string_lossy().starts_with("socket:"))
+            .count()
+    }
+
+    /// Waits until the server holds `want` sockets; fails after `TIMEOUT`.
+    pub async fn wait_sockets(&self, want: usize) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while self.socket_count() != want {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the server holds {} sockets, want {want}",
+                self.socket_count()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([&format!("-{sig}"), &self.child.id().to_string()])
