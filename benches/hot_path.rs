@@ -16,7 +16,7 @@ use roomcast::Config;
 use roomcast::broker::LocalBroker;
 use roomcast::ids::{RoomId, Seq, SessionId, UserId};
 use roomcast::protocol::{self, DecodeLimits, ServerMessage};
-use roomcast::server::messages::{ClientRequest, Command, Connect, Outbound};
+use roomcast::server::messages::{Backlog, ClientRequest, Command, Connect, Outbound};
 use roomcast::server::{ChatServer, ServerLimits};
 use roomcast::store::MemoryStore;
 
@@ -72,6 +72,7 @@ fn encode(c: &mut Criterion) {
 
 /// A stand-in session: counts frames and tells the bench when the expected number arrived.
 struct Sink {
+    backlog: Backlog,
     delivered: Arc<AtomicUsize>,
     target: Arc<AtomicUsize>,
     done: Arc<tokio::sync::Notify>,
@@ -97,6 +98,7 @@ impl Handler<Outbound> for Sink {
             Outbound::Batch(v) => v.len(),
             Outbound::Close { .. } => 0,
         };
+        self.backlog.sub(n);
         let total = self.delivered.fetch_add(n, Ordering::Relaxed) + n;
         if total >= self.target.load(Ordering::Relaxed) {
             self.done.notify_one();
@@ -134,7 +136,9 @@ fn fan_out(c: &mut Criterion) {
                     let setup_done = done.notified();
                     let mut poster = None;
                     for i in 0..members {
+                        let backlog = Backlog::default();
                         let sink = Sink {
+                            backlog: backlog.clone(),
                             delivered: delivered.clone(),
                             target: target.clone(),
                             done: done.clone(),
@@ -147,6 +151,7 @@ fn fan_out(c: &mut Criterion) {
                                 session,
                                 user: UserId::parse(&format!("u{i}")).unwrap(),
                                 addr: sink.recipient(),
+                                backlog,
                                 conn: None,
                                 room: Some(room.clone()),
                             })

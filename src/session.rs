@@ -27,7 +27,7 @@ use crate::protocol::{
 };
 use crate::ratelimit::TokenBucket;
 use crate::server::ChatServer;
-use crate::server::messages::{ClientRequest, Command, Disconnect, Outbound};
+use crate::server::messages::{Backlog, ClientRequest, Command, Disconnect, Outbound};
 
 pub struct ChatSession {
     id: SessionId,
@@ -47,6 +47,8 @@ pub struct ChatSession {
     /// so one socket cannot pile work into `ChatServer`'s mailbox faster than it is done.
     /// Shared only with this thread's tasks that wait for those answers (see `on_text`).
     in_flight: Rc<Cell<usize>>,
+    /// Frames `ChatServer` handed over that this session has not written yet.
+    backlog: Backlog,
 }
 
 impl ChatSession {
@@ -69,7 +71,13 @@ impl ChatSession {
             strikes: 0,
             fragments: None,
             in_flight: Rc::default(),
+            backlog: Backlog::default(),
         }
+    }
+
+    /// The gauge `ChatServer` needs to bound this session's pending frames.
+    pub fn backlog(&self) -> Backlog {
+        self.backlog.clone()
     }
 
     fn close(&self, ctx: &mut ws::WebsocketContext<Self>, code: u16, description: &str) {
@@ -246,8 +254,15 @@ impl Handler<Outbound> for ChatSession {
 
     fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
         match msg {
-            Outbound::Frame(frame) => ctx.text(frame),
-            Outbound::Batch(frames) => frames.into_iter().for_each(|f| ctx.text(f)),
+            Outbound::Frame(frame) => {
+                ctx.text(frame);
+                self.backlog.sub(1);
+            }
+            Outbound::Batch(frames) => {
+                let n = frames.len();
+                frames.into_iter().for_each(|f| ctx.text(f));
+                self.backlog.sub(n);
+            }
             Outbound::Close { code, reason } => self.close(ctx, code, reason),
         }
     }

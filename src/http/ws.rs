@@ -71,6 +71,7 @@ async fn start_session(
         state.server.clone(),
         Arc::clone(&state.config),
     );
+    let backlog = session.backlog();
     let (addr, response) = ws::WsResponseBuilder::new(session, &req, payload)
         .frame_size(state.config.max_frame_bytes)
         .start_with_addr()
@@ -82,6 +83,7 @@ async fn start_session(
             session: id,
             user: user.clone(),
             addr: addr.recipient(),
+            backlog,
             conn,
             room,
         })

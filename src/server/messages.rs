@@ -3,6 +3,9 @@
 //! One struct per interaction. `ChatServer` reaches sessions only through
 //! `Recipient<Outbound>`, so it does not depend on the session type.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use actix::prelude::*;
 
 use crate::conn::ConnFd;
@@ -16,10 +19,30 @@ use crate::protocol::Frame;
 pub enum Outbound {
     /// One encoded frame, shared with every other recipient.
     Frame(Frame),
-    /// Several frames that must arrive together and in order (`joined` and its history).
+    /// Several frames, in order: what `ChatServer` gathered for the session in one pass.
     Batch(Vec<Frame>),
     /// Close the socket with this code and reason, then stop.
     Close { code: u16, reason: &'static str },
+}
+
+/// Frames handed to a session's mailbox and not yet written by it: `ChatServer` adds what it
+/// hands over, the session subtracts what it writes. This is the session's mailbox bound
+/// counted in frames, which the mailbox itself cannot do since one item may carry many.
+#[derive(Debug, Clone, Default)]
+pub struct Backlog(Arc<AtomicUsize>);
+
+impl Backlog {
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn add(&self, frames: usize) {
+        self.0.fetch_add(frames, Ordering::Relaxed);
+    }
+
+    pub fn sub(&self, frames: usize) {
+        self.0.fetch_sub(frames, Ordering::Relaxed);
+    }
 }
 
 /// A new WebSocket session asks to be admitted. Refused when the server is full or stopping.
@@ -29,6 +52,8 @@ pub struct Connect {
     pub session: SessionId,
     pub user: UserId,
     pub addr: Recipient<Outbound>,
+    /// The session's count of frames not yet written.
+    pub backlog: Backlog,
     /// The TCP connection, to cut it if the session stops reading.
     pub conn: Option<ConnFd>,
     /// The room named in the URL (`/ws/{room_id}/{user_id}`), joined at once.

@@ -2,28 +2,29 @@
 //!
 //! It owns the rooms (members, sequence counters, recent history), the user map (user id ->
 //! live sessions) and presence, and it alone changes room membership. Sessions send it typed
-//! [`messages`]; it answers and broadcasts through each session's bounded mailbox
-//! (`Recipient<Outbound>`).
+//! [`messages`]; it answers and broadcasts through each session's [`outbox`], which gathers
+//! frames while the mailbox is being worked through and hands them over when it is empty.
 //!
-//! Three rules keep it fast and fair:
+//! The rules that keep it fast and fair:
 //! - A broadcast is encoded once; each recipient gets a clone of the same reference-counted
 //!   bytes.
-//! - It never blocks and never waits for a session: it uses `try_send`, and a session whose
-//!   mailbox is full is a slow consumer. It is removed from every room at once (so nobody
-//!   else waits for it), told to close with 4001, and its connection is cut after a grace
-//!   period if it never takes that close frame.
-//! - Slow consumers found while sending are queued in `slow` and evicted in
-//!   [`ChatServer::reap`] after the handler's own work, so a handler never re-enters itself
-//!   mid-iteration.
+//! - It never blocks and never waits for a session. A session whose backlog (frames handed
+//!   over, not yet written) would pass `max_pending` is a slow consumer: it is removed from
+//!   every room at once (so nobody else waits for it), told to close with 4001, and its
+//!   connection is cut after a grace period if it never takes that close frame.
+//! - Handlers only queue frames; sending, and finding slow consumers, happens in
+//!   [`ChatServer::flush`], so a handler never re-enters itself mid-iteration.
 //! - A session whose actor has stopped is forgotten only when its own `Disconnect` arrives.
 //!   Its requests queued before that (say, chats it accepted just before closing) are still
-//!   handled in order; a failed send to it on the way is simply dropped.
+//!   handled in order; frames for it on the way are simply dropped.
 
 pub mod messages;
+mod outbox;
 pub mod room;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::rc::Rc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -38,6 +39,7 @@ use crate::protocol::{
 };
 use crate::store::HistoryStore;
 use messages::*;
+use outbox::{Outbox, Outboxes};
 use room::{Added, HistoryEntry, Removed, Room};
 
 /// The `server` field of `welcome`.
@@ -47,6 +49,8 @@ const SERVER_NAME: &str = concat!("roomcast/", env!("CARGO_PKG_VERSION"));
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
     pub max_connections: usize,
+    /// Frames a session may have waiting before it is a slow consumer.
+    pub max_pending: usize,
     pub max_rooms_per_socket: usize,
     pub history_on_join: usize,
     pub history_keep: usize,
@@ -58,6 +62,7 @@ impl ServerLimits {
     pub fn from_config(c: &Config) -> Self {
         ServerLimits {
             max_connections: c.max_connections,
+            max_pending: c.max_pending,
             max_rooms_per_socket: c.max_rooms_per_socket,
             history_on_join: c.history_on_join,
             history_keep: c.history_keep,
@@ -70,14 +75,15 @@ impl ServerLimits {
 /// What `ChatServer` knows of one live session.
 struct SessionEntry {
     user: UserId,
-    addr: Recipient<Outbound>,
+    /// Where frames for this session are gathered; rooms hold clones of it.
+    outbox: Rc<Outbox>,
     /// Rooms this session is in, in join order (a handful: bounded by `max_rooms_per_socket`).
     rooms: Vec<RoomId>,
     /// Kept to cut the connection if the session stops reading.
     conn: Option<ConnFd>,
 }
 
-type Handle = Recipient<Outbound>;
+type Handle = Rc<Outbox>;
 
 pub struct ChatServer {
     limits: ServerLimits,
@@ -90,8 +96,10 @@ pub struct ChatServer {
     /// Slow consumers told to close, whose connection is cut when their grace ends unless
     /// they stop first.
     evicted: HashMap<SessionId, ConnHandle>,
-    /// Sessions found with a full mailbox during the current handler, evicted by `reap`.
-    slow: Vec<SessionId>,
+    /// Frames gathered for sessions since the last flush.
+    outboxes: Outboxes,
+    /// A flush is spawned and will run once the mailbox is drained.
+    flush_scheduled: bool,
     store: Box<dyn HistoryStore>,
     broker: Box<dyn Broker>,
     /// Set by `Shutdown`: no new sessions.
@@ -111,7 +119,8 @@ impl ChatServer {
             users: HashMap::new(),
             rooms: HashMap::new(),
             evicted: HashMap::new(),
-            slow: Vec::new(),
+            outboxes: Outboxes::default(),
+            flush_scheduled: false,
             store,
             broker,
             shutting_down: false,
@@ -119,12 +128,10 @@ impl ChatServer {
         }
     }
 
-    /// Sends one message to one session, noting a slow consumer for `reap`.
-    fn send(&mut self, session: SessionId, msg: Outbound) {
-        if let Some(entry) = self.sessions.get(&session)
-            && let Err(SendError::Full(_)) = entry.addr.try_send(msg)
-        {
-            self.slow.push(session);
+    /// Queues one frame for one session.
+    fn send(&mut self, session: SessionId, frame: Frame) {
+        if let Some(entry) = self.sessions.get(&session) {
+            self.outboxes.queue(session, &entry.outbox, frame);
         }
     }
 
@@ -135,29 +142,24 @@ impl ChatServer {
         message: &str,
         room: Option<&RoomId>,
     ) {
-        self.send(session, Outbound::Frame(error_frame(code, message, room)));
+        self.send(session, error_frame(code, message, room));
     }
 
-    /// Hands `frame` to every session in `room` except those of `except`; returns how many
-    /// took it. The frame's bytes are shared, not copied.
+    /// Queues `frame` for every session in `room` except those of `except`; returns how many.
+    /// The frame's bytes are shared, not copied.
     fn fan_out(&mut self, room: &RoomId, frame: &Frame, except: Option<&UserId>) -> usize {
         let Some(r) = self.rooms.get(room) else {
             return 0;
         };
-        let mut delivered = 0;
-        for (user, session, addr) in r.sessions() {
-            if except == Some(user) {
-                continue;
-            }
-            match addr.try_send(Outbound::Frame(frame.clone())) {
-                Ok(()) => delivered += 1,
-                Err(SendError::Full(_)) => self.slow.push(session),
-                // Stopped; its Disconnect is queued behind its last requests.
-                Err(SendError::Closed(_)) => {}
+        let mut queued = 0;
+        for (user, session, outbox) in r.sessions() {
+            if except != Some(user) {
+                self.outboxes.queue(session, outbox, frame.clone());
+                queued += 1;
             }
         }
         self.broker.publish(room, frame);
-        delivered
+        queued
     }
 
     /// Whether `session` is a member of `room`; answers `not_in_room` when it is not.
@@ -190,7 +192,7 @@ impl ChatServer {
         }
         entry.rooms.push(room_id.clone());
         let user = entry.user.clone();
-        let addr = entry.addr.clone();
+        let outbox = Rc::clone(&entry.outbox);
 
         let keep = self.limits.history_keep;
         let room = match self.rooms.entry(room_id.clone()) {
@@ -204,24 +206,23 @@ impl ChatServer {
                 v.insert(Room::new(snapshot.last_seq, snapshot.recent, keep))
             }
         };
-        let added = room.add(&user, session, addr);
+        let added = room.add(&user, session, Rc::clone(&outbox));
 
-        // `joined`, then the history, as one mailbox item so nothing can come between them;
-        // live frames for this room can only be queued after it.
+        // `joined`, then the history, queued together: live frames for this room can only be
+        // queued after them, so nothing is lost or doubled between history and live.
         let recent: Vec<&HistoryEntry> = room.recent(self.limits.history_on_join).collect();
-        let mut batch = Vec::with_capacity(1 + recent.len());
-        batch.push(
-            ServerMessage::Joined {
-                room_id: &room_id,
-                user_id: &user,
-                users: &room.users(),
-                last_seq: room.last_seq(),
-                history: recent.len(),
-            }
-            .encode(),
-        );
-        batch.extend(recent.into_iter().map(|e| e.frame.clone()));
-        self.send(session, Outbound::Batch(batch));
+        let joined = ServerMessage::Joined {
+            room_id: &room_id,
+            user_id: &user,
+            users: &room.users(),
+            last_seq: room.last_seq(),
+            history: recent.len(),
+        }
+        .encode();
+        self.outboxes.queue(session, &outbox, joined);
+        for entry in recent {
+            self.outboxes.queue(session, &outbox, entry.frame.clone());
+        }
 
         if added == Added::FirstSessionOfUser {
             let timestamp = timestamp_now();
@@ -277,34 +278,48 @@ impl ChatServer {
         Some(entry)
     }
 
-    /// Evicts the slow consumers found during a handler. Evicting one announces `user_left`,
-    /// which may find more, so this loops until none are left.
-    fn reap(&mut self, ctx: &mut Context<Self>) {
-        while let Some(session) = self.slow.pop() {
-            let Some(entry) = self.remove_session(session) else {
-                continue;
-            };
-            self.slow_consumers_closed += 1;
-            log::warn!("slow consumer closed session={session} user={}", entry.user);
-            // `do_send` ignores the mailbox bound: the close order queues behind what is
-            // pending, so a client that resumes reading gets everything, then the close.
-            entry.addr.do_send(Outbound::Close {
-                code: close_code::SLOW_CONSUMER,
-                reason: "slow consumer",
-            });
-            // Cut the connection when the grace ends, unless its Disconnect comes first.
-            match entry.conn.map(|c| c.duplicate()) {
-                Some(Ok(conn)) => {
-                    self.evicted.insert(session, conn);
-                    ctx.run_later(self.limits.slow_consumer_grace, move |act, _| {
-                        if let Some(conn) = act.evicted.remove(&session) {
-                            conn.cut();
-                        }
-                    });
-                }
-                Some(Err(e)) => log::debug!("slow consumer session={session}: {e}"),
-                None => {}
+    /// Ends a handler: makes sure a flush will run once the mailbox is drained.
+    fn settle(&mut self, ctx: &mut Context<Self>) {
+        if !self.flush_scheduled && !self.outboxes.is_empty() {
+            self.flush_scheduled = true;
+            // Spawned futures run after the mailbox is drained (see `outbox`).
+            ctx.spawn(actix::fut::ready(()).map(|_, act: &mut Self, ctx| act.flush(ctx)));
+        }
+    }
+
+    /// Hands the gathered frames to their sessions and evicts the slow consumers found doing
+    /// so. Evicting announces `user_left`, which is flushed in turn.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        self.flush_scheduled = false;
+        let (_frames, slow) = self.outboxes.flush(self.limits.max_pending);
+        for session in slow {
+            self.evict_slow(session, ctx);
+        }
+        self.settle(ctx);
+    }
+
+    /// Removes a session that stopped reading, orders it closed with 4001, and cuts its
+    /// connection when the grace period ends unless its `Disconnect` comes first.
+    fn evict_slow(&mut self, session: SessionId, ctx: &mut Context<Self>) {
+        let Some(entry) = self.remove_session(session) else {
+            return;
+        };
+        self.slow_consumers_closed += 1;
+        log::warn!("slow consumer closed session={session} user={}", entry.user);
+        entry
+            .outbox
+            .close(close_code::SLOW_CONSUMER, "slow consumer");
+        match entry.conn.map(|c| c.duplicate()) {
+            Some(Ok(conn)) => {
+                self.evicted.insert(session, conn);
+                ctx.run_later(self.limits.slow_consumer_grace, move |act, _| {
+                    if let Some(conn) = act.evicted.remove(&session) {
+                        conn.cut();
+                    }
+                });
             }
+            Some(Err(e)) => log::debug!("slow consumer session={session}: {e}"),
+            None => {}
         }
     }
 
@@ -366,7 +381,7 @@ impl ChatServer {
         }
         .encode();
         for target in targets {
-            self.send(target, Outbound::Frame(frame.clone()));
+            self.send(target, frame.clone());
         }
     }
 
@@ -403,7 +418,7 @@ impl ChatServer {
             has_more,
         }
         .encode();
-        self.send(session, Outbound::Frame(frame));
+        self.send(session, frame);
     }
 }
 
@@ -449,16 +464,16 @@ impl Handler<Connect> for ChatServer {
             msg.session,
             SessionEntry {
                 user: msg.user,
-                addr: msg.addr,
+                outbox: Outbox::new(msg.addr, msg.backlog),
                 rooms: Vec::new(),
                 conn: msg.conn,
             },
         );
-        self.send(msg.session, Outbound::Frame(welcome));
+        self.send(msg.session, welcome);
         if let Some(room) = msg.room {
             self.join(msg.session, room);
         }
-        self.reap(ctx);
+        self.settle(ctx);
         Ok(())
     }
 }
@@ -472,7 +487,7 @@ impl Handler<Disconnect> for ChatServer {
         if let Some(entry) = self.remove_session(msg.session) {
             log::debug!("session gone session={} user={}", msg.session, entry.user);
         }
-        self.reap(ctx);
+        self.settle(ctx);
     }
 }
 
@@ -494,7 +509,7 @@ impl Handler<ClientRequest> for ChatServer {
                     };
                     self.leave_room(session, &user, &room);
                     let frame = ServerMessage::Left { room_id: &room }.encode();
-                    self.send(session, Outbound::Frame(frame));
+                    self.send(session, frame);
                 }
             }
             Command::Chat {
@@ -526,7 +541,7 @@ impl Handler<ClientRequest> for ChatServer {
                         room_id: &room,
                     }
                     .encode();
-                    self.send(session, Outbound::Frame(frame));
+                    self.send(session, frame);
                 }
             }
             Command::Private { to_user, content } => self.private(session, to_user, content),
@@ -536,7 +551,7 @@ impl Handler<ClientRequest> for ChatServer {
                 limit,
             } => self.history(session, room, before_seq, limit),
         }
-        self.reap(ctx);
+        self.settle(ctx);
     }
 }
 
@@ -546,11 +561,10 @@ impl Handler<Shutdown> for ChatServer {
     fn handle(&mut self, _: Shutdown, _ctx: &mut Context<Self>) {
         self.shutting_down = true;
         log::info!("closing sessions={} for shutdown", self.sessions.len());
+        // What is gathered goes first, then the close orders.
+        self.outboxes.flush(usize::MAX);
         for entry in self.sessions.values() {
-            entry.addr.do_send(Outbound::Close {
-                code: 1001,
-                reason: "server shutting down",
-            });
+            entry.outbox.close(1001, "server shutting down");
         }
     }
 }
