@@ -107,12 +107,12 @@ async fn the_connection_limit_answers_503() {
 /// them in order; the stalled one is closed; the server's memory stays bounded.
 #[tokio::test]
 async fn a_slow_consumer_is_closed_without_holding_up_the_room() {
-    const MESSAGES: usize = 6_000;
+    const MESSAGES: usize = 8_000;
     const TEXT_BYTES: usize = 4_000;
     const WINDOW: usize = 100;
-    // What the stalled member would hold if the server queued everything for it: ~24 MB.
-    // The bound the server must stay under is well below that.
-    const RSS_GROWTH_BOUND_KIB: u64 = 12 * 1024;
+    // What the stalled member would hold if the server queued everything for it: ~32 MB.
+    // The server must stay at half that (it measured +4 to +8 MiB).
+    const RSS_GROWTH_BOUND_KIB: u64 = 16 * 1024;
 
     let srv = ChildServer::spawn(&[
         "--rate-per-sec",
