@@ -103,6 +103,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     .run();
     let http = server.handle();
     let http_task = actix_web::rt::spawn(server);
+    start_memory_trimmer();
     log::info!("listening on http://{addr}");
     Ok(Running {
         addr,
@@ -158,6 +159,30 @@ async fn tokio_select<A: std::future::Future, B: std::future::Future>(a: A, b: B
     let a = std::pin::pin!(a);
     let b = std::pin::pin!(b);
     futures_util::future::select(a, b).await;
+}
+
+/// How often freed heap memory is handed back to the system.
+const TRIM_INTERVAL: Duration = Duration::from_secs(10);
+
+/// glibc's allocator keeps memory freed by closed connections for reuse, so after a peak the
+/// process stays at its peak size. A thread of its own (so no actor ever waits on it) asks it
+/// every `TRIM_INTERVAL` to return free pages. Started once per process.
+fn start_memory_trimmer() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let spawned = std::thread::Builder::new()
+            .name("roomcast-trim".into())
+            .spawn(|| {
+                loop {
+                    std::thread::sleep(TRIM_INTERVAL);
+                    // SAFETY: malloc_trim only walks the allocator's own free lists.
+                    unsafe { libc::malloc_trim(0) };
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("memory trimmer not started: {e}");
+        }
+    });
 }
 
 /// Descriptors kept for everything but WebSockets: listener, epoll and event fds, plain HTTP
