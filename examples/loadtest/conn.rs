@@ -188,6 +188,17 @@ pub async fn close(mut ws: Ws, timeout: Duration) {
     let _ = tokio::time::timeout(timeout, ws.close(None)).await;
 }
 
+/// Why a read ended the connection: a close frame, an error, or the end of the stream.
+/// `None` for any other frame (the connection goes on).
+pub fn end_reason(item: Option<Result<Message, tungstenite::Error>>) -> Option<String> {
+    match item {
+        Some(Ok(Message::Close(f))) => Some(close_reason(f.as_ref())),
+        Some(Ok(_)) => None,
+        Some(Err(e)) => Some(ws_reason(&e)),
+        None => Some("connection ended".to_string()),
+    }
+}
+
 /// A short, groupable description of a close frame.
 pub fn close_reason(frame: Option<&tungstenite::protocol::CloseFrame>) -> String {
     match frame {

@@ -388,30 +388,13 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs) -> anyhow::Result<Report> {
             )));
         }
     }
-    let setup_deadline = Instant::now() + ctx.setup_timeout();
-    loop {
-        let joined = sh.joined.load(Ordering::Relaxed);
-        let failed = sh.setup_failed.load(Ordering::Relaxed);
-        ctx.progress.set(
-            joined,
-            if failed > 0 {
-                format!("{failed} failed")
-            } else {
-                String::new()
-            },
-        );
-        if joined + failed >= n as u64 {
-            break;
-        }
-        if Instant::now() >= setup_deadline {
-            ctx.progress.warn(format!(
-                "only {joined} of {n} members joined within --setup-timeout {}s; running with those",
-                ctx.common.setup_timeout
-            ));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    ctx.wait_for_setup(
+        &sh.joined,
+        &sh.setup_failed,
+        n,
+        "members joined; running with those",
+    )
+    .await;
     *sh.setup_closed.lock().unwrap_or_else(|p| p.into_inner()) = true;
     let joined = sh.joined.load(Ordering::SeqCst);
 
@@ -811,18 +794,11 @@ async fn read_loop<S>(
                         break;
                     }
                 }
-                Some(Ok(Message::Close(f))) => {
-                    out.dropped = Some(conn::close_reason(f.as_ref()));
-                    break;
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    out.dropped = Some(conn::ws_reason(&e));
-                    break;
-                }
-                None => {
-                    out.dropped = Some("connection ended".to_string());
-                    break;
+                other => {
+                    if let Some(reason) = conn::end_reason(other) {
+                        out.dropped = Some(reason);
+                        break;
+                    }
                 }
             },
             _ = &mut done, if !final_seen => {

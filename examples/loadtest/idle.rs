@@ -20,7 +20,6 @@ use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::conn::{self, Connector};
 use crate::http::Health;
@@ -109,30 +108,8 @@ pub async fn run(ctx: &Ctx, a: &IdleArgs) -> anyhow::Result<Report> {
         })
         .collect();
 
-    let setup_deadline = start + ctx.setup_timeout();
-    loop {
-        let joined = sh.joined.load(Ordering::Relaxed);
-        let failed = sh.failed.load(Ordering::Relaxed);
-        ctx.progress.set(
-            joined,
-            if failed > 0 {
-                format!("{failed} failed")
-            } else {
-                String::new()
-            },
-        );
-        if joined + failed >= n as u64 {
-            break;
-        }
-        if Instant::now() >= setup_deadline {
-            ctx.progress.warn(format!(
-                "only {joined} of {n} connections joined within --setup-timeout {}s",
-                ctx.common.setup_timeout
-            ));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    ctx.wait_for_setup(&sh.joined, &sh.failed, n, "connections joined")
+        .await;
     let setup_secs = start.elapsed().as_secs_f64();
     let rss_connected = ctx.server_now().map(|s| s.rss_bytes);
 
@@ -339,21 +316,12 @@ async fn idle_conn(
     let mut released = pin!(release.wait_for(|r| *r));
     loop {
         tokio::select! {
-            m = ws.next() => match m {
-                Some(Ok(Message::Close(f))) => {
-                    out.dropped = Some(conn::close_reason(f.as_ref()));
+            m = ws.next() => {
+                if let Some(reason) = conn::end_reason(m) {
+                    out.dropped = Some(reason);
                     break;
                 }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    out.dropped = Some(conn::ws_reason(&e));
-                    break;
-                }
-                None => {
-                    out.dropped = Some("connection ended".to_string());
-                    break;
-                }
-            },
+            }
             _ = &mut released => break,
         }
     }

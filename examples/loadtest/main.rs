@@ -60,6 +60,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -236,6 +237,41 @@ impl Ctx {
 
     pub fn setup_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.common.setup_timeout)
+    }
+
+    /// Waits until `joined + failed` reaches `n` or `--setup-timeout` passes, showing progress;
+    /// warns when the timeout cut the wait short. `what` names the sockets in the warning.
+    pub async fn wait_for_setup(
+        &self,
+        joined: &AtomicU64,
+        failed: &AtomicU64,
+        n: usize,
+        what: &str,
+    ) {
+        let deadline = Instant::now() + self.setup_timeout();
+        loop {
+            let (j, f) = (
+                joined.load(Ordering::Relaxed),
+                failed.load(Ordering::Relaxed),
+            );
+            let detail = if f > 0 {
+                format!("{f} failed")
+            } else {
+                String::new()
+            };
+            self.progress.set(j, detail);
+            if j + f >= n as u64 {
+                return;
+            }
+            if Instant::now() >= deadline {
+                self.progress.warn(format!(
+                    "only {j} of {n} {what} within --setup-timeout {}s",
+                    self.common.setup_timeout
+                ));
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub fn drain(&self) -> Duration {

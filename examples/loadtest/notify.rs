@@ -125,14 +125,8 @@ pub async fn run(ctx: &Ctx, a: &NotifyArgs) -> anyhow::Result<Report> {
             ))
         })
         .collect();
-    let setup_deadline = Instant::now() + ctx.setup_timeout();
-    while sh.joined.load(Ordering::Relaxed) + sh.failed.load(Ordering::Relaxed) < n as u64
-        && Instant::now() < setup_deadline
-    {
-        ctx.progress
-            .set(sh.joined.load(Ordering::Relaxed), String::new());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    ctx.wait_for_setup(&sh.joined, &sh.failed, n, "notification sockets opened")
+        .await;
 
     // Pushes.
     let start = Instant::now();
@@ -374,18 +368,11 @@ async fn socket(sh: Arc<Shared>, path: String, mut stop: watch::Receiver<bool>) 
                     tl.count(&sh.timeline, now_ns);
                     lat.push(&sh.latency, now_ns.saturating_sub(stamp.send_ns) / 1_000);
                 }
-                Some(Ok(Message::Close(f))) => {
-                    out.dropped = Some(conn::close_reason(f.as_ref()));
-                    break;
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    out.dropped = Some(conn::ws_reason(&e));
-                    break;
-                }
-                None => {
-                    out.dropped = Some("connection ended".to_string());
-                    break;
+                other => {
+                    if let Some(reason) = conn::end_reason(other) {
+                        out.dropped = Some(reason);
+                        break;
+                    }
                 }
             },
             _ = &mut stopped => break,

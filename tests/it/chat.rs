@@ -9,6 +9,16 @@ fn seq(v: &serde_json::Value) -> u64 {
     v["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {v}"))
 }
 
+/// The seqs of a `history` page's messages, in the order given.
+fn page_seqs(page: &serde_json::Value) -> Vec<u64> {
+    page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(seq)
+        .collect()
+}
+
 #[tokio::test]
 async fn seed_client_shapes_on_the_single_room_socket() {
     let srv = TestServer::start();
@@ -156,12 +166,7 @@ async fn a_new_member_gets_the_last_50_of_100_kept_then_live() {
     late.send(json!({"type": "history", "room_id": "h", "before_seq": 71, "limit": 100}))
         .await;
     let page = late.expect("history").await;
-    let seqs: Vec<u64> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(seq)
-        .collect();
+    let seqs = page_seqs(&page);
     assert_eq!(seqs, (21..=70).collect::<Vec<_>>());
     assert_eq!(page["has_more"], false);
 
@@ -186,12 +191,7 @@ async fn history_sizes_are_configurable() {
     assert_eq!(joined.history_seqs(), [7, 8, 9]);
     b.send(json!({"type": "history"})).await;
     let page = b.expect("history").await;
-    let seqs: Vec<u64> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(seq)
-        .collect();
+    let seqs = page_seqs(&page);
     assert_eq!(seqs, [5, 6, 7, 8, 9], "only history_keep=5 are kept");
     assert_eq!(page["has_more"], false);
 }
