@@ -150,15 +150,9 @@ async fn wait_for_signal() -> std::io::Result<()> {
     use actix_web::rt::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio_select(term.recv(), int.recv()).await;
+    let (term, int) = (std::pin::pin!(term.recv()), std::pin::pin!(int.recv()));
+    futures_util::future::select(term, int).await;
     Ok(())
-}
-
-/// Waits for whichever of two futures finishes first.
-async fn tokio_select<A: std::future::Future, B: std::future::Future>(a: A, b: B) {
-    let a = std::pin::pin!(a);
-    let b = std::pin::pin!(b);
-    futures_util::future::select(a, b).await;
 }
 
 /// How often freed heap memory is handed back to the system.

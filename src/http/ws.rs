@@ -15,7 +15,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::conn::ConnFd;
 use crate::ids::{NAME_RULE, RoomId, SessionId, UserId};
-use crate::server::messages::{Connect, Refused};
+use crate::server::messages::Connect;
 use crate::session::ChatSession;
 
 pub async fn room_socket(
@@ -94,8 +94,6 @@ async fn start_session(
             log::debug!("session open session={id} user={user}");
             Ok(response)
         }
-        Err(refused @ (Refused::Full | Refused::ShuttingDown)) => {
-            Err(ApiError::Unavailable(refused.to_string()))
-        }
+        Err(refused) => Err(ApiError::Unavailable(refused.to_string())),
     }
 }
