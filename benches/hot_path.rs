@@ -16,7 +16,7 @@ use roomcast::Config;
 use roomcast::broker::LocalBroker;
 use roomcast::ids::{RoomId, Seq, SessionId, UserId};
 use roomcast::protocol::{self, DecodeLimits, ServerMessage};
-use roomcast::server::messages::{Backlog, ClientRequest, Command, Connect, Outbound};
+use roomcast::server::messages::{Backlog, ClientRequest, Command, Connect, Outbound, SessionKind};
 use roomcast::server::{ChatServer, ServerLimits};
 use roomcast::store::MemoryStore;
 
@@ -150,6 +150,7 @@ fn fan_out(c: &mut Criterion) {
                             .send(Connect {
                                 session,
                                 user: UserId::parse(&format!("u{i}")).unwrap(),
+                                kind: SessionKind::Chat,
                                 addr: sink.recipient(),
                                 backlog,
                                 conn: None,

@@ -30,6 +30,11 @@ pub struct Config {
     #[arg(long, env = "ROOMCAST_STATIC_DIR")]
     pub static_dir: Option<PathBuf>,
 
+    /// Key that backends must send as `Authorization: Bearer KEY` to push notifications and
+    /// use the HTTP API. Without one, those routes answer loopback clients only.
+    #[arg(long, env = "ROOMCAST_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
     /// Most simultaneous WebSocket connections; past it upgrades get HTTP 503.
     #[arg(long, env = "ROOMCAST_MAX_CONNECTIONS", default_value_t = 25_000)]
     pub max_connections: usize,

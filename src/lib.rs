@@ -92,6 +92,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         App::new()
             .app_data(state.clone())
             .configure(|cfg| http::routes(cfg, static_dir.as_deref()))
+            .default_service(web::to(http::not_found))
     })
     .workers(workers)
     .backlog(4096)

@@ -386,6 +386,46 @@ impl ServerMessage<'_> {
     }
 }
 
+/// A `notification` frame, as the seed protocol shapes it, plus optional `data`. The HTTP
+/// answer that reports a push carries this same object.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notification {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub title: String,
+    pub message: String,
+    pub notification_type: String,
+    pub timestamp: String,
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+impl Notification {
+    /// A new notification, stamped now with a fresh id.
+    pub fn new(
+        title: String,
+        message: String,
+        notification_type: String,
+        data: Option<serde_json::Value>,
+    ) -> Self {
+        Notification {
+            kind: "notification",
+            title,
+            message,
+            notification_type,
+            timestamp: timestamp_now(),
+            id: uuid::Uuid::new_v4().to_string(),
+            data,
+        }
+    }
+
+    pub fn encode(&self) -> Frame {
+        // A struct of strings and a JSON value always serializes.
+        ByteString::from(serde_json::to_string(self).expect("notifications always serialize"))
+    }
+}
+
 /// Encodes an `error` frame.
 pub fn error_frame(code: ErrorCode, message: &str, room: Option<&RoomId>) -> Frame {
     ServerMessage::Error {

@@ -27,11 +27,13 @@ use crate::protocol::{
 };
 use crate::ratelimit::TokenBucket;
 use crate::server::ChatServer;
-use crate::server::messages::{Backlog, ClientRequest, Command, Disconnect, Outbound};
+use crate::server::messages::{Backlog, ClientRequest, Command, Disconnect, Outbound, SessionKind};
 
 pub struct ChatSession {
     id: SessionId,
     user: UserId,
+    /// A chat socket, or a notification socket (which only answers pings).
+    kind: SessionKind,
     /// The room named in the URL; messages that leave out `room_id` are about it.
     default_room: Option<RoomId>,
     server: Addr<ChatServer>,
@@ -55,6 +57,7 @@ impl ChatSession {
     pub fn new(
         id: SessionId,
         user: UserId,
+        kind: SessionKind,
         default_room: Option<RoomId>,
         server: Addr<ChatServer>,
         config: Arc<Config>,
@@ -63,6 +66,7 @@ impl ChatSession {
         ChatSession {
             id,
             user,
+            kind,
             default_room,
             server,
             bucket: TokenBucket::new(config.rate_per_sec, config.rate_burst, now),
@@ -107,6 +111,9 @@ impl ChatSession {
             );
         }
         self.strikes = 0;
+        if self.kind == SessionKind::Notifications {
+            return self.on_notification_socket_text(text, ctx);
+        }
 
         let msg = match decode(text, self.config.decode_limits()) {
             Ok(msg) => msg,
@@ -143,6 +150,27 @@ impl ChatSession {
             let _ = request.await;
             in_flight.set(in_flight.get() - 1);
         });
+    }
+
+    /// A notification socket answers the seed's text `ping` with `pong`, and a JSON `ping` with
+    /// a JSON `pong`; it takes no other request.
+    fn on_notification_socket_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        if text.trim() == "ping" {
+            return ctx.text("pong");
+        }
+        match decode(text, self.config.decode_limits()) {
+            Ok(ClientMessage::Ping) => ctx.text(pong_frame()),
+            Ok(ClientMessage::Pong) => {}
+            Ok(other) => self.send_error(
+                ctx,
+                ErrorCode::UnknownType,
+                &format!(
+                    "a notification socket only receives notifications; `{}` is for /ws",
+                    other.kind()
+                ),
+            ),
+            Err(e) => self.send_error(ctx, e.code(), &e.to_string()),
+        }
     }
 
     /// Maps a client message to a server command, filling in the default room. `Ok(None)` for

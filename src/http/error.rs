@@ -9,6 +9,15 @@ pub enum ApiError {
     /// The request is wrong; `code` is stable, like the WebSocket error codes.
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
+    /// No or a wrong API key.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// No API key is configured and the client is not on this machine.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such route, or no such thing.
+    #[error("{0}")]
+    NotFound(String),
     /// The server cannot take it now (connection limit, shutting down).
     #[error("{0}")]
     Unavailable(String),
@@ -28,6 +37,9 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest { code, .. } => code,
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -38,6 +50,9 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

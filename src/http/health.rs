@@ -16,6 +16,7 @@ pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": state.started.elapsed().as_secs(),
         "connections": stats.connections,
+        "notification_sockets": stats.notification_sockets,
         "users": stats.users,
         "rooms": stats.rooms,
         "slow_consumers_closed": stats.slow_consumers_closed,

@@ -1,11 +1,14 @@
-//! The HTTP surface: WebSocket upgrades, health, and the browser chat's files.
+//! The HTTP surface: WebSocket upgrades (chat and notification sockets), the seed's push
+//! endpoint, health, and the browser chat's files.
 //!
 //! Handlers translate between HTTP and `ChatServer` messages; they hold no state of their own
 //! beyond [`AppState`]. Errors are [`ApiError`], always a JSON body.
 
+mod access;
 mod assets;
 pub mod error;
 mod health;
+mod notify;
 mod ws;
 
 use std::sync::Arc;
@@ -26,10 +29,31 @@ pub struct AppState {
     pub started: Instant,
 }
 
+/// What an unknown path (or a known path with the wrong method) gets: a JSON 404.
+pub async fn not_found(req: actix_web::HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.path()
+    )))
+}
+
 /// Mounts every route. Shared by `main` and the tests, through [`crate::start`].
 pub fn routes(cfg: &mut web::ServiceConfig, static_dir: Option<&std::path::Path>) {
     cfg.route("/ws", web::get().to(ws::multi_socket))
         .route("/ws/{room_id}/{user_id}", web::get().to(ws::room_socket))
+        .route(
+            "/notifications/{user_id}",
+            web::get().to(ws::notification_socket),
+        )
+        .route(
+            "/send-notification/",
+            web::post().to(notify::send_notification),
+        )
+        .route(
+            "/send-notification",
+            web::post().to(notify::send_notification),
+        )
         .route("/health", web::get().to(health::health));
     match static_dir {
         Some(dir) => {

@@ -15,7 +15,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::conn::ConnFd;
 use crate::ids::{NAME_RULE, RoomId, SessionId, UserId};
-use crate::server::messages::Connect;
+use crate::server::messages::{Connect, SessionKind};
 use crate::session::ChatSession;
 
 pub async fn room_socket(
@@ -28,7 +28,7 @@ pub async fn room_socket(
     let room = RoomId::parse(&room)
         .ok_or_else(|| ApiError::bad_request("invalid_room", format!("room_id {NAME_RULE}")))?;
     let user = parse_user(&user)?;
-    start_session(req, payload, &state, user, Some(room)).await
+    start_session(req, payload, &state, user, SessionKind::Chat, Some(room)).await
 }
 
 #[derive(Deserialize)]
@@ -48,10 +48,21 @@ pub async fn multi_socket(
         .as_deref()
         .ok_or_else(|| ApiError::bad_request("missing_user", "the query needs user_id=NAME"))?;
     let user = parse_user(user)?;
-    start_session(req, payload, &state, user, None).await
+    start_session(req, payload, &state, user, SessionKind::Chat, None).await
 }
 
-fn parse_user(s: &str) -> Result<UserId, ApiError> {
+/// `GET /notifications/{user_id}`: the user's notification socket.
+pub async fn notification_socket(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let user = parse_user(&path.into_inner())?;
+    start_session(req, payload, &state, user, SessionKind::Notifications, None).await
+}
+
+pub fn parse_user(s: &str) -> Result<UserId, ApiError> {
     UserId::parse(s)
         .ok_or_else(|| ApiError::bad_request("invalid_user", format!("user_id {NAME_RULE}")))
 }
@@ -61,12 +72,14 @@ async fn start_session(
     payload: web::Payload,
     state: &AppState,
     user: UserId,
+    kind: SessionKind,
     room: Option<RoomId>,
 ) -> Result<HttpResponse, ApiError> {
     let id = SessionId::next();
     let session = ChatSession::new(
         id,
         user.clone(),
+        kind,
         room.clone(),
         state.server.clone(),
         Arc::clone(&state.config),
@@ -82,6 +95,7 @@ async fn start_session(
         .send(Connect {
             session: id,
             user: user.clone(),
+            kind,
             addr: addr.recipient(),
             backlog,
             conn,

@@ -45,12 +45,22 @@ impl Backlog {
     }
 }
 
+/// What a socket is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    /// Rooms, chat, presence, private messages (`/ws`, `/ws/{room}/{user}`).
+    Chat,
+    /// Receives the user's notifications; answers `ping` (`/notifications/{user}`).
+    Notifications,
+}
+
 /// A new WebSocket session asks to be admitted. Refused when the server is full or stopping.
 #[derive(Message)]
 #[rtype(result = "Result<(), Refused>")]
 pub struct Connect {
     pub session: SessionId,
     pub user: UserId,
+    pub kind: SessionKind,
     pub addr: Recipient<Outbound>,
     /// The session's count of frames not yet written.
     pub backlog: Backlog,
@@ -117,6 +127,33 @@ pub enum Command {
     },
 }
 
+/// Pushes one encoded `notification` frame to the notification sockets of `to`.
+#[derive(Message)]
+#[rtype(result = "Pushed")]
+pub struct Notify {
+    pub to: Audience,
+    pub frame: Frame,
+}
+
+/// Who a notification is for.
+#[derive(Debug, Clone)]
+pub enum Audience {
+    Users(Vec<UserId>),
+    /// Every user with a notification socket open.
+    Everyone,
+}
+
+/// What a `Notify` reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pushed {
+    /// Notification sockets the frame was queued for.
+    pub sockets: usize,
+    /// Users with at least one such socket, in the order asked (sorted for `Everyone`).
+    pub reached: Vec<UserId>,
+    /// Users asked for who had none.
+    pub offline: Vec<UserId>,
+}
+
 /// Close every session with 1001 and refuse new ones: the process is stopping.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -129,8 +166,10 @@ pub struct GetStats;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
-    /// Live WebSocket sessions.
+    /// Live WebSocket sessions of every kind.
     pub connections: usize,
+    /// Of which notification sockets.
+    pub notification_sockets: usize,
     /// Users with at least one live session.
     pub users: usize,
     /// Rooms with at least one member.

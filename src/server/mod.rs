@@ -75,6 +75,7 @@ impl ServerLimits {
 /// What `ChatServer` knows of one live session.
 struct SessionEntry {
     user: UserId,
+    kind: SessionKind,
     /// Where frames for this session are gathered; rooms hold clones of it.
     outbox: Rc<Outbox>,
     /// Rooms this session is in, in join order (a handful: bounded by `max_rooms_per_socket`).
@@ -88,8 +89,10 @@ type Handle = Rc<Outbox>;
 pub struct ChatServer {
     limits: ServerLimits,
     sessions: HashMap<SessionId, SessionEntry>,
-    /// User id -> that user's live sessions.
+    /// User id -> that user's live chat sessions.
     users: HashMap<UserId, Vec<SessionId>>,
+    /// User id -> that user's notification sockets.
+    notified: HashMap<UserId, Vec<SessionId>>,
     /// Rooms with at least one member. An emptied room is removed; its history stays in the
     /// store, which brings it back when someone joins again.
     rooms: HashMap<RoomId, Room<Handle>>,
@@ -117,6 +120,7 @@ impl ChatServer {
             limits,
             sessions: HashMap::new(),
             users: HashMap::new(),
+            notified: HashMap::new(),
             rooms: HashMap::new(),
             evicted: HashMap::new(),
             outboxes: Outboxes::default(),
@@ -266,7 +270,11 @@ impl ChatServer {
     /// Forgets a session entirely: every room, the user map. Returns its entry.
     fn remove_session(&mut self, session: SessionId) -> Option<SessionEntry> {
         let entry = self.sessions.remove(&session)?;
-        if let Entry::Occupied(mut o) = self.users.entry(entry.user.clone()) {
+        let by_user = match entry.kind {
+            SessionKind::Chat => &mut self.users,
+            SessionKind::Notifications => &mut self.notified,
+        };
+        if let Entry::Occupied(mut o) = by_user.entry(entry.user.clone()) {
             o.get_mut().retain(|s| *s != session);
             if o.get().is_empty() {
                 o.remove();
@@ -456,7 +464,11 @@ impl Handler<Connect> for ChatServer {
             limits: &self.limits.announced,
         }
         .encode();
-        self.users
+        let by_user = match msg.kind {
+            SessionKind::Chat => &mut self.users,
+            SessionKind::Notifications => &mut self.notified,
+        };
+        by_user
             .entry(msg.user.clone())
             .or_default()
             .push(msg.session);
@@ -464,12 +476,16 @@ impl Handler<Connect> for ChatServer {
             msg.session,
             SessionEntry {
                 user: msg.user,
+                kind: msg.kind,
                 outbox: Outbox::new(msg.addr, msg.backlog),
                 rooms: Vec::new(),
                 conn: msg.conn,
             },
         );
-        self.send(msg.session, welcome);
+        // A notification socket gets notifications only, as the seed protocol's did.
+        if msg.kind == SessionKind::Chat {
+            self.send(msg.session, welcome);
+        }
         if let Some(room) = msg.room {
             self.join(msg.session, room);
         }
@@ -569,12 +585,45 @@ impl Handler<Shutdown> for ChatServer {
     }
 }
 
+impl Handler<Notify> for ChatServer {
+    type Result = MessageResult<Notify>;
+
+    fn handle(&mut self, msg: Notify, ctx: &mut Context<Self>) -> Self::Result {
+        let users: Vec<UserId> = match msg.to {
+            Audience::Users(users) => users,
+            Audience::Everyone => {
+                let mut all: Vec<UserId> = self.notified.keys().cloned().collect();
+                all.sort_unstable();
+                all
+            }
+        };
+        let mut pushed = Pushed::default();
+        for user in users {
+            let Some(sockets) = self.notified.get(&user) else {
+                pushed.offline.push(user);
+                continue;
+            };
+            for session in sockets {
+                if let Some(entry) = self.sessions.get(session) {
+                    self.outboxes
+                        .queue(*session, &entry.outbox, msg.frame.clone());
+                    pushed.sockets += 1;
+                }
+            }
+            pushed.reached.push(user);
+        }
+        self.settle(ctx);
+        MessageResult(pushed)
+    }
+}
+
 impl Handler<GetStats> for ChatServer {
     type Result = MessageResult<GetStats>;
 
     fn handle(&mut self, _: GetStats, _ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(Stats {
             connections: self.sessions.len(),
+            notification_sockets: self.notified.values().map(Vec::len).sum(),
             users: self.users.len(),
             rooms: self.rooms.len(),
             slow_consumers_closed: self.slow_consumers_closed,

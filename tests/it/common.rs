@@ -195,6 +195,12 @@ impl Client {
 
     /// The next text frame, as JSON. Control frames are skipped (tungstenite answers pings).
     pub async fn recv(&mut self) -> Value {
+        let text = self.recv_text().await;
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    }
+
+    /// The next text frame as it came, not parsed.
+    pub async fn recv_text(&mut self) -> String {
         loop {
             let msg = tokio::time::timeout(TIMEOUT, self.ws.next())
                 .await
@@ -202,9 +208,7 @@ impl Client {
                 .expect("the connection ended")
                 .expect("read failed");
             match msg {
-                Message::Text(t) => {
-                    return serde_json::from_str(t.as_str()).expect("server frames are JSON");
-                }
+                Message::Text(t) => return t.as_str().to_owned(),
                 Message::Close(c) => panic!("closed while waiting for a frame: {c:?}"),
                 _ => continue,
             }
@@ -314,9 +318,31 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, Value) {
 
 /// `GET path`; returns the status and the body as text.
 pub async fn http_get_raw(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_request(addr, "GET", path, &[], "").await
+}
+
+/// `POST path` with extra headers and an empty body; returns the status and the JSON body.
+pub async fn http_post(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let (status, body) = http_request(addr, "POST", path, headers, "").await;
+    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+    (status, json)
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns the status and the body as text.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let fut = async {
         let mut s = TcpStream::connect(addr).await.unwrap();
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            req.push_str(&format!("{name}: {value}\r\n"));
+        }
+        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
         s.write_all(req.as_bytes()).await.unwrap();
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).await.unwrap();

@@ -7,3 +7,4 @@ mod chat;
 mod common;
 mod lifecycle;
 mod limits;
+mod notify;

@@ -1,0 +1,55 @@
+//! Who may push notifications and use the HTTP API.
+//!
+//! With `--api-key` (`ROOMCAST_API_KEY`) set, a request must carry
+//! `Authorization: Bearer KEY` (401 otherwise). Without a key, only clients on this machine
+//! (loopback addresses) are served (403 otherwise), so a server started with its defaults is
+//! not an open relay.
+
+use actix_web::HttpRequest;
+use actix_web::http::header::AUTHORIZATION;
+
+use super::ApiError;
+use crate::config::Config;
+
+pub fn check(req: &HttpRequest, config: &Config) -> Result<(), ApiError> {
+    match &config.api_key {
+        Some(key) => {
+            let given = req
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            match given {
+                Some(given) if constant_time_eq(given.as_bytes(), key.as_bytes()) => Ok(()),
+                Some(_) => Err(ApiError::Unauthorized("wrong API key".into())),
+                None => Err(ApiError::Unauthorized(
+                    "send the API key as `Authorization: Bearer KEY`".into(),
+                )),
+            }
+        }
+        None => match req.peer_addr() {
+            Some(peer) if peer.ip().is_loopback() => Ok(()),
+            _ => Err(ApiError::Forbidden(
+                "no API key is configured, so only local clients may use this route".into(),
+            )),
+        },
+    }
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal the key.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn compares_keys() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}
