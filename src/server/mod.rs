@@ -299,8 +299,7 @@ impl ChatServer {
     /// so. Evicting announces `user_left`, which is flushed in turn.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         self.flush_scheduled = false;
-        let (_frames, slow) = self.outboxes.flush(self.limits.max_pending);
-        for session in slow {
+        for session in self.outboxes.flush(self.limits.max_pending) {
             self.evict_slow(session, ctx);
         }
         self.settle(ctx);

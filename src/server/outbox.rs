@@ -69,10 +69,9 @@ impl Outboxes {
 
     /// Hands every outbox's frames to its session, one mailbox item each. A session whose
     /// backlog would pass `max_pending` frames gets nothing and is returned as a slow
-    /// consumer. Returns how many frames went out, and the slow consumers.
-    pub fn flush(&mut self, max_pending: usize) -> (usize, Vec<SessionId>) {
+    /// consumer. Returns the slow consumers.
+    pub fn flush(&mut self, max_pending: usize) -> Vec<SessionId> {
         let mut slow = Vec::new();
-        let mut sent = 0;
         for (session, outbox) in self.dirty.drain(..) {
             let mut pending = outbox.pending.borrow_mut();
             let n = pending.len();
@@ -91,15 +90,12 @@ impl Outboxes {
             };
             drop(pending);
             match outbox.addr.try_send(msg) {
-                Ok(()) => {
-                    outbox.backlog.add(n);
-                    sent += n;
-                }
+                Ok(()) => outbox.backlog.add(n),
                 Err(SendError::Full(_)) => slow.push(session),
                 // Stopped: its Disconnect is queued behind its last requests.
                 Err(SendError::Closed(_)) => {}
             }
         }
-        (sent, slow)
+        slow
     }
 }
