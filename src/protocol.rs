@@ -153,6 +153,8 @@ pub mod close_code {
     pub const SLOW_CONSUMER: u16 = 4001;
     /// The peer answered no ping within the client timeout.
     pub const HEARTBEAT_TIMEOUT: u16 = 4002;
+    /// An operator disconnected the user (`POST /api/users/{user_id}/disconnect`).
+    pub const DISCONNECTED: u16 = 4003;
 }
 
 /// Limits that shape what `decode` accepts.

@@ -177,3 +177,97 @@ pub struct Stats {
     /// Sessions closed for not reading, since start.
     pub slow_consumers_closed: u64,
 }
+
+/// `GET /api/rooms`: every room with at least one member.
+#[derive(Message)]
+#[rtype(result = "Vec<RoomSummary>")]
+pub struct ListRooms;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoomSummary {
+    pub room_id: RoomId,
+    /// Users present (a user with two sockets counts once).
+    pub members: usize,
+    /// Sockets present.
+    pub sockets: usize,
+    /// The room's newest seq (0: none yet).
+    pub last_seq: Seq,
+}
+
+/// `GET /api/rooms/{room_id}`: one room's members. `None` when the room is unknown: no
+/// members and no history.
+#[derive(Message)]
+#[rtype(result = "Option<RoomDetail>")]
+pub struct GetRoom {
+    pub room: RoomId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoomDetail {
+    pub room_id: RoomId,
+    /// Present users, sorted.
+    pub members: Vec<UserId>,
+    pub sockets: usize,
+    pub last_seq: Seq,
+}
+
+/// `GET /api/rooms/{room_id}/history`: up to `limit` chat messages with seq below `before`
+/// (the newest when `None`), oldest first.
+#[derive(Message)]
+#[rtype(result = "Result<HistoryPage, ApiFailure>")]
+pub struct ReadHistory {
+    pub room: RoomId,
+    pub before: Option<Seq>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryPage {
+    pub room_id: RoomId,
+    /// Each message as its encoded `chat` frame (a JSON object), oldest first.
+    pub messages: Vec<Frame>,
+    /// Older messages exist.
+    pub has_more: bool,
+}
+
+/// `POST /api/rooms/{room_id}/messages`: a backend posts as `user`, who need not be a
+/// member. The message takes the chat path: next seq, history, fan-out to every member.
+#[derive(Message)]
+#[rtype(result = "Result<Posted, ApiFailure>")]
+pub struct PostMessage {
+    pub room: RoomId,
+    pub user: UserId,
+    pub text: String,
+    pub client_msg_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Posted {
+    pub room_id: RoomId,
+    pub message_id: String,
+    pub seq: Seq,
+    pub timestamp: String,
+    /// The same (user, room, client_msg_id) was posted before: this is its original answer
+    /// and nothing new was posted.
+    pub duplicate: bool,
+}
+
+/// Why an API request to `ChatServer` failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiFailure {
+    #[error("no room '{0}'")]
+    UnknownRoom(RoomId),
+    #[error("the history store failed: {0}")]
+    Store(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// `POST /api/users/{user_id}/disconnect`: closes every socket of the user (chat and
+/// notification) with [`crate::protocol::close_code::DISCONNECTED`]. Answers how many.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct DisconnectUser {
+    pub user: UserId,
+    pub reason: &'static str,
+}

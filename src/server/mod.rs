@@ -198,18 +198,12 @@ impl ChatServer {
         let user = entry.user.clone();
         let outbox = Rc::clone(&entry.outbox);
 
-        let keep = self.limits.history_keep;
-        let room = match self.rooms.entry(room_id.clone()) {
-            Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => {
-                let snapshot = self.store.load(&room_id, keep).unwrap_or_else(|e| {
-                    log::error!("history load failed room={room_id}: {e}");
-                    Default::default()
-                });
-                log::debug!("room active room={room_id} last_seq={}", snapshot.last_seq);
-                v.insert(Room::new(snapshot.last_seq, snapshot.recent, keep))
-            }
-        };
+        let room = Self::activate(
+            &mut self.rooms,
+            self.store.as_mut(),
+            self.limits.history_keep,
+            &room_id,
+        );
         let added = room.add(&user, session, Rc::clone(&outbox));
 
         // `joined`, then the history, queued together: live frames for this room can only be
@@ -340,32 +334,78 @@ impl ChatServer {
         if !self.check_member(session, &room_id) {
             return;
         }
-        let (Some(entry), Some(room)) = (self.sessions.get(&session), self.rooms.get_mut(&room_id))
-        else {
+        let Some(user) = self.sessions.get(&session).map(|e| e.user.clone()) else {
             return;
         };
+        self.post(&room_id, &user, &text, client_msg_id.as_deref());
+    }
+
+    /// The room's live state, loaded from the store if it has no members now.
+    fn activate<'a>(
+        rooms: &'a mut HashMap<RoomId, Room<Handle>>,
+        store: &mut dyn HistoryStore,
+        keep: usize,
+        room_id: &RoomId,
+    ) -> &'a mut Room<Handle> {
+        match rooms.entry(room_id.clone()) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                let snapshot = store.load(room_id, keep).unwrap_or_else(|e| {
+                    log::error!("history load failed room={room_id}: {e}");
+                    Default::default()
+                });
+                log::debug!("room active room={room_id} last_seq={}", snapshot.last_seq);
+                v.insert(Room::new(snapshot.last_seq, snapshot.recent, keep))
+            }
+        }
+    }
+
+    /// Sequences, records and fans out one chat message from `user`.
+    fn post(
+        &mut self,
+        room_id: &RoomId,
+        user: &UserId,
+        text: &str,
+        client_msg_id: Option<&str>,
+    ) -> Posted {
+        let room = Self::activate(
+            &mut self.rooms,
+            self.store.as_mut(),
+            self.limits.history_keep,
+            room_id,
+        );
         let seq = room.next_seq();
         let timestamp = timestamp_now();
         let message_id = uuid::Uuid::new_v4().to_string();
         let frame = ServerMessage::Chat {
-            user_id: &entry.user,
-            room_id: &room_id,
-            text: &text,
+            user_id: user,
+            room_id,
+            text,
             timestamp: &timestamp,
             message_id: &message_id,
             seq,
-            client_msg_id: client_msg_id.as_deref(),
+            client_msg_id,
         }
         .encode();
         let entry = HistoryEntry {
             seq,
             frame: frame.clone(),
         };
-        if let Err(e) = self.store.append(&room_id, &entry) {
+        if let Err(e) = self.store.append(room_id, &entry) {
             log::error!("history append failed room={room_id} seq={seq}: {e}");
         }
         room.record(entry);
-        self.fan_out(&room_id, &frame, None);
+        self.fan_out(room_id, &frame, None);
+        if self.rooms.get(room_id).is_some_and(Room::is_empty) {
+            self.rooms.remove(room_id);
+        }
+        Posted {
+            room_id: room_id.clone(),
+            message_id,
+            seq,
+            timestamp,
+            duplicate: false,
+        }
     }
 
     fn private(&mut self, session: SessionId, to_user: UserId, content: String) {
@@ -396,25 +436,7 @@ impl ChatServer {
         if !self.check_member(session, &room_id) {
             return;
         }
-        let Some(room) = self.rooms.get(&room_id) else {
-            return;
-        };
-        // The in-memory window answers when it holds the whole page or reaches back to the
-        // room's first message; otherwise the store, which may keep more, does.
-        let (window, window_more) = room.page_before(before, limit);
-        let from_store;
-        let (entries, has_more) = if window.len() == limit || room.window_reaches_start() {
-            (window, window_more)
-        } else {
-            from_store = self
-                .store
-                .page_before(&room_id, before, limit)
-                .unwrap_or_else(|e| {
-                    log::error!("history page failed room={room_id}: {e}");
-                    (Vec::new(), false)
-                });
-            (from_store.0.iter().collect(), from_store.1)
-        };
+        let (entries, has_more) = self.page(&room_id, before, limit);
         let raw: Vec<&serde_json::value::RawValue> = entries
             .iter()
             .filter_map(|e| serde_json::from_str(&e.frame).ok())
@@ -426,6 +448,42 @@ impl ChatServer {
         }
         .encode();
         self.send(session, frame);
+    }
+
+    /// Up to `limit` messages before `before`, oldest first, and whether older ones exist.
+    fn page(
+        &mut self,
+        room_id: &RoomId,
+        before: Option<Seq>,
+        limit: usize,
+    ) -> (Vec<HistoryEntry>, bool) {
+        // The in-memory window answers when it holds the whole page or reaches back to the
+        // room's first message; otherwise the store, which may keep more, does.
+        if let Some(room) = self.rooms.get(room_id) {
+            let (window, window_more) = room.page_before(before, limit);
+            if window.len() == limit || room.window_reaches_start() {
+                return (window.into_iter().cloned().collect(), window_more);
+            }
+        }
+        self.store
+            .page_before(room_id, before, limit)
+            .unwrap_or_else(|e| {
+                log::error!("history page failed room={room_id}: {e}");
+                (Vec::new(), false)
+            })
+    }
+
+    /// The room's newest seq, from memory or the store; `None` when it never had a message.
+    fn known_last_seq(&mut self, room_id: &RoomId) -> Option<Seq> {
+        let seq = match self.rooms.get(room_id) {
+            Some(room) => return Some(room.last_seq()),
+            None => self
+                .store
+                .load(room_id, 0)
+                .map(|s| s.last_seq)
+                .unwrap_or_default(),
+        };
+        (seq > Seq(0)).then_some(seq)
     }
 }
 
@@ -627,5 +685,102 @@ impl Handler<GetStats> for ChatServer {
             rooms: self.rooms.len(),
             slow_consumers_closed: self.slow_consumers_closed,
         })
+    }
+}
+
+impl Handler<ListRooms> for ChatServer {
+    type Result = MessageResult<ListRooms>;
+
+    fn handle(&mut self, _: ListRooms, _ctx: &mut Context<Self>) -> Self::Result {
+        let mut rooms: Vec<RoomSummary> = self
+            .rooms
+            .iter()
+            .map(|(id, room)| RoomSummary {
+                room_id: id.clone(),
+                members: room.user_count(),
+                sockets: room.session_count(),
+                last_seq: room.last_seq(),
+            })
+            .collect();
+        rooms.sort_unstable_by(|a, b| a.room_id.cmp(&b.room_id));
+        MessageResult(rooms)
+    }
+}
+
+impl Handler<GetRoom> for ChatServer {
+    type Result = Option<RoomDetail>;
+
+    fn handle(&mut self, msg: GetRoom, _ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(room) = self.rooms.get(&msg.room) {
+            return Some(RoomDetail {
+                room_id: msg.room,
+                members: room.users().into_iter().cloned().collect(),
+                sockets: room.session_count(),
+                last_seq: room.last_seq(),
+            });
+        }
+        let last_seq = self.known_last_seq(&msg.room)?;
+        Some(RoomDetail {
+            room_id: msg.room,
+            members: Vec::new(),
+            sockets: 0,
+            last_seq,
+        })
+    }
+}
+
+impl Handler<ReadHistory> for ChatServer {
+    type Result = Result<HistoryPage, ApiFailure>;
+
+    fn handle(&mut self, msg: ReadHistory, _ctx: &mut Context<Self>) -> Self::Result {
+        if self.known_last_seq(&msg.room).is_none() {
+            return Err(ApiFailure::UnknownRoom(msg.room));
+        }
+        let (entries, has_more) = self.page(&msg.room, msg.before, msg.limit);
+        Ok(HistoryPage {
+            room_id: msg.room,
+            messages: entries.into_iter().map(|e| e.frame).collect(),
+            has_more,
+        })
+    }
+}
+
+impl Handler<PostMessage> for ChatServer {
+    type Result = Result<Posted, ApiFailure>;
+
+    fn handle(&mut self, msg: PostMessage, ctx: &mut Context<Self>) -> Self::Result {
+        if self.shutting_down {
+            return Err(ApiFailure::ShuttingDown);
+        }
+        let posted = self.post(
+            &msg.room,
+            &msg.user,
+            &msg.text,
+            msg.client_msg_id.as_deref(),
+        );
+        self.settle(ctx);
+        Ok(posted)
+    }
+}
+
+impl Handler<DisconnectUser> for ChatServer {
+    type Result = usize;
+
+    fn handle(&mut self, msg: DisconnectUser, ctx: &mut Context<Self>) -> usize {
+        let mut sessions: Vec<SessionId> = Vec::new();
+        for by_user in [&self.users, &self.notified] {
+            sessions.extend(by_user.get(&msg.user).into_iter().flatten());
+        }
+        // What is gathered for them goes first, then the close order. Each session is
+        // forgotten at once, so presence updates now, not when the socket finishes closing.
+        self.outboxes.flush(usize::MAX);
+        for session in &sessions {
+            if let Some(entry) = self.remove_session(*session) {
+                entry.outbox.close(close_code::DISCONNECTED, msg.reason);
+            }
+        }
+        log::info!("disconnected user={} sockets={}", msg.user, sessions.len());
+        self.settle(ctx);
+        sessions.len()
     }
 }
