@@ -18,7 +18,7 @@ use roomcast::ids::{RoomId, Seq, SessionId, UserId};
 use roomcast::protocol::{self, DecodeLimits, ServerMessage};
 use roomcast::server::messages::{Backlog, ClientRequest, Command, Connect, Outbound, SessionKind};
 use roomcast::server::{ChatServer, ServerLimits};
-use roomcast::store::MemoryStore;
+use roomcast::store::{MemoryStore, StoreHandle};
 
 fn decode(c: &mut Criterion) {
     let limits = DecodeLimits {
@@ -124,12 +124,17 @@ fn fan_out(c: &mut Criterion) {
                 let (server, poster) = sys.block_on(async {
                     let mut config = Config::for_tests();
                     config.max_pending = 100_000;
-                    let server = ChatServer::new(
-                        ServerLimits::from_config(&config),
-                        Box::new(MemoryStore::new(100, 100)),
-                        Box::new(LocalBroker),
-                    )
-                    .start();
+                    let limits = ServerLimits::from_config(&config);
+                    let server = ChatServer::create(|ctx| {
+                        let store = StoreHandle::start(
+                            Box::new(MemoryStore::new(100, 100)),
+                            ctx.address().recipient(),
+                            config.retention(),
+                            Duration::from_secs(3600),
+                        )
+                        .unwrap();
+                        ChatServer::new(limits, store, Box::new(LocalBroker))
+                    });
                     // Setup frames: each member gets `welcome` and `joined`, and a `user_joined`
                     // for every member after it. Wait for all of them before measuring.
                     target.store(members * 2 + members * (members - 1) / 2, Ordering::Relaxed);
@@ -155,6 +160,7 @@ fn fan_out(c: &mut Criterion) {
                                 backlog,
                                 conn: None,
                                 room: Some(room.clone()),
+                                since: None,
                             })
                             .await
                             .unwrap()

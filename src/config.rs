@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::protocol::{AnnouncedLimits, DecodeLimits};
+use crate::store::{Retention, StoreSpec, SyncMode};
 
 /// roomcast: a realtime room server (WebSocket chat rooms with history, presence and typing).
 #[derive(Debug, Clone, Parser)]
@@ -97,6 +98,46 @@ pub struct Config {
     /// Seconds to wait for sockets to close on SIGINT/SIGTERM before exiting anyway.
     #[arg(long, env = "ROOMCAST_SHUTDOWN_TIMEOUT", default_value_t = 3)]
     pub shutdown_timeout: u64,
+
+    /// Where history, sequence numbers and the offline inbox live: `sqlite:PATH` (durable;
+    /// the file and its folder are created if missing) or `memory` (lost on exit).
+    #[arg(
+        long,
+        env = "ROOMCAST_STORE",
+        default_value = "sqlite:./data/roomcast.db"
+    )]
+    pub store: StoreSpec,
+
+    /// SQLite durability: `full` fsyncs every commit (acknowledged messages survive power
+    /// loss); `normal` only at checkpoints (they survive a process crash).
+    #[arg(long, env = "ROOMCAST_SYNC", value_enum, default_value = "full")]
+    pub sync: SyncMode,
+
+    /// Most messages a reconnecting client can be given with `since_seq`; a larger gap is
+    /// answered with `recovered: false` and the recent history.
+    #[arg(long, env = "ROOMCAST_RECOVERY_MAX", default_value_t = 1000)]
+    pub recovery_max: usize,
+
+    /// Messages kept per room in the store (0: no limit). Older ones are pruned in the
+    /// background.
+    #[arg(long, env = "ROOMCAST_RETENTION_MESSAGES", default_value_t = 100_000)]
+    pub retention_messages: u64,
+
+    /// Seconds a message is kept in the store (0: no limit).
+    #[arg(long, env = "ROOMCAST_RETENTION_SECS", default_value_t = 0)]
+    pub retention_secs: u64,
+
+    /// Milliseconds between retention passes.
+    #[arg(long, env = "ROOMCAST_PRUNE_INTERVAL_MS", default_value_t = 60_000)]
+    pub prune_interval_ms: u64,
+
+    /// Notifications kept per user while they have no notification socket (0: none kept).
+    #[arg(long, env = "ROOMCAST_INBOX_MAX", default_value_t = 100)]
+    pub inbox_max: usize,
+
+    /// Seconds a stored notification waits for its user before it is dropped.
+    #[arg(long, env = "ROOMCAST_INBOX_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    pub inbox_ttl_secs: u64,
 }
 
 impl Config {
@@ -105,7 +146,17 @@ impl Config {
         let mut c = Config::parse_from(["roomcast"]);
         c.bind = "127.0.0.1:0".parse().expect("literal address");
         c.workers = 2;
+        c.store = StoreSpec::Memory;
         c
+    }
+
+    pub fn retention(&self) -> Retention {
+        Retention {
+            max_messages: self.retention_messages,
+            max_age_ms: self.retention_secs.saturating_mul(1000),
+            inbox_max: self.inbox_max,
+            inbox_ttl_ms: self.inbox_ttl_secs.saturating_mul(1000),
+        }
     }
 
     pub fn heartbeat_interval(&self) -> Duration {
@@ -150,6 +201,9 @@ impl Config {
             return Err(
                 "--max-pending and --max-in-flight must be >= 1, --max-frame-bytes >= 128".into(),
             );
+        }
+        if self.prune_interval_ms == 0 {
+            return Err("--prune-interval-ms must be >= 1".into());
         }
         Ok(())
     }

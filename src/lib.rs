@@ -34,16 +34,13 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr, Arbiter};
+use actix::{Actor, Addr, Arbiter, AsyncContext};
 use actix_web::{App, HttpServer, dev::ServerHandle, web};
 use anyhow::Context as _;
 
 pub use config::Config;
-use server::messages::{GetStats, Shutdown};
+use server::messages::{CloseStore, GetStats, Shutdown};
 use server::{ChatServer, ServerLimits};
-
-/// Rooms whose history the memory store keeps before forgetting the least recently used.
-const MEMORY_STORE_MAX_ROOMS: usize = 10_000;
 
 /// A started server.
 pub struct Running {
@@ -67,13 +64,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     let addr = listener.local_addr()?;
 
-    let store = Box::new(store::MemoryStore::new(
-        config.history_keep,
-        MEMORY_STORE_MAX_ROOMS,
-    ));
+    // The memory store keeps enough per room for the longest recovery.
+    let keep = config.history_keep.max(config.recovery_max);
+    let backend = store::open(&config.store, config.sync, keep)?;
     let limits = ServerLimits::from_config(&config);
+    let retention = config.retention();
+    let prune_every = Duration::from_millis(config.prune_interval_ms);
     let chat_arbiter = Arbiter::new();
-    let chat = ChatServer::start_in_arbiter(&chat_arbiter.handle(), move |_| {
+    let chat = ChatServer::start_in_arbiter(&chat_arbiter.handle(), move |ctx| {
+        let events = ctx.address().recipient();
+        let store = store::StoreHandle::start(backend, events, retention, prune_every);
+        let store = match store {
+            Ok(store) => store,
+            Err(e) => {
+                // Cannot happen short of the OS refusing a thread; nothing can work then.
+                log::error!("cannot start the store thread: {e}");
+                std::process::exit(1);
+            }
+        };
         ChatServer::new(limits, store, Box::new(broker::LocalBroker))
     });
 
@@ -133,6 +141,10 @@ impl Running {
         }
         self.http.stop(true).await;
         let _ = self.http_task.await;
+        // Every request is answered: let the store commit what is queued, and wait for it.
+        if let Ok(Some(store)) = self.chat.send(CloseStore).await {
+            let _ = actix_web::rt::task::spawn_blocking(move || store.join()).await;
+        }
         self.chat_arbiter.stop();
         log::info!("stopped");
     }

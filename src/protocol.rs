@@ -33,6 +33,8 @@ pub const MAX_CLIENT_MSG_ID: usize = 64;
 pub enum ClientMessage {
     Join {
         room: Option<RoomId>,
+        /// The last seq the client saw in this room: it wants exactly what followed.
+        since_seq: Option<Seq>,
     },
     Leave {
         room: Option<RoomId>,
@@ -145,6 +147,8 @@ pub enum ErrorCode {
     RateLimited,
     Overloaded,
     BinaryUnsupported,
+    /// The history store failed: the message was not stored (no ack), or a read failed.
+    StoreUnavailable,
 }
 
 /// Close codes roomcast uses beyond the standard ones (1000, 1001, 1008, 1009, 1011).
@@ -175,7 +179,10 @@ pub fn decode(text: &str, limits: DecodeLimits) -> Result<ClientMessage, DecodeE
     };
     let f = Fields(&obj);
     Ok(match kind.as_str() {
-        "join" => ClientMessage::Join { room: f.room()? },
+        "join" => ClientMessage::Join {
+            room: f.room()?,
+            since_seq: f.opt_u64("since_seq")?.map(Seq),
+        },
         "leave" => ClientMessage::Leave { room: f.room()? },
         "chat" => ClientMessage::Chat {
             room: f.room()?,
@@ -322,6 +329,17 @@ pub enum ServerMessage<'a> {
         users: &'a [&'a UserId],
         last_seq: Seq,
         history: usize,
+        /// Only when the join gave `since_seq`: whether the history that follows is exactly
+        /// what came after it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+    },
+    /// A chat with a `client_msg_id` is stored: sent to its sender only.
+    Ack {
+        room_id: &'a RoomId,
+        client_msg_id: &'a str,
+        message_id: &'a str,
+        seq: Seq,
     },
     Left {
         room_id: &'a RoomId,
@@ -489,7 +507,8 @@ mod tests {
                 LIMITS
             ),
             Ok(ClientMessage::Join {
-                room: RoomId::parse("r1")
+                room: RoomId::parse("r1"),
+                since_seq: None,
             })
         );
         assert_eq!(

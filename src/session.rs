@@ -182,7 +182,10 @@ impl ChatSession {
         };
         Ok(Some(match msg {
             ClientMessage::Ping | ClientMessage::Pong => return Ok(None),
-            ClientMessage::Join { room: r } => Command::Join { room: room(r)? },
+            ClientMessage::Join { room: r, since_seq } => Command::Join {
+                room: room(r)?,
+                since: since_seq,
+            },
             ClientMessage::Leave { room: r } => Command::Leave { room: room(r)? },
             ClientMessage::Chat {
                 room: r,

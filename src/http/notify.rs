@@ -3,6 +3,8 @@
 //! Query parameters `user_id`, `title`, `message` and `notification_type` (default `info`);
 //! the answer is `{"sent": bool, "user_id": .., "notification": {..}}`, where `notification`
 //! is exactly the frame the user's sockets received and `sent` says whether at least one did.
+//! roomcast adds `stored`: the user had no socket open, and the notification waits in their
+//! inbox for the next one.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
@@ -68,6 +70,7 @@ pub async fn send_notification(
     );
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "sent": pushed.sockets > 0,
+        "stored": !pushed.stored.is_empty(),
         "user_id": user,
         "notification": notification,
     })))

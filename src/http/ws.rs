@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::error::ApiError;
 use crate::conn::ConnFd;
-use crate::ids::{NAME_RULE, RoomId, SessionId, UserId};
+use crate::ids::{NAME_RULE, RoomId, Seq, SessionId, UserId};
 use crate::server::messages::{Connect, SessionKind};
 use crate::session::ChatSession;
 
@@ -28,7 +28,19 @@ pub async fn room_socket(
     let room = RoomId::parse(&room)
         .ok_or_else(|| ApiError::bad_request("invalid_room", format!("room_id {NAME_RULE}")))?;
     let user = parse_user(&user)?;
-    start_session(req, payload, &state, user, SessionKind::Chat, Some(room)).await
+    let since = web::Query::<SinceQuery>::from_query(req.query_string())
+        .map_err(|_| {
+            ApiError::bad_request("invalid_query", "since_seq must be a non-negative integer")
+        })?
+        .since_seq
+        .map(Seq);
+    let target = Some((room, since));
+    start_session(req, payload, &state, user, SessionKind::Chat, target).await
+}
+
+#[derive(Deserialize)]
+pub struct SinceQuery {
+    since_seq: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -73,8 +85,10 @@ async fn start_session(
     state: &AppState,
     user: UserId,
     kind: SessionKind,
-    room: Option<RoomId>,
+    target: Option<(RoomId, Option<Seq>)>,
 ) -> Result<HttpResponse, ApiError> {
+    let (room, since) = target.unzip();
+    let since = since.flatten();
     let id = SessionId::next();
     let session = ChatSession::new(
         id,
@@ -100,6 +114,7 @@ async fn start_session(
             backlog,
             conn,
             room,
+            since,
         })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;

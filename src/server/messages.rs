@@ -68,6 +68,8 @@ pub struct Connect {
     pub conn: Option<ConnFd>,
     /// The room named in the URL (`/ws/{room_id}/{user_id}`), joined at once.
     pub room: Option<RoomId>,
+    /// `?since_seq=` on that URL.
+    pub since: Option<Seq>,
 }
 
 /// Why a `Connect` was refused.
@@ -100,6 +102,8 @@ pub struct ClientRequest {
 pub enum Command {
     Join {
         room: RoomId,
+        /// Deliver exactly the messages after this seq (recovery after a reconnect).
+        since: Option<Seq>,
     },
     Leave {
         room: RoomId,
@@ -152,6 +156,9 @@ pub struct Pushed {
     pub reached: Vec<UserId>,
     /// Users asked for who had none.
     pub offline: Vec<UserId>,
+    /// Of the offline users, those for whom the notification was stored, to be delivered
+    /// when they next open a notification socket.
+    pub stored: Vec<UserId>,
 }
 
 /// Close every session with 1001 and refuse new ones: the process is stopping.
@@ -271,3 +278,8 @@ pub struct DisconnectUser {
     pub user: UserId,
     pub reason: &'static str,
 }
+
+/// Stop the store once what is queued is committed; answers the thread to join.
+#[derive(Message)]
+#[rtype(result = "Option<std::thread::JoinHandle<()>>")]
+pub struct CloseStore;

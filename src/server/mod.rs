@@ -14,6 +14,13 @@
 //!   connection is cut after a grace period if it never takes that close frame.
 //! - Handlers only queue frames; sending, and finding slow consumers, happens in
 //!   [`ChatServer::flush`], so a handler never re-enters itself mid-iteration.
+//! - It never touches the disk. Chat messages, history reads and the offline inbox go to the
+//!   store thread ([`crate::store`]) as ops; the outcomes come back as [`StoreEvents`]. A
+//!   chat is delivered and acknowledged only once it is committed with its seq.
+//! - A join that the in-memory window cannot answer waits for a store read before the
+//!   session becomes a member (see [`ChatServer::join`]); reads and writes share the store's
+//!   queue, so what the read returns and what arrives live afterwards meet with no gap and
+//!   no duplicate.
 //! - A session whose actor has stopped is forgotten only when its own `Disconnect` arrives.
 //!   Its requests queued before that (say, chats it accepted just before closing) are still
 //!   handled in order; frames for it on the way are simply dropped.
@@ -27,6 +34,8 @@ use std::collections::hash_map::Entry;
 use std::rc::Rc;
 use std::time::Duration;
 
+use tokio::sync::oneshot;
+
 use actix::prelude::*;
 
 use crate::broker::Broker;
@@ -37,7 +46,8 @@ use crate::protocol::{
     AnnouncedLimits, ErrorCode, Frame, PROTOCOL_VERSION, ServerMessage, close_code, error_frame,
     timestamp_now,
 };
-use crate::store::HistoryStore;
+use crate::store::writer::StoreEvents;
+use crate::store::{Append, Event, Loaded, Op, Read, StoreHandle, Stored, Tag};
 use messages::*;
 use outbox::{Outbox, Outboxes};
 use room::{Added, HistoryEntry, Removed, Room};
@@ -54,6 +64,10 @@ pub struct ServerLimits {
     pub max_rooms_per_socket: usize,
     pub history_on_join: usize,
     pub history_keep: usize,
+    /// Most messages a `since_seq` join is given.
+    pub recovery_max: usize,
+    /// Offline users' notifications are stored (the inbox holds at least one).
+    pub inbox: bool,
     pub slow_consumer_grace: Duration,
     pub announced: AnnouncedLimits,
 }
@@ -66,6 +80,8 @@ impl ServerLimits {
             max_rooms_per_socket: c.max_rooms_per_socket,
             history_on_join: c.history_on_join,
             history_keep: c.history_keep,
+            recovery_max: c.recovery_max,
+            inbox: c.inbox_max > 0,
             slow_consumer_grace: Duration::from_millis(c.slow_consumer_grace_ms),
             announced: c.announced_limits(),
         }
@@ -78,13 +94,24 @@ struct SessionEntry {
     kind: SessionKind,
     /// Where frames for this session are gathered; rooms hold clones of it.
     outbox: Rc<Outbox>,
-    /// Rooms this session is in, in join order (a handful: bounded by `max_rooms_per_socket`).
+    /// Rooms this session is in, in join order (a handful: bounded by `max_rooms_per_socket`),
+    /// including those it is still joining.
     rooms: Vec<RoomId>,
+    /// Rooms whose join waits for a store read: the session is not a member yet.
+    joining: Vec<RoomId>,
     /// Kept to cut the connection if the session stops reading.
     conn: Option<ConnFd>,
 }
 
 type Handle = Rc<Outbox>;
+
+/// An HTTP request waiting for the store.
+enum Waiter {
+    Post(oneshot::Sender<Result<Posted, ApiFailure>>),
+    History(oneshot::Sender<Result<HistoryPage, ApiFailure>>),
+    Room(oneshot::Sender<Option<RoomDetail>>),
+    Notify(oneshot::Sender<Pushed>, Pushed),
+}
 
 pub struct ChatServer {
     limits: ServerLimits,
@@ -103,7 +130,10 @@ pub struct ChatServer {
     outboxes: Outboxes,
     /// A flush is spawned and will run once the mailbox is drained.
     flush_scheduled: bool,
-    store: Box<dyn HistoryStore>,
+    store: StoreHandle,
+    /// HTTP requests waiting for the store, by `Tag::Request` number.
+    waiting: HashMap<u64, Waiter>,
+    next_request: u64,
     broker: Box<dyn Broker>,
     /// Set by `Shutdown`: no new sessions.
     shutting_down: bool,
@@ -111,11 +141,7 @@ pub struct ChatServer {
 }
 
 impl ChatServer {
-    pub fn new(
-        limits: ServerLimits,
-        store: Box<dyn HistoryStore>,
-        broker: Box<dyn Broker>,
-    ) -> Self {
+    pub fn new(limits: ServerLimits, store: StoreHandle, broker: Box<dyn Broker>) -> Self {
         ChatServer {
             limits,
             sessions: HashMap::new(),
@@ -126,6 +152,8 @@ impl ChatServer {
             outboxes: Outboxes::default(),
             flush_scheduled: false,
             store,
+            waiting: HashMap::new(),
+            next_request: 1,
             broker,
             shutting_down: false,
             slow_consumers_closed: 0,
@@ -179,7 +207,11 @@ impl ChatServer {
         member
     }
 
-    fn join(&mut self, session: SessionId, room_id: RoomId) {
+    /// Enters `room_id`. When the in-memory window holds what the session must be sent (the
+    /// recent history, or everything after `since`), it becomes a member at once. Otherwise
+    /// the join waits for a store read; the session becomes a member when the answer comes
+    /// back ([`Self::joined_from_store`]).
+    fn join(&mut self, session: SessionId, room_id: RoomId, since: Option<Seq>) {
         let Some(entry) = self.sessions.get_mut(&session) else {
             return;
         };
@@ -195,44 +227,115 @@ impl ChatServer {
             return self.send_error(session, ErrorCode::TooManyRooms, &msg, Some(&room_id));
         }
         entry.rooms.push(room_id.clone());
+
+        let on_join = self.limits.history_on_join;
+        let from_memory = self.rooms.get(&room_id).and_then(|room| match since {
+            None => {
+                let recent: Vec<Frame> = room.recent(on_join).map(|e| e.frame.clone()).collect();
+                (recent.len() == on_join || room.window_reaches_start()).then_some((recent, None))
+            }
+            Some(after) => room
+                .catch_up(after, self.limits.recovery_max)
+                .map(|entries| {
+                    (
+                        entries.into_iter().map(|e| e.frame.clone()).collect(),
+                        Some(true),
+                    )
+                }),
+        });
+        if let Some((history, recovered)) = from_memory {
+            return self.admit(session, &room_id, history, recovered);
+        }
+        let read = match since {
+            None => Read::Recent(on_join),
+            Some(after) => Read::Since {
+                after,
+                max: self.limits.recovery_max,
+                fallback: on_join,
+            },
+        };
+        if let Some(entry) = self.sessions.get_mut(&session) {
+            entry.joining.push(room_id.clone());
+        }
+        let op = Op::Read {
+            room: room_id.clone(),
+            read,
+            tag: Tag::Session(session),
+        };
+        if self.store.send(op).is_err() {
+            self.join_failed(session, &room_id, "the history store has stopped");
+        }
+    }
+
+    /// A store read for a join came back: make the session a member, if it still wants to be.
+    fn joined_from_store(&mut self, session: SessionId, room_id: RoomId, loaded: Loaded) {
+        let Some(entry) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let Some(pos) = entry.joining.iter().position(|r| *r == room_id) else {
+            return; // It left (or was evicted) meanwhile.
+        };
+        entry.joining.swap_remove(pos);
+        let keep = self.limits.history_keep;
+        let room = self
+            .rooms
+            .entry(room_id.clone())
+            .or_insert_with(|| Room::new(loaded.last_seq, loaded.entries.clone(), keep));
+        // Every commit sequenced before the read has been handled by now, and none after it.
+        debug_assert_eq!(room.last_seq(), loaded.last_seq);
+        let history = loaded.entries.into_iter().map(|e| e.frame).collect();
+        self.admit(session, &room_id, history, loaded.recovered);
+    }
+
+    fn join_failed(&mut self, session: SessionId, room_id: &RoomId, error: &str) {
+        if let Some(entry) = self.sessions.get_mut(&session) {
+            entry.rooms.retain(|r| r != room_id);
+            entry.joining.retain(|r| r != room_id);
+        }
+        let msg = format!("cannot join room '{room_id}' now: {error}");
+        self.send_error(session, ErrorCode::StoreUnavailable, &msg, Some(room_id));
+    }
+
+    /// Makes `session` a member of the (live) room: `joined`, then `history`, queued together,
+    /// so live frames for the room can only come after them; then `user_joined` to the others.
+    fn admit(
+        &mut self,
+        session: SessionId,
+        room_id: &RoomId,
+        history: Vec<Frame>,
+        recovered: Option<bool>,
+    ) {
+        let (Some(entry), Some(room)) = (self.sessions.get(&session), self.rooms.get_mut(room_id))
+        else {
+            return;
+        };
         let user = entry.user.clone();
         let outbox = Rc::clone(&entry.outbox);
-
-        let room = Self::activate(
-            &mut self.rooms,
-            self.store.as_mut(),
-            self.limits.history_keep,
-            &room_id,
-        );
         let added = room.add(&user, session, Rc::clone(&outbox));
-
-        // `joined`, then the history, queued together: live frames for this room can only be
-        // queued after them, so nothing is lost or doubled between history and live.
-        let recent: Vec<&HistoryEntry> = room.recent(self.limits.history_on_join).collect();
         let joined = ServerMessage::Joined {
-            room_id: &room_id,
+            room_id,
             user_id: &user,
             users: &room.users(),
             last_seq: room.last_seq(),
-            history: recent.len(),
+            history: history.len(),
+            recovered,
         }
         .encode();
         self.outboxes.queue(session, &outbox, joined);
-        for entry in recent {
-            self.outboxes.queue(session, &outbox, entry.frame.clone());
+        for frame in history {
+            self.outboxes.queue(session, &outbox, frame);
         }
-
         if added == Added::FirstSessionOfUser {
             let timestamp = timestamp_now();
             let message = format!("{user} joined the room");
             let frame = ServerMessage::UserJoined {
                 user_id: &user,
-                room_id: &room_id,
+                room_id,
                 timestamp: &timestamp,
                 message: &message,
             }
             .encode();
-            self.fan_out(&room_id, &frame, Some(&user));
+            self.fan_out(room_id, &frame, Some(&user));
         }
         log::debug!("joined session={session} user={user} room={room_id}");
     }
@@ -324,90 +427,6 @@ impl ChatServer {
         }
     }
 
-    fn chat(
-        &mut self,
-        session: SessionId,
-        room_id: RoomId,
-        text: String,
-        client_msg_id: Option<String>,
-    ) {
-        if !self.check_member(session, &room_id) {
-            return;
-        }
-        let Some(user) = self.sessions.get(&session).map(|e| e.user.clone()) else {
-            return;
-        };
-        self.post(&room_id, &user, &text, client_msg_id.as_deref());
-    }
-
-    /// The room's live state, loaded from the store if it has no members now.
-    fn activate<'a>(
-        rooms: &'a mut HashMap<RoomId, Room<Handle>>,
-        store: &mut dyn HistoryStore,
-        keep: usize,
-        room_id: &RoomId,
-    ) -> &'a mut Room<Handle> {
-        match rooms.entry(room_id.clone()) {
-            Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => {
-                let snapshot = store.load(room_id, keep).unwrap_or_else(|e| {
-                    log::error!("history load failed room={room_id}: {e}");
-                    Default::default()
-                });
-                log::debug!("room active room={room_id} last_seq={}", snapshot.last_seq);
-                v.insert(Room::new(snapshot.last_seq, snapshot.recent, keep))
-            }
-        }
-    }
-
-    /// Sequences, records and fans out one chat message from `user`.
-    fn post(
-        &mut self,
-        room_id: &RoomId,
-        user: &UserId,
-        text: &str,
-        client_msg_id: Option<&str>,
-    ) -> Posted {
-        let room = Self::activate(
-            &mut self.rooms,
-            self.store.as_mut(),
-            self.limits.history_keep,
-            room_id,
-        );
-        let seq = room.next_seq();
-        let timestamp = timestamp_now();
-        let message_id = uuid::Uuid::new_v4().to_string();
-        let frame = ServerMessage::Chat {
-            user_id: user,
-            room_id,
-            text,
-            timestamp: &timestamp,
-            message_id: &message_id,
-            seq,
-            client_msg_id,
-        }
-        .encode();
-        let entry = HistoryEntry {
-            seq,
-            frame: frame.clone(),
-        };
-        if let Err(e) = self.store.append(room_id, &entry) {
-            log::error!("history append failed room={room_id} seq={seq}: {e}");
-        }
-        room.record(entry);
-        self.fan_out(room_id, &frame, None);
-        if self.rooms.get(room_id).is_some_and(Room::is_empty) {
-            self.rooms.remove(room_id);
-        }
-        Posted {
-            room_id: room_id.clone(),
-            message_id,
-            seq,
-            timestamp,
-            duplicate: false,
-        }
-    }
-
     fn private(&mut self, session: SessionId, to_user: UserId, content: String) {
         let Some(from) = self.sessions.get(&session).map(|e| e.user.clone()) else {
             return;
@@ -432,59 +451,243 @@ impl ChatServer {
         }
     }
 
-    fn history(&mut self, session: SessionId, room_id: RoomId, before: Option<Seq>, limit: usize) {
+    fn chat(
+        &mut self,
+        session: SessionId,
+        room_id: RoomId,
+        text: String,
+        client_msg_id: Option<String>,
+    ) {
         if !self.check_member(session, &room_id) {
             return;
         }
-        let (entries, has_more) = self.page(&room_id, before, limit);
-        let raw: Vec<&serde_json::value::RawValue> = entries
+        let Some(user) = self.sessions.get(&session).map(|e| e.user.clone()) else {
+            return;
+        };
+        self.append(room_id, user, text, client_msg_id, Tag::Session(session));
+    }
+
+    /// Hands a chat message to the store, which sequences and commits it; it is delivered
+    /// when [`Event::Stored`] comes back.
+    fn append(
+        &mut self,
+        room: RoomId,
+        user: UserId,
+        text: String,
+        client_msg_id: Option<String>,
+        tag: Tag,
+    ) {
+        let op = Op::Append(Append {
+            room,
+            user,
+            text,
+            client_msg_id,
+            tag,
+            received: std::time::Instant::now(),
+        });
+        if let Err(Op::Append(a)) = self.store.send(op) {
+            let error = "the history store has stopped".to_owned();
+            self.not_stored(a.room, a.client_msg_id, a.tag, error);
+        }
+    }
+
+    /// A message is committed: deliver it to the room (unless it is a resend) and answer
+    /// whoever sent it.
+    fn stored(&mut self, e: Stored) {
+        if !e.duplicate
+            && let Some(room) = self.rooms.get_mut(&e.room)
+        {
+            room.record(HistoryEntry {
+                seq: e.seq,
+                frame: e.frame.clone(),
+            });
+            self.fan_out(&e.room, &e.frame, None);
+        }
+        match e.tag {
+            Tag::Session(session) => {
+                if let Some(id) = &e.client_msg_id {
+                    let ack = ServerMessage::Ack {
+                        room_id: &e.room,
+                        client_msg_id: id,
+                        message_id: &e.message_id,
+                        seq: e.seq,
+                    }
+                    .encode();
+                    self.send(session, ack);
+                }
+            }
+            Tag::Request(id) => {
+                if let Some(Waiter::Post(tx)) = self.waiting.remove(&id) {
+                    let _ = tx.send(Ok(Posted {
+                        room_id: e.room,
+                        message_id: e.message_id,
+                        seq: e.seq,
+                        timestamp: timestamp_of(&e.frame),
+                        duplicate: e.duplicate,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// A message could not be stored: no seq, no delivery, no ack; the sender is told.
+    fn not_stored(&mut self, room: RoomId, client_msg_id: Option<String>, tag: Tag, error: String) {
+        log::warn!("message not stored room={room} client_msg_id={client_msg_id:?}: {error}");
+        match tag {
+            Tag::Session(session) => {
+                let msg = format!("your message was not stored, send it again: {error}");
+                self.send_error(session, ErrorCode::StoreUnavailable, &msg, Some(&room));
+            }
+            Tag::Request(id) => {
+                if let Some(Waiter::Post(tx)) = self.waiting.remove(&id) {
+                    let _ = tx.send(Err(ApiFailure::Store(error)));
+                }
+            }
+        }
+    }
+
+    /// Registers an HTTP request that waits for the store; returns its tag.
+    fn wait(&mut self, waiter: Waiter) -> Tag {
+        let id = self.next_request;
+        self.next_request += 1;
+        self.waiting.insert(id, waiter);
+        Tag::Request(id)
+    }
+
+    /// Sends a read whose answer an HTTP request waits for; answers it at once if the store
+    /// has stopped.
+    fn read_for(&mut self, room: RoomId, read: Read, waiter: Waiter) {
+        let tag = self.wait(waiter);
+        if let Err(Op::Read { room, read, tag }) = self.store.send(Op::Read { room, read, tag }) {
+            self.loaded(room, read, tag, Err("the history store has stopped".into()));
+        }
+    }
+
+    /// A read came back.
+    fn loaded(&mut self, room: RoomId, read: Read, tag: Tag, result: Result<Loaded, String>) {
+        match (tag, result) {
+            (Tag::Session(session), Ok(loaded)) => match read {
+                Read::Before { .. } => self.send_history(session, &room, loaded),
+                _ => self.joined_from_store(session, room, loaded),
+            },
+            (Tag::Session(session), Err(e)) => match read {
+                Read::Before { .. } => {
+                    let msg = format!("cannot read history now: {e}");
+                    self.send_error(session, ErrorCode::StoreUnavailable, &msg, Some(&room));
+                }
+                _ => self.join_failed(session, &room, &e),
+            },
+            (Tag::Request(id), result) => match self.waiting.remove(&id) {
+                Some(Waiter::History(tx)) => {
+                    let _ = tx.send(match result {
+                        Ok(l) if l.last_seq == Seq(0) => Err(ApiFailure::UnknownRoom(room)),
+                        Ok(l) => Ok(HistoryPage {
+                            room_id: room,
+                            messages: l.entries.into_iter().map(|e| e.frame).collect(),
+                            has_more: l.has_more,
+                        }),
+                        Err(e) => Err(ApiFailure::Store(e)),
+                    });
+                }
+                Some(Waiter::Room(tx)) => {
+                    let detail = match (self.rooms.get(&room), result) {
+                        (Some(live), _) => Some(room_detail(&room, live)),
+                        (None, Ok(l)) if l.last_seq > Seq(0) => Some(RoomDetail {
+                            room_id: room,
+                            members: Vec::new(),
+                            sockets: 0,
+                            last_seq: l.last_seq,
+                        }),
+                        _ => None,
+                    };
+                    let _ = tx.send(detail);
+                }
+                _ => {}
+            },
+        }
+    }
+
+    fn send_history(&mut self, session: SessionId, room_id: &RoomId, loaded: Loaded) {
+        let raw: Vec<&serde_json::value::RawValue> = loaded
+            .entries
             .iter()
             .filter_map(|e| serde_json::from_str(&e.frame).ok())
             .collect();
         let frame = ServerMessage::History {
-            room_id: &room_id,
+            room_id,
             messages: &raw,
-            has_more,
+            has_more: loaded.has_more,
         }
         .encode();
         self.send(session, frame);
     }
 
-    /// Up to `limit` messages before `before`, oldest first, and whether older ones exist.
-    fn page(
-        &mut self,
-        room_id: &RoomId,
-        before: Option<Seq>,
-        limit: usize,
-    ) -> (Vec<HistoryEntry>, bool) {
-        // The in-memory window answers when it holds the whole page or reaches back to the
-        // room's first message; otherwise the store, which may keep more, does.
-        if let Some(room) = self.rooms.get(room_id) {
-            let (window, window_more) = room.page_before(before, limit);
-            if window.len() == limit || room.window_reaches_start() {
-                return (window.into_iter().cloned().collect(), window_more);
+    /// Notifications that waited in the store for a user who just opened a socket.
+    fn inbox_taken(&mut self, user: UserId, session: SessionId, frames: Vec<Frame>) {
+        if frames.is_empty() {
+            return;
+        }
+        // To the socket that asked; if it is already gone, to another of the user's; if none
+        // is left, back into the inbox.
+        let target = Some(session)
+            .filter(|s| self.sessions.contains_key(s))
+            .or_else(|| self.notified.get(&user).and_then(|v| v.first().copied()));
+        match target {
+            Some(target) => {
+                log::debug!("inbox delivered user={user} notifications={}", frames.len());
+                for frame in frames {
+                    self.send(target, frame);
+                }
+            }
+            None => {
+                for frame in frames {
+                    let users = vec![user.clone()];
+                    let op = Op::InboxPut {
+                        users,
+                        frame,
+                        tag: Tag::Request(0),
+                    };
+                    if self.store.send(op).is_err() {
+                        log::warn!("inbox lost for user={user}: the store has stopped");
+                    }
+                }
             }
         }
-        self.store
-            .page_before(room_id, before, limit)
-            .unwrap_or_else(|e| {
-                log::error!("history page failed room={room_id}: {e}");
-                (Vec::new(), false)
-            })
     }
 
-    /// The room's newest seq, from memory or the store; `None` when it never had a message.
-    fn known_last_seq(&mut self, room_id: &RoomId) -> Option<Seq> {
-        let seq = match self.rooms.get(room_id) {
-            Some(room) => return Some(room.last_seq()),
-            None => self
-                .store
-                .load(room_id, 0)
-                .map(|s| s.last_seq)
-                .unwrap_or_default(),
+    fn history(&mut self, session: SessionId, room_id: RoomId, before: Option<Seq>, limit: usize) {
+        if !self.check_member(session, &room_id) {
+            return;
+        }
+        let op = Op::Read {
+            room: room_id,
+            read: Read::Before { before, limit },
+            tag: Tag::Session(session),
         };
-        (seq > Seq(0)).then_some(seq)
+        if let Err(Op::Read { room, read, tag }) = self.store.send(op) {
+            self.loaded(room, read, tag, Err("the history store has stopped".into()));
+        }
     }
+}
+
+fn room_detail(room_id: &RoomId, room: &Room<Handle>) -> RoomDetail {
+    RoomDetail {
+        room_id: room_id.clone(),
+        members: room.users().into_iter().cloned().collect(),
+        sockets: room.session_count(),
+        last_seq: room.last_seq(),
+    }
+}
+
+/// The `timestamp` of an encoded chat frame.
+fn timestamp_of(frame: &Frame) -> String {
+    #[derive(serde::Deserialize)]
+    struct Stamp {
+        timestamp: String,
+    }
+    serde_json::from_str::<Stamp>(frame)
+        .map(|s| s.timestamp)
+        .unwrap_or_default()
 }
 
 impl Actor for ChatServer {
@@ -532,19 +735,31 @@ impl Handler<Connect> for ChatServer {
         self.sessions.insert(
             msg.session,
             SessionEntry {
-                user: msg.user,
+                user: msg.user.clone(),
                 kind: msg.kind,
                 outbox: Outbox::new(msg.addr, msg.backlog),
                 rooms: Vec::new(),
+                joining: Vec::new(),
                 conn: msg.conn,
             },
         );
-        // A notification socket gets notifications only, as the seed protocol's did.
-        if msg.kind == SessionKind::Chat {
-            self.send(msg.session, welcome);
+        match msg.kind {
+            SessionKind::Chat => self.send(msg.session, welcome),
+            // A notification socket gets notifications only, as the seed protocol's did,
+            // starting with those that waited for the user.
+            SessionKind::Notifications if self.limits.inbox => {
+                let op = Op::InboxTake {
+                    user: msg.user,
+                    session: msg.session,
+                };
+                if self.store.send(op).is_err() {
+                    log::warn!("inbox not read: the store has stopped");
+                }
+            }
+            SessionKind::Notifications => {}
         }
         if let Some(room) = msg.room {
-            self.join(msg.session, room);
+            self.join(msg.session, room, msg.since);
         }
         self.settle(ctx);
         Ok(())
@@ -570,12 +785,13 @@ impl Handler<ClientRequest> for ChatServer {
     fn handle(&mut self, msg: ClientRequest, ctx: &mut Context<Self>) {
         let session = msg.session;
         match msg.command {
-            Command::Join { room } => self.join(session, room),
+            Command::Join { room, since } => self.join(session, room, since),
             Command::Leave { room } => {
                 if self.check_member(session, &room) {
                     let user = match self.sessions.get_mut(&session) {
                         Some(entry) => {
                             entry.rooms.retain(|r| *r != room);
+                            entry.joining.retain(|r| *r != room);
                             entry.user.clone()
                         }
                         None => return,
@@ -606,11 +822,10 @@ impl Handler<ClientRequest> for ChatServer {
             }
             Command::GetUsers { room } => {
                 if self.check_member(session, &room) {
-                    let Some(r) = self.rooms.get(&room) else {
-                        return;
-                    };
+                    // A session still joining sees the room as it is (possibly empty).
+                    let users = self.rooms.get(&room).map(Room::users).unwrap_or_default();
                     let frame = ServerMessage::ActiveUsers {
-                        users: &r.users(),
+                        users: &users,
                         room_id: &room,
                     }
                     .encode();
@@ -623,6 +838,47 @@ impl Handler<ClientRequest> for ChatServer {
                 before_seq,
                 limit,
             } => self.history(session, room, before_seq, limit),
+        }
+        self.settle(ctx);
+    }
+}
+
+impl Handler<StoreEvents> for ChatServer {
+    type Result = ();
+
+    fn handle(&mut self, msg: StoreEvents, ctx: &mut Context<Self>) {
+        for event in msg.0 {
+            match event {
+                Event::Stored(stored) => self.stored(stored),
+                Event::NotStored {
+                    room,
+                    client_msg_id,
+                    tag,
+                    error,
+                } => self.not_stored(room, client_msg_id, tag, error),
+                Event::Loaded {
+                    room,
+                    read,
+                    tag,
+                    result,
+                } => self.loaded(room, read, tag, result),
+                Event::InboxStored { tag, users, result } => {
+                    if let Tag::Request(id) = tag
+                        && let Some(Waiter::Notify(tx, mut pushed)) = self.waiting.remove(&id)
+                    {
+                        match result {
+                            Ok(()) => pushed.stored = users,
+                            Err(e) => log::warn!("notification not stored: {e}"),
+                        }
+                        let _ = tx.send(pushed);
+                    }
+                }
+                Event::InboxTaken {
+                    user,
+                    session,
+                    frames,
+                } => self.inbox_taken(user, session, frames),
+            }
         }
         self.settle(ctx);
     }
@@ -642,8 +898,16 @@ impl Handler<Shutdown> for ChatServer {
     }
 }
 
+impl Handler<CloseStore> for ChatServer {
+    type Result = Option<std::thread::JoinHandle<()>>;
+
+    fn handle(&mut self, _: CloseStore, _ctx: &mut Context<Self>) -> Self::Result {
+        self.store.close()
+    }
+}
+
 impl Handler<Notify> for ChatServer {
-    type Result = MessageResult<Notify>;
+    type Result = ResponseFuture<Pushed>;
 
     fn handle(&mut self, msg: Notify, ctx: &mut Context<Self>) -> Self::Result {
         let users: Vec<UserId> = match msg.to {
@@ -670,7 +934,25 @@ impl Handler<Notify> for ChatServer {
             pushed.reached.push(user);
         }
         self.settle(ctx);
-        MessageResult(pushed)
+        if pushed.offline.is_empty() || !self.limits.inbox {
+            return Box::pin(std::future::ready(pushed));
+        }
+        // The offline users' copies are kept; the answer waits until they are committed.
+        let users = pushed.offline.clone();
+        let (tx, rx) = oneshot::channel();
+        let fallback = pushed.clone();
+        let tag = self.wait(Waiter::Notify(tx, pushed));
+        let op = Op::InboxPut {
+            users,
+            frame: msg.frame,
+            tag,
+        };
+        if self.store.send(op).is_err()
+            && let Tag::Request(id) = tag
+        {
+            self.waiting.remove(&id);
+        }
+        Box::pin(async move { rx.await.unwrap_or(fallback) })
     }
 }
 
@@ -707,59 +989,56 @@ impl Handler<ListRooms> for ChatServer {
     }
 }
 
+/// Awaits an answer that the store thread will cause; the store stopping answers `stopped`.
+fn answer<T: 'static>(rx: oneshot::Receiver<T>, stopped: T) -> ResponseFuture<T> {
+    Box::pin(async move { rx.await.unwrap_or(stopped) })
+}
+
 impl Handler<GetRoom> for ChatServer {
-    type Result = Option<RoomDetail>;
+    type Result = ResponseFuture<Option<RoomDetail>>;
 
     fn handle(&mut self, msg: GetRoom, _ctx: &mut Context<Self>) -> Self::Result {
         if let Some(room) = self.rooms.get(&msg.room) {
-            return Some(RoomDetail {
-                room_id: msg.room,
-                members: room.users().into_iter().cloned().collect(),
-                sockets: room.session_count(),
-                last_seq: room.last_seq(),
-            });
+            return Box::pin(std::future::ready(Some(room_detail(&msg.room, room))));
         }
-        let last_seq = self.known_last_seq(&msg.room)?;
-        Some(RoomDetail {
-            room_id: msg.room,
-            members: Vec::new(),
-            sockets: 0,
-            last_seq,
-        })
+        // No members: the store knows whether it ever had messages.
+        let (tx, rx) = oneshot::channel();
+        self.read_for(msg.room, Read::Recent(0), Waiter::Room(tx));
+        answer(rx, None)
     }
 }
 
 impl Handler<ReadHistory> for ChatServer {
-    type Result = Result<HistoryPage, ApiFailure>;
+    type Result = ResponseFuture<Result<HistoryPage, ApiFailure>>;
 
     fn handle(&mut self, msg: ReadHistory, _ctx: &mut Context<Self>) -> Self::Result {
-        if self.known_last_seq(&msg.room).is_none() {
-            return Err(ApiFailure::UnknownRoom(msg.room));
-        }
-        let (entries, has_more) = self.page(&msg.room, msg.before, msg.limit);
-        Ok(HistoryPage {
-            room_id: msg.room,
-            messages: entries.into_iter().map(|e| e.frame).collect(),
-            has_more,
-        })
+        let (tx, rx) = oneshot::channel();
+        let read = Read::Before {
+            before: msg.before,
+            limit: msg.limit,
+        };
+        self.read_for(msg.room, read, Waiter::History(tx));
+        answer(
+            rx,
+            Err(ApiFailure::Store("the history store has stopped".into())),
+        )
     }
 }
 
 impl Handler<PostMessage> for ChatServer {
-    type Result = Result<Posted, ApiFailure>;
+    type Result = ResponseFuture<Result<Posted, ApiFailure>>;
 
-    fn handle(&mut self, msg: PostMessage, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: PostMessage, _ctx: &mut Context<Self>) -> Self::Result {
         if self.shutting_down {
-            return Err(ApiFailure::ShuttingDown);
+            return Box::pin(std::future::ready(Err(ApiFailure::ShuttingDown)));
         }
-        let posted = self.post(
-            &msg.room,
-            &msg.user,
-            &msg.text,
-            msg.client_msg_id.as_deref(),
-        );
-        self.settle(ctx);
-        Ok(posted)
+        let (tx, rx) = oneshot::channel();
+        let tag = self.wait(Waiter::Post(tx));
+        self.append(msg.room, msg.user, msg.text, msg.client_msg_id, tag);
+        answer(
+            rx,
+            Err(ApiFailure::Store("the history store has stopped".into())),
+        )
     }
 }
 

@@ -139,15 +139,13 @@ impl<H> Room<H> {
         self.last_seq
     }
 
-    /// Hands out the next seq. The caller must record the message with [`Room::record`].
-    pub fn next_seq(&mut self) -> Seq {
-        self.last_seq = self.last_seq.next();
-        self.last_seq
-    }
-
-    /// Appends a sequenced message to the in-memory window, dropping the oldest past `keep`.
+    /// Appends a stored message (the store hands out seqs, in order) to the in-memory
+    /// window, dropping the oldest past `keep`. A seq already seen is ignored.
     pub fn record(&mut self, entry: HistoryEntry) {
-        debug_assert!(self.history.back().is_none_or(|last| last.seq < entry.seq));
+        if entry.seq <= self.last_seq {
+            return;
+        }
+        self.last_seq = entry.seq;
         self.history.push_back(entry);
         if self.history.len() > self.keep {
             self.history.pop_front();
@@ -170,6 +168,20 @@ impl<H> Room<H> {
         };
         let start = end.saturating_sub(limit);
         (self.history.range(start..end).collect(), start > 0)
+    }
+
+    /// Every message after `after`, oldest first, when the window holds them all and they
+    /// are at most `max`; `None` when the store must answer.
+    pub fn catch_up(&self, after: Seq, max: usize) -> Option<Vec<&HistoryEntry>> {
+        if after >= self.last_seq {
+            return (after == self.last_seq).then(Vec::new);
+        }
+        if self.last_seq.0 - after.0 > max as u64 {
+            return None;
+        }
+        let start = self.history.partition_point(|e| e.seq <= after);
+        let first = self.history.get(start)?;
+        (first.seq == after.next()).then(|| self.history.range(start..).collect())
     }
 
     /// Whether the window holds every message the room ever had (so nothing older exists).
@@ -240,18 +252,29 @@ mod tests {
     #[test]
     fn seq_continues_and_window_is_bounded() {
         let mut room: Room<()> = Room::new(Seq(5), vec![entry(4), entry(5)], 3);
-        for _ in 0..4 {
-            let seq = room.next_seq();
-            room.record(HistoryEntry {
-                seq,
-                frame: Frame::from(format!("m{}", seq.0)),
-            });
+        for seq in [6, 7, 7, 8, 9, 3] {
+            room.record(entry(seq));
         }
         assert_eq!(room.last_seq(), Seq(9));
         let kept: Vec<u64> = room.recent(100).map(|e| e.seq.0).collect();
         assert_eq!(kept, [7, 8, 9]);
         let last_two: Vec<u64> = room.recent(2).map(|e| e.seq.0).collect();
         assert_eq!(last_two, [8, 9]);
+    }
+
+    #[test]
+    fn catches_up_from_the_window_only_when_it_has_everything() {
+        let room: Room<()> = Room::new(Seq(10), (6..=10).map(entry).collect(), 10);
+        let seqs = |v: Option<Vec<&HistoryEntry>>| {
+            v.map(|v| v.iter().map(|e| e.seq.0).collect::<Vec<_>>())
+        };
+        assert_eq!(seqs(room.catch_up(Seq(7), 100)), Some(vec![8, 9, 10]));
+        assert_eq!(seqs(room.catch_up(Seq(5), 100)), Some(vec![6, 7, 8, 9, 10]));
+        assert_eq!(seqs(room.catch_up(Seq(10), 100)), Some(vec![]));
+        // Seq 5 is not in the window, too many asked, or a seq from the future.
+        assert_eq!(seqs(room.catch_up(Seq(4), 100)), None);
+        assert_eq!(seqs(room.catch_up(Seq(7), 2)), None);
+        assert_eq!(seqs(room.catch_up(Seq(11), 100)), None);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The memory-only history store, for tests and throwaway runs.
+//! The memory-only store, for tests and throwaway runs.
 //!
 //! It keeps the newest `keep` messages of at most `max_rooms` rooms. When a new room would
 //! pass that count, the room written least recently is forgotten, seq included: memory stays
@@ -7,15 +7,16 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::{HistoryStore, RoomSnapshot, StoreError};
-use crate::ids::{RoomId, Seq};
+use super::{Backend, Original, Retention, StoreResult, StoredMessage};
+use crate::ids::{RoomId, Seq, UserId};
+use crate::protocol::Frame;
 use crate::server::room::HistoryEntry;
 
 #[derive(Debug)]
 struct RoomLog {
     last_seq: Seq,
     /// Oldest first, at most `keep` entries.
-    entries: VecDeque<HistoryEntry>,
+    entries: VecDeque<StoredMessage>,
     /// Value of `MemoryStore::clock` at the last append, for eviction.
     last_write: u64,
 }
@@ -29,15 +30,18 @@ pub struct MemoryStore {
     max_rooms: usize,
     /// Counts appends; orders rooms by recency without reading a clock.
     clock: u64,
+    /// User -> (expiry in unix ms, notification), oldest first.
+    inbox: HashMap<UserId, VecDeque<(i64, Frame)>>,
 }
 
 impl MemoryStore {
     pub fn new(keep: usize, max_rooms: usize) -> Self {
         MemoryStore {
             rooms: HashMap::new(),
-            keep,
+            keep: keep.max(1),
             max_rooms: max_rooms.max(1),
             clock: 0,
+            inbox: HashMap::new(),
         }
     }
 
@@ -58,35 +62,63 @@ impl MemoryStore {
     }
 }
 
-impl HistoryStore for MemoryStore {
-    fn load(&mut self, room: &RoomId, keep: usize) -> Result<RoomSnapshot, StoreError> {
-        Ok(match self.rooms.get(room) {
-            None => RoomSnapshot::default(),
-            Some(log) => RoomSnapshot {
-                last_seq: log.last_seq,
-                recent: log
-                    .entries
-                    .iter()
-                    .skip(log.entries.len().saturating_sub(keep))
-                    .cloned()
-                    .collect(),
-            },
-        })
+fn entry(m: &StoredMessage) -> HistoryEntry {
+    HistoryEntry {
+        seq: m.seq,
+        frame: m.frame.clone(),
+    }
+}
+
+impl Backend for MemoryStore {
+    fn begin(&mut self) -> StoreResult<()> {
+        Ok(())
     }
 
-    fn append(&mut self, room: &RoomId, entry: &HistoryEntry) -> Result<(), StoreError> {
+    fn commit(&mut self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    fn rollback(&mut self) {}
+
+    fn last_seq(&mut self, room: &RoomId) -> StoreResult<Seq> {
+        Ok(self.rooms.get(room).map_or(Seq(0), |log| log.last_seq))
+    }
+
+    fn find_original(
+        &mut self,
+        room: &RoomId,
+        user: &UserId,
+        client_msg_id: &str,
+    ) -> StoreResult<Option<Original>> {
+        Ok(self.rooms.get(room).and_then(|log| {
+            log.entries
+                .iter()
+                .rev()
+                .find(|m| m.user == *user && m.client_msg_id.as_deref() == Some(client_msg_id))
+                .map(|m| Original {
+                    seq: m.seq,
+                    message_id: m.message_id.clone(),
+                    frame: m.frame.clone(),
+                })
+        }))
+    }
+
+    fn insert(&mut self, message: &StoredMessage) -> StoreResult<()> {
         self.clock += 1;
-        if !self.rooms.contains_key(room) && self.rooms.len() >= self.max_rooms {
+        if !self.rooms.contains_key(&message.room) && self.rooms.len() >= self.max_rooms {
             self.evict_one();
         }
-        let log = self.rooms.entry(room.clone()).or_insert_with(|| RoomLog {
-            last_seq: Seq(0),
-            entries: VecDeque::new(),
-            last_write: 0,
-        });
-        log.last_seq = entry.seq;
+        let log = self
+            .rooms
+            .entry(message.room.clone())
+            .or_insert_with(|| RoomLog {
+                last_seq: Seq(0),
+                entries: VecDeque::new(),
+                last_write: 0,
+            });
+        log.last_seq = message.seq;
         log.last_write = self.clock;
-        log.entries.push_back(entry.clone());
+        log.entries.push_back(message.clone());
         if log.entries.len() > self.keep {
             log.entries.pop_front();
         }
@@ -98,7 +130,7 @@ impl HistoryStore for MemoryStore {
         room: &RoomId,
         before: Option<Seq>,
         limit: usize,
-    ) -> Result<(Vec<HistoryEntry>, bool), StoreError> {
+    ) -> StoreResult<(Vec<HistoryEntry>, bool)> {
         let Some(log) = self.rooms.get(room) else {
             return Ok((Vec::new(), false));
         };
@@ -107,51 +139,205 @@ impl HistoryStore for MemoryStore {
             None => log.entries.len(),
         };
         let start = end.saturating_sub(limit);
-        Ok((log.entries.range(start..end).cloned().collect(), start > 0))
+        Ok((
+            log.entries.range(start..end).map(entry).collect(),
+            start > 0,
+        ))
+    }
+
+    fn since(
+        &mut self,
+        room: &RoomId,
+        after: Seq,
+        max: usize,
+    ) -> StoreResult<Option<Vec<HistoryEntry>>> {
+        let Some(log) = self.rooms.get(room) else {
+            return Ok((after == Seq(0)).then(Vec::new));
+        };
+        let start = log.entries.partition_point(|e| e.seq <= after);
+        let oldest_kept = log.entries.front().map_or(log.last_seq.next(), |m| m.seq);
+        if oldest_kept > after.next() || log.entries.len() - start > max {
+            return Ok(None);
+        }
+        Ok(Some(log.entries.range(start..).map(entry).collect()))
+    }
+
+    fn inbox_put(
+        &mut self,
+        user: &UserId,
+        frame: &Frame,
+        expires_ms: i64,
+        max: usize,
+    ) -> StoreResult<()> {
+        let queue = self.inbox.entry(user.clone()).or_default();
+        queue.push_back((expires_ms, frame.clone()));
+        while queue.len() > max {
+            queue.pop_front();
+        }
+        Ok(())
+    }
+
+    fn inbox_take(&mut self, user: &UserId, now_ms: i64) -> StoreResult<Vec<Frame>> {
+        Ok(self
+            .inbox
+            .remove(user)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(expires, _)| *expires > now_ms)
+            .map(|(_, frame)| frame)
+            .collect())
+    }
+
+    fn prune(&mut self, policy: &Retention, now_ms: i64) -> StoreResult<(u64, u64)> {
+        let mut messages = 0;
+        for log in self.rooms.values_mut() {
+            let before = log.entries.len();
+            if policy.max_messages > 0 {
+                while log.entries.len() as u64 > policy.max_messages {
+                    log.entries.pop_front();
+                }
+            }
+            if policy.max_age_ms > 0 {
+                let cutoff = now_ms.saturating_sub(policy.max_age_ms as i64);
+                while log.entries.front().is_some_and(|m| m.ts_ms < cutoff) {
+                    log.entries.pop_front();
+                }
+            }
+            messages += (before - log.entries.len()) as u64;
+        }
+        let mut notifications = 0;
+        self.inbox.retain(|_, queue| {
+            let before = queue.len();
+            queue.retain(|(expires, _)| *expires > now_ms);
+            notifications += (before - queue.len()) as u64;
+            !queue.is_empty()
+        });
+        Ok((messages, notifications))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Frame;
 
     fn room(s: &str) -> RoomId {
         RoomId::parse(s).unwrap()
     }
 
-    fn entry(seq: u64) -> HistoryEntry {
-        HistoryEntry {
+    fn msg(r: &str, seq: u64, cmid: Option<&str>) -> StoredMessage {
+        StoredMessage {
+            room: room(r),
             seq: Seq(seq),
+            user: UserId::parse("u").unwrap(),
+            client_msg_id: cmid.map(str::to_owned),
+            message_id: format!("m{seq}"),
+            ts_ms: seq as i64,
             frame: Frame::from(format!("{{\"seq\":{seq}}}")),
         }
     }
 
+    fn seqs(entries: &[HistoryEntry]) -> Vec<u64> {
+        entries.iter().map(|e| e.seq.0).collect()
+    }
+
     #[test]
-    fn keeps_the_newest_and_the_seq() {
+    fn keeps_the_newest_pages_and_recovers_within_the_window() {
         let mut store = MemoryStore::new(3, 10);
         let r = room("r");
         for seq in 1..=5 {
-            store.append(&r, &entry(seq)).unwrap();
+            store.insert(&msg("r", seq, None)).unwrap();
         }
-        let snap = store.load(&r, 2).unwrap();
-        assert_eq!(snap.last_seq, Seq(5));
-        assert_eq!(snap.recent, vec![entry(4), entry(5)]);
+        assert_eq!(store.last_seq(&r).unwrap(), Seq(5));
+        let (page, more) = store.page_before(&r, None, 2).unwrap();
+        assert_eq!((seqs(&page), more), (vec![4, 5], true));
         let (page, more) = store.page_before(&r, Some(Seq(5)), 10).unwrap();
-        assert_eq!(page, vec![entry(3), entry(4)]);
-        assert!(!more);
-        assert_eq!(store.load(&room("never"), 5).unwrap().last_seq, Seq(0));
+        assert_eq!((seqs(&page), more), (vec![3, 4], false));
+        assert_eq!(
+            store.since(&r, Seq(2), 10).unwrap().map(|e| seqs(&e)),
+            Some(vec![3, 4, 5])
+        );
+        assert_eq!(
+            store.since(&r, Seq(5), 10).unwrap().map(|e| seqs(&e)),
+            Some(vec![])
+        );
+        // Seq 2 is gone: what followed seq 1 cannot be given exactly.
+        assert_eq!(store.since(&r, Seq(1), 10).unwrap(), None);
+        assert_eq!(store.since(&r, Seq(2), 2).unwrap(), None);
+        assert_eq!(store.last_seq(&room("never")).unwrap(), Seq(0));
+        assert_eq!(
+            store.since(&room("never"), Seq(0), 10).unwrap(),
+            Some(vec![])
+        );
+    }
+
+    #[test]
+    fn finds_resends_by_user_and_client_id() {
+        let mut store = MemoryStore::new(10, 10);
+        store.insert(&msg("r", 1, Some("c1"))).unwrap();
+        let found = store
+            .find_original(&room("r"), &UserId::parse("u").unwrap(), "c1")
+            .unwrap();
+        assert_eq!(
+            found.map(|o| (o.seq, o.message_id)),
+            Some((Seq(1), "m1".into()))
+        );
+        let other_user = UserId::parse("v").unwrap();
+        assert!(
+            store
+                .find_original(&room("r"), &other_user, "c1")
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
     fn forgets_the_least_recently_written_room_past_the_cap() {
         let mut store = MemoryStore::new(3, 2);
-        store.append(&room("a"), &entry(1)).unwrap();
-        store.append(&room("b"), &entry(1)).unwrap();
-        store.append(&room("a"), &entry(2)).unwrap();
-        store.append(&room("c"), &entry(1)).unwrap();
+        store.insert(&msg("a", 1, None)).unwrap();
+        store.insert(&msg("b", 1, None)).unwrap();
+        store.insert(&msg("a", 2, None)).unwrap();
+        store.insert(&msg("c", 1, None)).unwrap();
         assert_eq!(store.room_count(), 2);
-        assert_eq!(store.load(&room("b"), 3).unwrap().last_seq, Seq(0));
-        assert_eq!(store.load(&room("a"), 3).unwrap().last_seq, Seq(2));
+        assert_eq!(store.last_seq(&room("b")).unwrap(), Seq(0));
+        assert_eq!(store.last_seq(&room("a")).unwrap(), Seq(2));
+    }
+
+    #[test]
+    fn inbox_is_bounded_expires_and_is_taken_once() {
+        let mut store = MemoryStore::new(3, 2);
+        let u = UserId::parse("u").unwrap();
+        for (i, expires) in [(1, 100), (2, 5), (3, 100), (4, 100)] {
+            store
+                .inbox_put(&u, &Frame::from(format!("n{i}")), expires, 3)
+                .unwrap();
+        }
+        let taken = store.inbox_take(&u, 10).unwrap();
+        assert_eq!(taken, vec![Frame::from("n3"), Frame::from("n4")]);
+        assert!(store.inbox_take(&u, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn prunes_by_count_and_age() {
+        let mut store = MemoryStore::new(100, 2);
+        for seq in 1..=10 {
+            store.insert(&msg("r", seq, None)).unwrap();
+        }
+        let policy = Retention {
+            max_messages: 6,
+            max_age_ms: 0,
+            inbox_max: 10,
+            inbox_ttl_ms: 10,
+        };
+        assert_eq!(store.prune(&policy, 0).unwrap(), (4, 0));
+        let by_age = Retention {
+            max_messages: 0,
+            max_age_ms: 2,
+            ..policy
+        };
+        // Messages older than ts 10 - 2 = 8 go.
+        assert_eq!(store.prune(&by_age, 10).unwrap(), (3, 0));
+        let (page, _) = store.page_before(&room("r"), None, 100).unwrap();
+        assert_eq!(seqs(&page), vec![8, 9, 10]);
+        assert_eq!(store.last_seq(&room("r")).unwrap(), Seq(10));
     }
 }

@@ -1,15 +1,35 @@
-//! Where room history lives beyond ChatServer's in-memory window, behind one trait.
+//! Durable history, sequencing and the offline inbox, on a thread of their own.
 //!
-//! `ChatServer` keeps each live room's newest messages in memory and calls the store to
-//! record every new message, to load a room that comes back to life, and to read pages older
-//! than its window. Only the memory implementation exists today; the durable SQLite one
-//! plugs in behind the same trait.
+//! `ChatServer` never touches the disk. It sends [`Op`]s to the store thread ([`writer`]),
+//! which works through them in arrival order and answers with [`Event`]s, batched, as actor
+//! messages. The thread is the *sequencer*: it hands out each room's next `seq` as it stores
+//! the message, checks `client_msg_id`s for resends, and commits many messages in one
+//! transaction (group commit). Only after the commit does `ChatServer` hear of a message, and
+//! only then does it deliver it and acknowledge it, so nothing is seen or acknowledged that a
+//! crash could take back, and a `seq` is never handed out twice.
+//!
+//! Reads travel the same queue, so a read sees every write sent before it and none sent
+//! after: that is what lets a joining session get "history up to seq N" from the store and
+//! "everything after N" live, with no gap and no duplicate.
+//!
+//! The backends ([`Backend`]) are SQLite ([`SqliteStore`], the default) and memory
+//! ([`MemoryStore`], for tests and throwaway runs). They only store and look up; the
+//! sequencing rules live in [`writer`], once.
 
 mod memory;
+mod sqlite;
+pub mod writer;
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Instant;
 
 pub use memory::MemoryStore;
+pub use sqlite::{SqliteStore, SyncMode};
+pub use writer::StoreHandle;
 
-use crate::ids::{RoomId, Seq};
+use crate::ids::{RoomId, Seq, SessionId, UserId};
+use crate::protocol::Frame;
 use crate::server::room::HistoryEntry;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,30 +38,283 @@ pub enum StoreError {
     Backend(String),
 }
 
-/// What the store knows of a room when it is (re)activated.
-#[derive(Debug, Default)]
-pub struct RoomSnapshot {
-    /// The newest seq ever handed out in the room (0: none).
-    pub last_seq: Seq,
-    /// The newest messages, oldest first, at most the number asked for.
-    pub recent: Vec<HistoryEntry>,
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
 }
 
-/// History persistence. Calls are made from `ChatServer`'s thread and must be fast; a
-/// backend that does I/O must do it elsewhere and answer from memory here.
-pub trait HistoryStore: Send {
-    /// The room's last seq and its newest `keep` messages.
-    fn load(&mut self, room: &RoomId, keep: usize) -> Result<RoomSnapshot, StoreError>;
+pub type StoreResult<T> = Result<T, StoreError>;
 
-    /// Records one message; `entry.seq` is greater than every seq recorded before in `room`.
-    fn append(&mut self, room: &RoomId, entry: &HistoryEntry) -> Result<(), StoreError>;
+/// Which store to use: `memory`, or `sqlite:PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    Memory,
+    Sqlite(PathBuf),
+}
 
-    /// Up to `limit` messages with seq below `before` (the newest when `None`), oldest first,
-    /// and whether older ones exist.
+impl FromStr for StoreSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            _ if s == "memory" => Ok(StoreSpec::Memory),
+            Some(("sqlite", path)) if !path.is_empty() => Ok(StoreSpec::Sqlite(path.into())),
+            _ => Err(format!("'{s}': expected 'memory' or 'sqlite:PATH'")),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreSpec::Memory => f.write_str("memory"),
+            StoreSpec::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+        }
+    }
+}
+
+/// How long history and the inbox are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Messages kept per room (0: no limit).
+    pub max_messages: u64,
+    /// Milliseconds a message is kept (0: no limit).
+    pub max_age_ms: u64,
+    /// Notifications kept per offline user; the oldest go first.
+    pub inbox_max: usize,
+    /// Milliseconds a stored notification waits for its user.
+    pub inbox_ttl_ms: u64,
+}
+
+/// One chat message as the store keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMessage {
+    pub room: RoomId,
+    pub seq: Seq,
+    pub user: UserId,
+    pub client_msg_id: Option<String>,
+    pub message_id: String,
+    /// Unix milliseconds, for age-based retention.
+    pub ts_ms: i64,
+    /// The encoded `chat` frame, exactly as it was delivered.
+    pub frame: Frame,
+}
+
+/// An earlier message found under the same (room, user, client_msg_id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Original {
+    pub seq: Seq,
+    pub message_id: String,
+    pub frame: Frame,
+}
+
+/// What a backend does. Every call runs on the store thread and may block.
+pub trait Backend: Send + 'static {
+    /// Starts the transaction that the following writes join.
+    fn begin(&mut self) -> StoreResult<()>;
+    /// Makes the writes since `begin` durable (as durable as the backend is).
+    fn commit(&mut self) -> StoreResult<()>;
+    /// Drops the writes since `begin`.
+    fn rollback(&mut self);
+
+    /// The newest seq ever handed out in `room` (0: none), pruned messages included.
+    fn last_seq(&mut self, room: &RoomId) -> StoreResult<Seq>;
+    /// The message stored under this (room, user, client_msg_id), if any.
+    fn find_original(
+        &mut self,
+        room: &RoomId,
+        user: &UserId,
+        client_msg_id: &str,
+    ) -> StoreResult<Option<Original>>;
+    /// Stores a message whose seq is `last_seq(room) + 1`, and moves `last_seq` to it.
+    fn insert(&mut self, message: &StoredMessage) -> StoreResult<()>;
+
+    /// Up to `limit` messages with seq below `before` (below infinity when `None`), oldest
+    /// first, and whether older ones exist.
     fn page_before(
         &mut self,
         room: &RoomId,
         before: Option<Seq>,
         limit: usize,
-    ) -> Result<(Vec<HistoryEntry>, bool), StoreError>;
+    ) -> StoreResult<(Vec<HistoryEntry>, bool)>;
+    /// The messages with seq above `after`, oldest first, or `None` when some of them are no
+    /// longer kept or there are more than `max`.
+    fn since(
+        &mut self,
+        room: &RoomId,
+        after: Seq,
+        max: usize,
+    ) -> StoreResult<Option<Vec<HistoryEntry>>>;
+
+    /// Keeps a notification for `user` until `expires_ms`, dropping their oldest beyond `max`.
+    fn inbox_put(
+        &mut self,
+        user: &UserId,
+        frame: &Frame,
+        expires_ms: i64,
+        max: usize,
+    ) -> StoreResult<()>;
+    /// Removes and returns `user`'s stored notifications that have not expired, oldest first.
+    fn inbox_take(&mut self, user: &UserId, now_ms: i64) -> StoreResult<Vec<Frame>>;
+
+    /// Applies the retention policy; returns how many messages and notifications went.
+    fn prune(&mut self, policy: &Retention, now_ms: i64) -> StoreResult<(u64, u64)>;
+}
+
+/// Who is waiting for the outcome of an [`Op`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tag {
+    /// A WebSocket session.
+    Session(SessionId),
+    /// An HTTP request waiting in `ChatServer` under this number.
+    Request(u64),
+}
+
+/// What to read from a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// The newest `n` messages (a join without `since_seq`).
+    Recent(usize),
+    /// Every message after `after`, at most `max` (a join with `since_seq`). When that cannot
+    /// be answered, the newest `fallback` instead, with `recovered: false`.
+    Since {
+        after: Seq,
+        max: usize,
+        fallback: usize,
+    },
+    /// A page before a seq (the `history` message, the history API).
+    Before { before: Option<Seq>, limit: usize },
+}
+
+/// A chat message to sequence and store.
+#[derive(Debug)]
+pub struct Append {
+    pub room: RoomId,
+    pub user: UserId,
+    pub text: String,
+    pub client_msg_id: Option<String>,
+    pub tag: Tag,
+    /// When `ChatServer` received it, for the fan-out time.
+    pub received: Instant,
+}
+
+/// Work for the store thread.
+#[derive(Debug)]
+pub enum Op {
+    Append(Append),
+    Read {
+        room: RoomId,
+        read: Read,
+        tag: Tag,
+    },
+    /// Keep a notification for users with no socket open.
+    InboxPut {
+        users: Vec<UserId>,
+        frame: Frame,
+        tag: Tag,
+    },
+    /// A notification socket opened: hand over what waits for its user.
+    InboxTake {
+        user: UserId,
+        session: SessionId,
+    },
+}
+
+/// What the store thread answers, in the order of the ops.
+#[derive(Debug)]
+pub enum Event {
+    /// A message is committed with its seq.
+    Stored(Stored),
+    /// A message could not be stored: it gets no seq and no ack.
+    NotStored {
+        room: RoomId,
+        client_msg_id: Option<String>,
+        tag: Tag,
+        error: String,
+    },
+    Loaded {
+        room: RoomId,
+        read: Read,
+        tag: Tag,
+        result: Result<Loaded, String>,
+    },
+    InboxStored {
+        tag: Tag,
+        users: Vec<UserId>,
+        result: Result<(), String>,
+    },
+    InboxTaken {
+        user: UserId,
+        session: SessionId,
+        frames: Vec<Frame>,
+    },
+}
+
+/// A committed message, or the original of a resend.
+#[derive(Debug)]
+pub struct Stored {
+    pub room: RoomId,
+    pub seq: Seq,
+    pub message_id: String,
+    pub frame: Frame,
+    pub client_msg_id: Option<String>,
+    pub tag: Tag,
+    /// When `ChatServer` received it.
+    pub received: Instant,
+    /// It was a resend of a message stored before: nothing new was stored, and these are
+    /// the original's seq, id and frame.
+    pub duplicate: bool,
+}
+
+/// The answer to a [`Read`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    /// The room's newest committed seq when the read ran.
+    pub last_seq: Seq,
+    /// Oldest first.
+    pub entries: Vec<HistoryEntry>,
+    /// Older messages exist before `entries`.
+    pub has_more: bool,
+    /// For [`Read::Since`]: whether `entries` is exactly what followed `after`.
+    pub recovered: Option<bool>,
+}
+
+/// Opens the backend `spec` names, creating the SQLite file and its folder if missing. Fails
+/// when it cannot be opened, is not a database, or cannot be written.
+pub fn open(spec: &StoreSpec, sync: SyncMode, keep: usize) -> anyhow::Result<Box<dyn Backend>> {
+    Ok(match spec {
+        StoreSpec::Memory => Box::new(MemoryStore::new(keep, MEMORY_MAX_ROOMS)),
+        StoreSpec::Sqlite(path) => Box::new(SqliteStore::open(path, sync)?),
+    })
+}
+
+/// Rooms the memory store keeps before forgetting the least recently written.
+const MEMORY_MAX_ROOMS: usize = 10_000;
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse() {
+        assert_eq!("memory".parse(), Ok(StoreSpec::Memory));
+        assert_eq!(
+            "sqlite:./data/x.db".parse(),
+            Ok(StoreSpec::Sqlite("./data/x.db".into()))
+        );
+        assert!("sqlite:".parse::<StoreSpec>().is_err());
+        assert!("redis://x".parse::<StoreSpec>().is_err());
+        assert_eq!(
+            StoreSpec::Sqlite("a/b.db".into()).to_string(),
+            "sqlite:a/b.db"
+        );
+    }
 }

@@ -162,12 +162,17 @@ async fn a_new_member_gets_the_last_50_of_100_kept_then_live() {
     assert_eq!(joined.history_seqs(), (71..=120).collect::<Vec<_>>());
     assert_eq!(joined.history[0]["text"], "m71");
     assert_eq!(joined.history[0]["user_id"], "writer");
-    // Older pages come from what is kept (100), oldest first.
-    late.send(json!({"type": "history", "room_id": "h", "before_seq": 71, "limit": 100}))
+    // Older pages come from the store, which keeps more than the in-memory window (100),
+    // oldest first.
+    late.send(json!({"type": "history", "room_id": "h", "before_seq": 71, "limit": 60}))
         .await;
     let page = late.expect("history").await;
-    let seqs = page_seqs(&page);
-    assert_eq!(seqs, (21..=70).collect::<Vec<_>>());
+    assert_eq!(page_seqs(&page), (11..=70).collect::<Vec<_>>());
+    assert_eq!(page["has_more"], true);
+    late.send(json!({"type": "history", "room_id": "h", "before_seq": 11, "limit": 60}))
+        .await;
+    let page = late.expect("history").await;
+    assert_eq!(page_seqs(&page), (1..=10).collect::<Vec<_>>());
     assert_eq!(page["has_more"], false);
 
     writer.chat("h", "live").await;
@@ -189,11 +194,11 @@ async fn history_sizes_are_configurable() {
     }
     let (mut b, joined) = srv.room_client("k", "b").await;
     assert_eq!(joined.history_seqs(), [7, 8, 9]);
-    b.send(json!({"type": "history"})).await;
+    // Memory holds history_keep=5; the page reaches past it into the store.
+    b.send(json!({"type": "history", "limit": 7})).await;
     let page = b.expect("history").await;
-    let seqs = page_seqs(&page);
-    assert_eq!(seqs, [5, 6, 7, 8, 9], "only history_keep=5 are kept");
-    assert_eq!(page["has_more"], false);
+    assert_eq!(page_seqs(&page), [3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(page["has_more"], true);
 }
 
 #[tokio::test]

@@ -28,6 +28,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(15);
 pub struct TestServer {
     pub addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl TestServer {
@@ -41,7 +42,7 @@ impl TestServer {
         config.shutdown_timeout = 1;
         tweak(&mut config);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+        let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
                 let running = roomcast::start(config).await.expect("server starts");
                 let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -58,6 +59,21 @@ impl TestServer {
         TestServer {
             addr,
             stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Shuts the server down as SIGTERM would (sockets closed with 1001, the store committed
+    /// and closed) and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .expect("join")
+                .expect("the server thread ended cleanly");
         }
     }
 
@@ -186,6 +202,13 @@ impl Client {
             .await
             .expect("send timed out")
             .expect("send failed");
+    }
+
+    /// Splits into a sending half and a receiving half, for tests that must do both at once
+    /// (say, keep reading acks while a burst is being sent).
+    pub fn split(self) -> (ClientSink, ClientStream) {
+        let (sink, stream) = self.ws.split();
+        (ClientSink(sink), ClientStream(stream))
     }
 
     pub async fn chat(&mut self, room: &str, text: &str) {
@@ -384,16 +407,15 @@ pub struct ChildServer {
 }
 
 impl ChildServer {
+    /// Runs the real binary on 127.0.0.1 port 0 with `args`, on the memory store unless
+    /// `args` name one.
     pub fn spawn(args: &[&str]) -> ChildServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
-            .args(["--bind", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn roomcast");
+        let store: &[&str] = if args.contains(&"--store") {
+            &[]
+        } else {
+            &["--store", "memory"]
+        };
+        let mut child = roomcast_command(&[store, args].concat());
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -461,6 +483,80 @@ impl ChildServer {
             .success();
         assert!(ok, "kill -{sig} failed");
     }
+}
+
+/// Starts the real binary on 127.0.0.1 port 0 with `args`, stderr piped.
+fn roomcast_command(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args(["--bind", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn roomcast")
+}
+
+/// Runs the real binary with `args` until it exits (it must, within `TIMEOUT`); returns its
+/// exit code and what it wrote to stderr.
+pub fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = roomcast_command(args);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr)
+                .expect("read stderr");
+            return (status.code(), stderr);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("roomcast {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub struct ClientSink(futures_util::stream::SplitSink<Ws, Message>);
+
+impl ClientSink {
+    /// Sends one JSON frame; `Err` once the connection is gone.
+    pub async fn send(&mut self, v: Value) -> Result<(), ()> {
+        match tokio::time::timeout(TIMEOUT, self.0.send(Message::text(v.to_string()))).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    }
+}
+
+pub struct ClientStream(futures_util::stream::SplitStream<Ws>);
+
+impl ClientStream {
+    /// The next text frame as JSON; `None` when the connection ends, fails or goes quiet for
+    /// `TIMEOUT`.
+    pub async fn next_value(&mut self) -> Option<Value> {
+        loop {
+            match tokio::time::timeout(TIMEOUT, self.0.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(t.as_str()).ok(),
+                Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => {
+                    return None;
+                }
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+}
+
+/// A fresh empty folder under the system's temp folder.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "roomcast-{name}-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    ));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
 }
 
 impl Drop for ChildServer {

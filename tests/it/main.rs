@@ -5,6 +5,7 @@
 mod bad_input;
 mod chat;
 mod common;
+mod durable;
 mod lifecycle;
 mod limits;
 mod notify;

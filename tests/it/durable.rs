@@ -1,0 +1,518 @@
+//! The durable store: seqs across restarts, acks after commit, idempotent resends, exact
+//! recovery with `since_seq`, the offline inbox, retention, and faults.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use roomcast::store::StoreSpec;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+fn sqlite(path: &Path) -> impl FnOnce(&mut roomcast::Config) {
+    let spec = StoreSpec::Sqlite(path.to_owned());
+    move |c| {
+        c.store = spec;
+        c.rate_per_sec = 0.0;
+    }
+}
+
+fn db(name: &str) -> PathBuf {
+    temp_dir(name).join("roomcast.db")
+}
+
+fn seq(v: &Value) -> u64 {
+    v["seq"].as_u64().expect("a seq")
+}
+
+/// Sends a chat with a client id and returns (its `chat` echo, its `ack`), in whichever
+/// order they come.
+async fn post(c: &mut Client, room: &str, text: &str, id: &str) -> (Value, Value) {
+    c.send(json!({"type": "chat", "room_id": room, "text": text, "client_msg_id": id}))
+        .await;
+    let (mut chat, mut ack) = (None, None);
+    while chat.is_none() || ack.is_none() {
+        let f = c.recv().await;
+        match f["type"].as_str() {
+            Some("chat") if f["client_msg_id"] == id => chat = Some(f),
+            Some("ack") if f["client_msg_id"] == id => ack = Some(f),
+            Some("user_joined" | "user_left") => {}
+            _ => panic!("unexpected while posting {id}: {f}"),
+        }
+    }
+    let (chat, ack) = (chat.unwrap(), ack.unwrap());
+    assert_eq!(
+        (&ack["seq"], &ack["message_id"], &ack["room_id"]),
+        (&chat["seq"], &chat["message_id"], &chat["room_id"])
+    );
+    (chat, ack)
+}
+
+/// The next `chat` frame, skipping presence.
+async fn next_chat(c: &mut Client) -> Value {
+    loop {
+        let f = c.recv().await;
+        match f["type"].as_str() {
+            Some("chat") => return f,
+            Some("user_joined" | "user_left") => {}
+            _ => panic!("expected a chat, got {f}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn seqs_and_history_survive_a_restart() {
+    let path = db("restart");
+    let srv = TestServer::with(sqlite(&path));
+    let (mut a, _) = srv.room_client("r", "a").await;
+    for n in 1..=5 {
+        let (chat, _) = post(&mut a, "r", &format!("m{n}"), &format!("c{n}")).await;
+        assert_eq!(seq(&chat), n);
+    }
+    a.close().await;
+    srv.stop().await;
+
+    let srv = TestServer::with(sqlite(&path));
+    let (mut b, joined) = srv.room_client("r", "b").await;
+    assert_eq!(joined.frame["last_seq"], 5);
+    assert_eq!(joined.history_seqs(), [1, 2, 3, 4, 5]);
+    assert_eq!(joined.history[4]["text"], "m5");
+    let (chat, _) = post(&mut b, "r", "after", "b1").await;
+    assert_eq!(seq(&chat), 6, "the seq goes on, never reused");
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[tokio::test]
+async fn a_resend_gets_the_original_ack_and_posts_nothing_even_after_a_restart() {
+    let path = db("resend");
+    let srv = TestServer::with(sqlite(&path));
+    let (mut a, _) = srv.room_client("r", "a").await;
+    let (mut watcher, _) = srv.room_client("r", "w").await;
+    let (_, first) = post(&mut a, "r", "once", "same").await;
+    assert_eq!(watcher.expect("chat").await["text"], "once");
+
+    // Again, same id: the original ack, no new chat anywhere.
+    a.send(json!({"type": "chat", "room_id": "r", "text": "once", "client_msg_id": "same"}))
+        .await;
+    let again = a.expect("ack").await;
+    assert_eq!(again, first);
+    // The same id from another user is another message.
+    let (chat, _) = post(&mut watcher, "r", "mine", "same").await;
+    assert_eq!(seq(&chat), 2);
+    assert_eq!(a.expect("chat").await["text"], "mine");
+    a.close().await;
+    watcher.close().await;
+    srv.stop().await;
+
+    let srv = TestServer::with(sqlite(&path));
+    let (mut a, joined) = srv.room_client("r", "a").await;
+    assert_eq!(joined.frame["last_seq"], 2);
+    a.send(json!({"type": "chat", "room_id": "r", "text": "once", "client_msg_id": "same"}))
+        .await;
+    assert_eq!(a.expect("ack").await, first);
+    let (chat, _) = post(&mut a, "r", "new", "next").await;
+    assert_eq!(seq(&chat), 3, "the resend took no seq");
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[tokio::test]
+async fn since_seq_recovers_exactly_or_says_it_cannot() {
+    let srv = TestServer::with(|c| {
+        c.rate_per_sec = 0.0;
+        c.recovery_max = 6;
+        c.history_on_join = 3;
+        c.history_keep = 4;
+    });
+    let (mut a, _) = srv.room_client("r", "a").await;
+    for n in 1..=10 {
+        post(&mut a, "r", &format!("m{n}"), &format!("c{n}")).await;
+    }
+    // From the in-memory window (it holds 7..10).
+    let mut b = srv.client("b").await;
+    b.send(json!({"type": "join", "room_id": "r", "since_seq": 7}))
+        .await;
+    let joined = b.read_joined().await;
+    assert_eq!(joined.frame["recovered"], true);
+    assert_eq!(joined.history_seqs(), [8, 9, 10]);
+    // From the store (5 is older than the window).
+    let mut c = Client::connect(&srv.url("/ws/r/c?since_seq=4")).await;
+    c.expect("welcome").await;
+    let joined = c.read_joined().await;
+    assert_eq!(joined.frame["recovered"], true);
+    assert_eq!(joined.history_seqs(), [5, 6, 7, 8, 9, 10]);
+    // Up to date: nothing to send, and that is a full recovery.
+    let mut d = srv.client("d").await;
+    d.send(json!({"type": "join", "room_id": "r", "since_seq": 10}))
+        .await;
+    let joined = d.read_joined().await;
+    assert_eq!(
+        (joined.frame["recovered"].clone(), joined.history_seqs()),
+        (json!(true), vec![])
+    );
+    // Too far back (8 missed, at most 6 given) or from the future: told so, recent history.
+    for since in [2, 99] {
+        let mut e = srv.client(&format!("e{since}")).await;
+        e.send(json!({"type": "join", "room_id": "r", "since_seq": since}))
+            .await;
+        let joined = e.read_joined().await;
+        assert_eq!(joined.frame["recovered"], false, "since {since}");
+        assert_eq!(joined.history_seqs(), [8, 9, 10]);
+    }
+    // A plain join says nothing about recovery.
+    let (_, joined) = srv.room_client("r", "f").await;
+    assert!(joined.frame.get("recovered").is_none());
+    // Live messages follow, once.
+    post(&mut a, "r", "live", "c11").await;
+    for client in [&mut b, &mut c, &mut d] {
+        let live = next_chat(client).await;
+        assert_eq!((seq(&live), live["text"].as_str()), (11, Some("live")));
+    }
+}
+
+/// A reader that keeps leaving and rejoining with `since_seq` while a writer posts sees every
+/// message exactly once, in order.
+#[tokio::test]
+async fn recovery_under_concurrent_posting_has_no_gap_and_no_duplicate() {
+    const TOTAL: u64 = 400;
+    let path = db("concurrent");
+    let srv = TestServer::with(sqlite(&path));
+    let (mut writer, _) = srv.room_client("busy", "writer").await;
+    let writing = tokio::spawn(async move {
+        // At most 32 unacknowledged at a time (the in-flight limit refuses a flood), and every
+        // ack in the end, so the writer stays connected until all are stored.
+        let mut acks = 0;
+        for n in 1..=TOTAL {
+            writer
+                .send(json!({"type": "chat", "text": format!("{n}"), "client_msg_id": format!("w{n}")}))
+                .await;
+            while n - acks >= 32 || (n == TOTAL && acks < TOTAL) {
+                if writer.recv().await["type"] == "ack" {
+                    acks += 1;
+                }
+            }
+        }
+        writer
+    });
+
+    let mut reader = srv.client("reader").await;
+    let mut seen: Vec<u64> = Vec::new();
+    let mut rounds = 0;
+    while seen.last().copied() != Some(TOTAL) {
+        rounds += 1;
+        let since = seen.last().copied().unwrap_or(0);
+        reader
+            .send(json!({"type": "join", "room_id": "busy", "since_seq": since}))
+            .await;
+        let joined = reader.read_joined().await;
+        assert_eq!(joined.frame["recovered"], true, "round {rounds}");
+        seen.extend(joined.history_seqs());
+        // Take a few live ones, then leave while the writer goes on.
+        let mut live = 0;
+        while live < 25 && seen.last().copied() != Some(TOTAL) {
+            let f = reader.recv().await;
+            match f["type"].as_str() {
+                Some("chat") => {
+                    seen.push(seq(&f));
+                    live += 1;
+                }
+                Some("user_joined" | "user_left") => {}
+                other => panic!("unexpected {other:?}: {f}"),
+            }
+        }
+        reader
+            .send(json!({"type": "leave", "room_id": "busy"}))
+            .await;
+        loop {
+            let f = reader.recv().await;
+            match f["type"].as_str() {
+                Some("left") => break,
+                // Live frames already on the way before the leave still count.
+                Some("chat") => seen.push(seq(&f)),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(
+        seen,
+        (1..=TOTAL).collect::<Vec<_>>(),
+        "after {rounds} rounds"
+    );
+    assert!(
+        rounds > 2,
+        "the test must actually rejoin ({rounds} rounds)"
+    );
+    writing.await.unwrap().close().await;
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+async fn notify(srv: &TestServer, user: &str, title: &str) -> Value {
+    let (status, body) = http_post(
+        srv.addr,
+        &format!("/send-notification/?user_id={user}&title={title}&message=hi"),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn notifications_for_an_offline_user_wait_and_are_delivered_once() {
+    let path = db("inbox");
+    let srv = TestServer::with(sqlite(&path));
+    let first = notify(&srv, "olga", "one").await;
+    assert_eq!(
+        (&first["sent"], &first["stored"]),
+        (&json!(false), &json!(true))
+    );
+    let second = notify(&srv, "olga", "two").await;
+    srv.stop().await;
+
+    // They survive a restart and arrive, in order, on the next socket.
+    let srv = TestServer::with(sqlite(&path));
+    let mut n1 = Client::connect(&srv.url("/notifications/olga")).await;
+    let got = n1.expect("notification").await;
+    assert_eq!(got, first["notification"]);
+    assert_eq!(n1.expect("notification").await, second["notification"]);
+    // Exactly once: a second socket gets nothing stored, only what is live.
+    let mut n2 = Client::connect(&srv.url("/notifications/olga")).await;
+    n2.send_raw("ping").await;
+    assert_eq!(n2.recv_text().await, "pong");
+    let live = notify(&srv, "olga", "three").await;
+    assert_eq!(
+        (&live["sent"], &live["stored"]),
+        (&json!(true), &json!(false))
+    );
+    assert_eq!(n1.expect("notification").await, live["notification"]);
+    assert_eq!(n2.expect("notification").await, live["notification"]);
+    n1.close().await;
+    n2.close().await;
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[tokio::test]
+async fn stored_notifications_expire() {
+    let srv = TestServer::with(|c| c.inbox_ttl_secs = 1);
+    let stored = notify(&srv, "late", "stale").await;
+    assert_eq!(stored["stored"], true);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let fresh = notify(&srv, "late", "fresh").await;
+    let mut n = Client::connect(&srv.url("/notifications/late")).await;
+    assert_eq!(n.expect("notification").await, fresh["notification"]);
+    n.send_raw("ping").await;
+    assert_eq!(n.recv_text().await, "pong", "the expired one never comes");
+}
+
+#[tokio::test]
+async fn retention_prunes_old_messages_but_not_the_seq() {
+    let path = db("retention");
+    let srv = TestServer::with(|c| {
+        sqlite(&path)(c);
+        c.retention_messages = 5;
+        c.prune_interval_ms = 50;
+        c.history_keep = 5;
+        c.history_on_join = 5;
+    });
+    let (mut a, _) = srv.room_client("r", "a").await;
+    for n in 1..=12 {
+        post(&mut a, "r", &format!("m{n}"), &format!("c{n}")).await;
+    }
+    // Pages come from the store: wait for a prune pass to have run.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        a.send(json!({"type": "history", "room_id": "r", "limit": 100}))
+            .await;
+        let page = a.expect("history").await;
+        let seqs: Vec<u64> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(seq)
+            .collect();
+        if seqs == [8, 9, 10, 11, 12] {
+            assert_eq!(page["has_more"], false);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never pruned: {seqs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // What was pruned cannot be recovered; the seq goes on.
+    let mut b = srv.client("b").await;
+    b.send(json!({"type": "join", "room_id": "r", "since_seq": 3}))
+        .await;
+    assert_eq!(b.read_joined().await.frame["recovered"], false);
+    let (chat, _) = post(&mut a, "r", "m13", "c13").await;
+    assert_eq!(seq(&chat), 13);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[tokio::test]
+async fn a_failed_write_sends_no_ack_and_the_server_goes_on() {
+    let path = db("fault");
+    let srv = TestServer::with(sqlite(&path));
+    let (mut a, _) = srv.room_client("r", "a").await;
+    let (_, ack) = post(&mut a, "r", "before", "c1").await;
+    assert_eq!(ack["seq"], 1);
+
+    // Another process takes the write lock: the server's next commit fails after its busy
+    // timeout.
+    let locker = rusqlite::Connection::open(&path).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    a.send(json!({"type": "chat", "room_id": "r", "text": "blocked", "client_msg_id": "c2"}))
+        .await;
+    let err = a.expect_error("store_unavailable").await;
+    assert_eq!(err["room_id"], "r");
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+
+    // Nothing was posted, no seq was used, and the same id now goes through.
+    let (chat, ack) = post(&mut a, "r", "blocked", "c2").await;
+    assert_eq!((seq(&chat), ack["seq"].as_u64()), (2, Some(2)));
+    a.send(json!({"type": "history", "room_id": "r"})).await;
+    let page = a.expect("history").await;
+    let texts: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["before", "blocked"]);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[tokio::test]
+async fn an_unusable_database_path_stops_start_up_with_a_clear_error() {
+    let (code, stderr) = run_to_exit(&["--store", "sqlite:/proc/roomcast/roomcast.db"]);
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("/proc/roomcast"), "{stderr}");
+
+    let dir = temp_dir("corrupt");
+    let junk = dir.join("junk.db");
+    std::fs::write(&junk, vec![b'#'; 4096]).unwrap();
+    let arg = format!("sqlite:{}", junk.display());
+    let (code, stderr) = run_to_exit(&["--store", &arg]);
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("not a database"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Reads a room's whole history through `history` pages, oldest first.
+async fn whole_history(c: &mut Client, room: &str) -> Vec<Value> {
+    let mut all: Vec<Value> = Vec::new();
+    let mut before: Option<u64> = None;
+    loop {
+        let mut req = json!({"type": "history", "room_id": room, "limit": 100});
+        if let Some(b) = before {
+            req["before_seq"] = json!(b);
+        }
+        c.send(req).await;
+        let page = c.expect("history").await;
+        let mut messages = page["messages"].as_array().unwrap().clone();
+        before = messages.first().map(seq);
+        messages.extend(all);
+        all = messages;
+        if page["has_more"] != true {
+            return all;
+        }
+    }
+}
+
+/// The crash test: SIGKILL mid-burst, restart on the same file; every acknowledged message is
+/// there exactly once, in seq order, and the seq goes on from there.
+#[tokio::test]
+async fn acknowledged_messages_survive_sigkill() {
+    const WRITERS: usize = 4;
+    const EACH: usize = 2000;
+    let path = db("crash");
+    let arg = format!("sqlite:{}", path.display());
+    let args = ["--store", arg.as_str(), "--rate-per-sec", "0"];
+    let server = ChildServer::spawn(&args);
+
+    let (acks_tx, mut acks_rx) = tokio::sync::mpsc::unbounded_channel::<(String, u64)>();
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let mut c = Client::connect(&server.url(&format!("/ws/crash/w{w}"))).await;
+        c.expect("welcome").await;
+        c.read_joined().await;
+        let acks = acks_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            // At most 64 unacknowledged at a time: the in-flight limit refuses a flood.
+            let window = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+            let (mut sink, mut stream) = c.split();
+            let permits = window.clone();
+            let sending = tokio::spawn(async move {
+                for n in 0..EACH {
+                    permits.acquire().await.unwrap().forget();
+                    let id = format!("w{w}-{n}");
+                    let msg = json!({"type": "chat", "text": id, "client_msg_id": id});
+                    if sink.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            // Read acks until the connection dies.
+            while let Some(f) = stream.next_value().await {
+                match f["type"].as_str() {
+                    Some("ack") => {
+                        let id = f["client_msg_id"].as_str().unwrap().to_owned();
+                        let _ = acks.send((id, seq(&f)));
+                        window.add_permits(1);
+                    }
+                    Some("chat" | "user_joined" | "user_left") => {}
+                    _ => panic!("writer {w}: unexpected {f}"),
+                }
+            }
+            sending.abort();
+        }));
+    }
+    drop(acks_tx);
+
+    // Kill once a good part of the burst is acknowledged, while the rest is in flight.
+    let mut acked: HashMap<String, u64> = HashMap::new();
+    while acked.len() < WRITERS * EACH / 4 {
+        let (id, s) = tokio::time::timeout(TIMEOUT, acks_rx.recv())
+            .await
+            .expect("acks keep coming")
+            .expect("writers alive");
+        acked.insert(id, s);
+    }
+    server.signal("KILL");
+    // Acks already on their way count too.
+    while let Ok(Some((id, s))) = tokio::time::timeout(TIMEOUT, acks_rx.recv()).await {
+        acked.insert(id, s);
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    drop(server);
+    assert!(acked.len() < WRITERS * EACH, "the kill came mid-burst");
+
+    let server = ChildServer::spawn(&args);
+    let mut c = Client::connect(&server.url("/ws/crash/checker")).await;
+    c.expect("welcome").await;
+    let joined = c.read_joined().await;
+    let last = joined.frame["last_seq"].as_u64().unwrap();
+    let history = whole_history(&mut c, "crash").await;
+    let seqs: Vec<u64> = history.iter().map(seq).collect();
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "seq order, no gap");
+    let mut by_id: HashMap<&str, u64> = HashMap::new();
+    for m in &history {
+        let id = m["client_msg_id"].as_str().unwrap();
+        assert!(by_id.insert(id, seq(m)).is_none(), "{id} stored twice");
+    }
+    for (id, s) in &acked {
+        assert_eq!(
+            by_id.get(id.as_str()),
+            Some(s),
+            "acknowledged {id} is kept at its seq"
+        );
+    }
+    let (chat, _) = post(&mut c, "crash", "after", "after").await;
+    assert_eq!(seq(&chat), last + 1);
+    drop(server);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
