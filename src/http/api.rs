@@ -7,7 +7,7 @@
 //! over a socket. Extractor failures (body, query, path) become [`ApiError`]s through the
 //! handlers set in [`scope`]. `docs/API.md` is the contract.
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{HttpResponse, web};
@@ -59,16 +59,20 @@ pub fn mount(cfg: &mut web::ServiceConfig, body_limit: usize) {
     );
 }
 
-/// The access rule, for every route of the scope (unknown paths and methods included).
+/// The access rule, for every route of the scope (unknown paths and methods included). A
+/// refusal is a response, not an error, so whatever wraps the app sees its status.
 async fn require_access(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| ApiError::Internal("no application state".into()))?;
-    access::check(req.request(), &state.config)?;
-    next.call(req).await
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let allowed = match req.app_data::<web::Data<AppState>>() {
+        Some(state) => access::check(req.request(), &state.config),
+        None => Err(ApiError::Internal("no application state".into())),
+    };
+    match allowed {
+        Ok(()) => Ok(next.call(req).await?.map_into_left_body()),
+        Err(refused) => Ok(req.error_response(refused).map_into_right_body()),
+    }
 }
 
 /// A JSON body that must be an object.
@@ -344,4 +348,102 @@ async fn disconnect(
         })
         .await?;
     Ok(HttpResponse::Ok().json(json!({ "user_id": user, "sockets_closed": closed })))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The access rule as the `/api` scope applies it, for peers the integration tests cannot
+    //! be (they connect from loopback): requests built with a chosen peer address.
+
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use actix::Actor;
+    use actix_web::{App, test, web};
+    use serde_json::Value;
+
+    use super::super::{AppState, not_found, routes};
+    use crate::broker::LocalBroker;
+    use crate::config::Config;
+    use crate::server::{ChatServer, ServerLimits};
+    use crate::store::MemoryStore;
+
+    const REMOTE: &str = "192.0.2.7:40000";
+    const LOCAL: &str = "127.0.0.1:40000";
+
+    /// One request to a fresh app (the real routes, a real `ChatServer`); status and body.
+    async fn call(api_key: Option<&str>, req: test::TestRequest) -> (u16, Value) {
+        let mut config = Config::for_tests();
+        config.api_key = api_key.map(Into::into);
+        let server = ChatServer::new(
+            ServerLimits::from_config(&config),
+            Box::new(MemoryStore::new(10, 10)),
+            Box::new(LocalBroker),
+        )
+        .start();
+        let config = Arc::new(config);
+        let state = web::Data::new(AppState {
+            server,
+            config: Arc::clone(&config),
+            started: Instant::now(),
+        });
+        let app = test::init_service(
+            App::new()
+                .app_data(state)
+                .configure(|cfg| routes(cfg, &config))
+                .default_service(web::to(not_found)),
+        )
+        .await;
+        let resp = test::call_service(&app, req.to_request()).await;
+        let status = resp.status().as_u16();
+        (status, test::read_body_json(resp).await)
+    }
+
+    fn get(path: &str, peer: &str) -> test::TestRequest {
+        test::TestRequest::get()
+            .uri(path)
+            .peer_addr(peer.parse().unwrap())
+    }
+
+    #[actix_web::test]
+    async fn without_a_key_only_loopback_peers_are_served() {
+        let (status, body) = call(None, get("/api/rooms", LOCAL)).await;
+        assert_eq!((status, body), (200, serde_json::json!({"rooms": []})));
+
+        for req in [
+            get("/api/rooms", REMOTE),
+            get("/api/rooms/lobby/history", REMOTE),
+            get("/api/no-such-route", REMOTE),
+            // Refused before the body is read: this malformed body is never looked at.
+            test::TestRequest::post()
+                .uri("/api/notifications")
+                .peer_addr(REMOTE.parse().unwrap())
+                .insert_header(("content-type", "application/json"))
+                .set_payload("{nope"),
+            test::TestRequest::post()
+                .uri("/api/users/bob/disconnect")
+                .peer_addr(REMOTE.parse().unwrap()),
+        ] {
+            let (status, body) = call(None, req).await;
+            assert_eq!(status, 403, "{body}");
+            assert_eq!(body["error"]["code"], "forbidden", "{body}");
+        }
+        // No peer address at all (not a TCP connection) is not loopback either.
+        let (status, _) = call(None, test::TestRequest::get().uri("/api/rooms")).await;
+        assert_eq!(status, 403);
+    }
+
+    #[actix_web::test]
+    async fn with_a_key_any_peer_is_served_with_it() {
+        let (status, body) = call(Some("k"), get("/api/rooms", REMOTE)).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (401, &"unauthorized".into())
+        );
+        let (status, _) = call(Some("k"), get("/api/rooms", LOCAL)).await;
+        assert_eq!(status, 401, "loopback needs the key too once one is set");
+        let req = get("/api/rooms", REMOTE).insert_header(("authorization", "Bearer k"));
+        let (status, body) = call(Some("k"), req).await;
+        assert_eq!((status, body), (200, serde_json::json!({"rooms": []})));
+    }
 }
