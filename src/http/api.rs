@@ -5,7 +5,7 @@
 //! scope ([`require_access`]), before any body is read. Bodies are JSON objects read with the
 //! sockets' field rules ([`Fields`]), so a field breaks a rule with the same code over HTTP as
 //! over a socket. Extractor failures (body, query, path) become [`ApiError`]s through the
-//! handlers set in [`scope`]. `docs/API.md` is the contract.
+//! handlers set in [`mount`]. `docs/API.md` is the contract.
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
