@@ -91,7 +91,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config: Arc::clone(&config),
         started: Instant::now(),
     });
-    let static_dir = config.static_dir.clone();
+    let routes_config = Arc::clone(&config);
     let workers = match config.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -99,7 +99,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .configure(|cfg| http::routes(cfg, static_dir.as_deref()))
+            .configure(|cfg| http::routes(cfg, &routes_config))
             .default_service(web::to(http::not_found))
     })
     .workers(workers)

@@ -151,6 +151,31 @@ pub enum ErrorCode {
     StoreUnavailable,
 }
 
+impl ErrorCode {
+    /// The code as it is written on the wire (the same string serde writes).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::NotAnObject => "not_an_object",
+            ErrorCode::MissingType => "missing_type",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::MissingField => "missing_field",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::TextTooLong => "text_too_long",
+            ErrorCode::EmptyText => "empty_text",
+            ErrorCode::InvalidRoom => "invalid_room",
+            ErrorCode::InvalidUser => "invalid_user",
+            ErrorCode::NotInRoom => "not_in_room",
+            ErrorCode::AlreadyJoined => "already_joined",
+            ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::UserOffline => "user_offline",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::BinaryUnsupported => "binary_unsupported",
+        }
+    }
+}
+
 /// Close codes roomcast uses beyond the standard ones (1000, 1001, 1008, 1009, 1011).
 pub mod close_code {
     /// The socket stopped reading and its pending output passed the bound.
@@ -218,15 +243,17 @@ pub fn decode(text: &str, limits: DecodeLimits) -> Result<ClientMessage, DecodeE
     })
 }
 
-/// Field extraction with precise errors.
-struct Fields<'a>(&'a Map<String, Value>);
+/// Field extraction with precise errors. The HTTP API reads its JSON bodies with it too, so a
+/// field breaks the same rule with the same code over HTTP as over a socket.
+pub struct Fields<'a>(pub &'a Map<String, Value>);
 
 impl Fields<'_> {
-    fn get(&self, field: &'static str) -> Option<&Value> {
+    /// The field, unless it is absent or `null`.
+    pub fn get(&self, field: &'static str) -> Option<&Value> {
         self.0.get(field).filter(|v| !v.is_null())
     }
 
-    fn room(&self) -> Result<Option<RoomId>, DecodeError> {
+    pub fn room(&self) -> Result<Option<RoomId>, DecodeError> {
         match self.get("room_id") {
             None => Ok(None),
             Some(Value::String(s)) => RoomId::parse(s).map(Some).ok_or(DecodeError::InvalidRoom),
@@ -234,7 +261,7 @@ impl Fields<'_> {
         }
     }
 
-    fn user(&self, field: &'static str) -> Result<UserId, DecodeError> {
+    pub fn user(&self, field: &'static str) -> Result<UserId, DecodeError> {
         match self.get(field) {
             None => Err(DecodeError::MissingField(field)),
             Some(Value::String(s)) => UserId::parse(s).ok_or(DecodeError::InvalidUser(field)),
@@ -242,7 +269,7 @@ impl Fields<'_> {
         }
     }
 
-    fn text(&self, field: &'static str, max: usize) -> Result<String, DecodeError> {
+    pub fn text(&self, field: &'static str, max: usize) -> Result<String, DecodeError> {
         match self.get(field) {
             None => Err(DecodeError::MissingField(field)),
             Some(Value::String(s)) if s.is_empty() => Err(DecodeError::EmptyText(field)),
@@ -257,7 +284,7 @@ impl Fields<'_> {
         }
     }
 
-    fn bool(&self, field: &'static str) -> Result<bool, DecodeError> {
+    pub fn bool(&self, field: &'static str) -> Result<bool, DecodeError> {
         match self.get(field) {
             None => Err(DecodeError::MissingField(field)),
             Some(Value::Bool(b)) => Ok(*b),
@@ -268,7 +295,7 @@ impl Fields<'_> {
         }
     }
 
-    fn opt_u64(&self, field: &'static str) -> Result<Option<u64>, DecodeError> {
+    pub fn opt_u64(&self, field: &'static str) -> Result<Option<u64>, DecodeError> {
         match self.get(field) {
             None => Ok(None),
             Some(v) => v.as_u64().map(Some).ok_or(DecodeError::InvalidField {
@@ -278,7 +305,7 @@ impl Fields<'_> {
         }
     }
 
-    fn client_msg_id(&self) -> Result<Option<String>, DecodeError> {
+    pub fn client_msg_id(&self) -> Result<Option<String>, DecodeError> {
         const FIELD: &str = "client_msg_id";
         match self.get(FIELD) {
             None => Ok(None),
@@ -591,6 +618,32 @@ mod tests {
             &*frame,
             r#"{"type":"error","code":"not_in_room","message":"nope"}"#
         );
+    }
+
+    #[test]
+    fn as_str_is_what_serde_writes() {
+        use ErrorCode::*;
+        for code in [
+            InvalidJson,
+            NotAnObject,
+            MissingType,
+            UnknownType,
+            MissingField,
+            InvalidField,
+            TextTooLong,
+            EmptyText,
+            InvalidRoom,
+            InvalidUser,
+            NotInRoom,
+            AlreadyJoined,
+            TooManyRooms,
+            UserOffline,
+            RateLimited,
+            Overloaded,
+            BinaryUnsupported,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
     }
 
     #[test]

@@ -1,8 +1,13 @@
 //! The HTTP API's error type: every failure is a 4xx/5xx with a JSON body
 //! `{"error": {"code": "...", "message": "..."}}`.
 
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+
+use crate::ids::RoomId;
+use crate::protocol::DecodeError;
+use crate::server::messages::ApiFailure;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -18,9 +23,24 @@ pub enum ApiError {
     /// No such route, or no such thing.
     #[error("{0}")]
     NotFound(String),
-    /// The server cannot take it now (connection limit, shutting down).
+    /// The room has no members and no history.
+    #[error("no room '{0}'")]
+    UnknownRoom(RoomId),
+    /// The request body is larger than the limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The request body is not `application/json`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The server cannot take it now (connection limit).
     #[error("{0}")]
     Unavailable(String),
+    /// The history store failed.
+    #[error("the history store failed: {0}")]
+    StoreUnavailable(String),
+    /// The server is stopping.
+    #[error("the server is shutting down")]
+    ShuttingDown,
     /// Something on our side failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -40,8 +60,74 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
+            ApiError::UnknownRoom(_) => "unknown_room",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::ShuttingDown => "shutting_down",
             ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// What a rejected JSON body becomes (`JsonConfig`'s error handler).
+    pub fn from_json(e: &JsonPayloadError) -> Self {
+        use actix_web::error::PayloadError;
+        match e {
+            JsonPayloadError::OverflowKnownLength { length, limit } => ApiError::PayloadTooLarge(
+                format!("the body is {length} bytes; the limit is {limit}"),
+            ),
+            JsonPayloadError::Overflow { limit } => ApiError::PayloadTooLarge(format!(
+                "the body is larger than the limit of {limit} bytes"
+            )),
+            JsonPayloadError::Payload(PayloadError::Overflow) => {
+                ApiError::PayloadTooLarge("the body is larger than the limit".into())
+            }
+            JsonPayloadError::ContentType => ApiError::UnsupportedMediaType(
+                "send the body as `Content-Type: application/json`".into(),
+            ),
+            JsonPayloadError::Deserialize(e) => {
+                ApiError::bad_request("invalid_json", format!("invalid JSON: {e}"))
+            }
+            other => ApiError::bad_request("invalid_body", other.to_string()),
+        }
+    }
+
+    /// What a rejected query string becomes (`QueryConfig`'s error handler).
+    pub fn from_query(e: &QueryPayloadError) -> Self {
+        ApiError::bad_request("invalid_query", format!("invalid query string: {e}"))
+    }
+
+    /// What a rejected path segment becomes (`PathConfig`'s error handler).
+    pub fn from_path(e: &PathError) -> Self {
+        ApiError::bad_request("invalid_path", format!("invalid path: {e}"))
+    }
+}
+
+/// A field of a JSON body that breaks the sockets' rules gets the sockets' code.
+impl From<DecodeError> for ApiError {
+    fn from(e: DecodeError) -> Self {
+        ApiError::bad_request(e.code().as_str(), e.to_string())
+    }
+}
+
+impl From<ApiFailure> for ApiError {
+    fn from(f: ApiFailure) -> Self {
+        match f {
+            ApiFailure::UnknownRoom(room) => ApiError::UnknownRoom(room),
+            ApiFailure::Store(e) => ApiError::StoreUnavailable(e),
+            ApiFailure::ShuttingDown => ApiError::ShuttingDown,
+        }
+    }
+}
+
+/// `ChatServer` did not answer: it has stopped (the process is shutting down) or dropped
+/// the request.
+impl From<actix::MailboxError> for ApiError {
+    fn from(e: actix::MailboxError) -> Self {
+        match e {
+            actix::MailboxError::Closed => ApiError::ShuttingDown,
+            actix::MailboxError::Timeout => ApiError::Internal(e.to_string()),
         }
     }
 }
@@ -52,8 +138,12 @@ impl ResponseError for ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotFound(_) | ApiError::UnknownRoom(_) => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable(_) | ApiError::StoreUnavailable(_) | ApiError::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

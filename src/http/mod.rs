@@ -1,10 +1,11 @@
 //! The HTTP surface: WebSocket upgrades (chat and notification sockets), the seed's push
-//! endpoint, health, and the browser chat's files.
+//! endpoint, the JSON API under `/api`, health, and the browser chat's files.
 //!
 //! Handlers translate between HTTP and `ChatServer` messages; they hold no state of their own
 //! beyond [`AppState`]. Errors are [`ApiError`], always a JSON body.
 
 mod access;
+mod api;
 mod assets;
 pub mod error;
 mod health;
@@ -39,7 +40,7 @@ pub async fn not_found(req: actix_web::HttpRequest) -> Result<actix_web::HttpRes
 }
 
 /// Mounts every route. Shared by `main` and the tests, through [`crate::start`].
-pub fn routes(cfg: &mut web::ServiceConfig, static_dir: Option<&std::path::Path>) {
+pub fn routes(cfg: &mut web::ServiceConfig, config: &Config) {
     cfg.route("/ws", web::get().to(ws::multi_socket))
         .route("/ws/{room_id}/{user_id}", web::get().to(ws::room_socket))
         .route(
@@ -55,7 +56,9 @@ pub fn routes(cfg: &mut web::ServiceConfig, static_dir: Option<&std::path::Path>
             web::post().to(notify::send_notification),
         )
         .route("/health", web::get().to(health::health));
-    match static_dir {
+    // A body sent to /api may be as large as a WebSocket frame.
+    api::mount(cfg, config.max_frame_bytes);
+    match config.static_dir.as_deref() {
         Some(dir) => {
             cfg.service(actix_files::Files::new("/", dir).index_file("index.html"));
         }

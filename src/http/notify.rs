@@ -11,8 +11,9 @@ use serde::Deserialize;
 
 use super::ws::parse_user;
 use super::{ApiError, AppState, access};
+use crate::protocol::Frame;
 use crate::protocol::Notification;
-use crate::server::messages::{Audience, Notify};
+use crate::server::messages::{Audience, Notify, Pushed};
 
 #[derive(Deserialize)]
 struct SendQuery {
@@ -39,13 +40,7 @@ pub async fn send_notification(
         let value = value.ok_or_else(|| {
             ApiError::bad_request("missing_field", format!("missing query parameter {name}"))
         })?;
-        if value.chars().count() > max {
-            return Err(ApiError::bad_request(
-                "text_too_long",
-                format!("{name} is longer than {max} characters"),
-            ));
-        }
-        Ok(value)
+        limit_text(name, value, max)
     };
     let title = text("title", query.title)?;
     let message = text("message", query.message)?;
@@ -55,23 +50,51 @@ pub async fn send_notification(
     )?;
 
     let notification = Notification::new(title, message, notification_type, None);
-    let pushed = state
-        .server
-        .send(Notify {
-            to: Audience::Users(vec![user.clone()]),
-            frame: notification.encode(),
-        })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    log::info!(
-        "notification pushed user={user} sockets={} id={}",
-        pushed.sockets,
-        notification.id
-    );
+    let (pushed, _) = push(&state, Audience::Users(vec![user.clone()]), &notification).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "sent": pushed.sockets > 0,
         "stored": !pushed.stored.is_empty(),
         "user_id": user,
         "notification": notification,
     })))
+}
+
+/// A notification's `title`, `message` or `notification_type`: at most `max_text_chars`
+/// characters (empty is allowed, as in the seed).
+pub(super) fn limit_text(name: &str, value: String, max: usize) -> Result<String, ApiError> {
+    if value.chars().count() > max {
+        return Err(ApiError::bad_request(
+            "text_too_long",
+            format!("{name} is longer than {max} characters"),
+        ));
+    }
+    Ok(value)
+}
+
+/// Encodes `notification` once and pushes it to the notification sockets of `to`. Returns
+/// what it reached and the frame the sockets got, for the answer to carry.
+pub(super) async fn push(
+    state: &AppState,
+    to: Audience,
+    notification: &Notification,
+) -> Result<(Pushed, Frame), ApiError> {
+    let frame = notification.encode();
+    let asked = match &to {
+        Audience::Users(users) => users.len().to_string(),
+        Audience::Everyone => "all".into(),
+    };
+    let pushed = state
+        .server
+        .send(Notify {
+            to,
+            frame: frame.clone(),
+        })
+        .await?;
+    log::info!(
+        "notification pushed asked={asked} users={} sockets={} id={}",
+        pushed.reached.len(),
+        pushed.sockets,
+        notification.id
+    );
+    Ok((pushed, frame))
 }

@@ -565,3 +565,52 @@ impl Drop for ChildServer {
         let _ = self.child.wait();
     }
 }
+
+/// A request to the JSON API under `/api`: `body`, when given, is sent as
+/// `application/json`. Returns the status and the JSON answer (every `/api` answer is JSON).
+pub async fn api(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    match body {
+        Some(body) => {
+            api_raw(
+                addr,
+                method,
+                path,
+                &[("Content-Type", "application/json")],
+                &body.to_string(),
+            )
+            .await
+        }
+        None => api_raw(addr, method, path, &[], "").await,
+    }
+}
+
+/// A request with these headers and this body as it is; the status and the JSON answer.
+pub async fn api_raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Value) {
+    let (status, text) = http_request(addr, method, path, headers, body).await;
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{method} {path}: answer is not JSON ({e}): {text}"));
+    (status, json)
+}
+
+/// Asserts a JSON error answer: this status, this code, and a message for people.
+#[track_caller]
+pub fn assert_api_error(answer: &(u16, Value), status: u16, code: &str, what: &str) {
+    let (got, body) = answer;
+    assert_eq!(
+        (*got, body["error"]["code"].as_str()),
+        (status, Some(code)),
+        "{what}: {body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{what}: {body}"
+    );
+}

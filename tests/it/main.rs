@@ -2,6 +2,7 @@
 //!
 //! One test binary with modules (rather than one binary per file) so the suite links once.
 
+mod api;
 mod bad_input;
 mod chat;
 mod common;
