@@ -16,9 +16,9 @@ use roomcast::Config;
 use roomcast::broker::LocalBroker;
 use roomcast::ids::{RoomId, Seq, SessionId, UserId};
 use roomcast::protocol::{self, DecodeLimits, ServerMessage};
+use roomcast::server::ChatServer;
 use roomcast::server::messages::{Backlog, ClientRequest, Command, Connect, Outbound, SessionKind};
-use roomcast::server::{ChatServer, ServerLimits};
-use roomcast::store::{MemoryStore, StoreHandle};
+use roomcast::store::MemoryStore;
 
 fn decode(c: &mut Criterion) {
     let limits = DecodeLimits {
@@ -124,17 +124,9 @@ fn fan_out(c: &mut Criterion) {
                 let (server, poster) = sys.block_on(async {
                     let mut config = Config::for_tests();
                     config.max_pending = 100_000;
-                    let limits = ServerLimits::from_config(&config);
-                    let server = ChatServer::create(|ctx| {
-                        let store = StoreHandle::start(
-                            Box::new(MemoryStore::new(100, 100)),
-                            ctx.address().recipient(),
-                            config.retention(),
-                            Duration::from_secs(3600),
-                        )
-                        .unwrap();
-                        ChatServer::new(limits, store, Box::new(LocalBroker))
-                    });
+                    let store = Box::new(MemoryStore::new(100, 100));
+                    let server =
+                        ChatServer::start_with(&config, store, Box::new(LocalBroker)).unwrap();
                     // Setup frames: each member gets `welcome` and `joined`, and a `user_joined`
                     // for every member after it. Wait for all of them before measuring.
                     target.store(members * 2 + members * (members - 1) / 2, Ordering::Relaxed);

@@ -34,13 +34,13 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr, Arbiter, AsyncContext};
+use actix::{Addr, Arbiter};
 use actix_web::{App, HttpServer, dev::ServerHandle, web};
 use anyhow::Context as _;
 
 pub use config::Config;
+use server::ChatServer;
 use server::messages::{CloseStore, GetStats, Shutdown};
-use server::{ChatServer, ServerLimits};
 
 /// A started server.
 pub struct Running {
@@ -67,23 +67,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // The memory store keeps enough per room for the longest recovery.
     let keep = config.history_keep.max(config.recovery_max);
     let backend = store::open(&config.store, config.sync, keep)?;
-    let limits = ServerLimits::from_config(&config);
-    let retention = config.retention();
-    let prune_every = Duration::from_millis(config.prune_interval_ms);
     let chat_arbiter = Arbiter::new();
-    let chat = ChatServer::start_in_arbiter(&chat_arbiter.handle(), move |ctx| {
-        let events = ctx.address().recipient();
-        let store = store::StoreHandle::start(backend, events, retention, prune_every);
-        let store = match store {
-            Ok(store) => store,
-            Err(e) => {
-                // Cannot happen short of the OS refusing a thread; nothing can work then.
-                log::error!("cannot start the store thread: {e}");
-                std::process::exit(1);
-            }
-        };
-        ChatServer::new(limits, store, Box::new(broker::LocalBroker))
+    let (chat_tx, chat_rx) = tokio::sync::oneshot::channel();
+    let chat_config = config.clone();
+    chat_arbiter.spawn_fn(move || {
+        let chat = ChatServer::start_with(&chat_config, backend, Box::new(broker::LocalBroker));
+        let _ = chat_tx.send(chat);
     });
+    let chat = chat_rx
+        .await
+        .context("the chat server's thread ended")?
+        .context("cannot start the store thread")?;
 
     let config = Arc::new(config);
     let state = web::Data::new(http::AppState {

@@ -172,6 +172,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::BinaryUnsupported => "binary_unsupported",
+            ErrorCode::StoreUnavailable => "store_unavailable",
         }
     }
 }

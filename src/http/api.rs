@@ -358,14 +358,13 @@ mod tests {
     use std::sync::Arc;
     use std::time::Instant;
 
-    use actix::Actor;
     use actix_web::{App, test, web};
     use serde_json::Value;
 
     use super::super::{AppState, not_found, routes};
     use crate::broker::LocalBroker;
     use crate::config::Config;
-    use crate::server::{ChatServer, ServerLimits};
+    use crate::server::ChatServer;
     use crate::store::MemoryStore;
 
     const REMOTE: &str = "192.0.2.7:40000";
@@ -375,12 +374,8 @@ mod tests {
     async fn call(api_key: Option<&str>, req: test::TestRequest) -> (u16, Value) {
         let mut config = Config::for_tests();
         config.api_key = api_key.map(Into::into);
-        let server = ChatServer::new(
-            ServerLimits::from_config(&config),
-            Box::new(MemoryStore::new(10, 10)),
-            Box::new(LocalBroker),
-        )
-        .start();
+        let store = Box::new(MemoryStore::new(10, 10));
+        let server = ChatServer::start_with(&config, store, Box::new(LocalBroker)).unwrap();
         let config = Arc::new(config);
         let state = web::Data::new(AppState {
             server,

@@ -47,7 +47,7 @@ use crate::protocol::{
     timestamp_now,
 };
 use crate::store::writer::StoreEvents;
-use crate::store::{Append, Event, Loaded, Op, Read, StoreHandle, Stored, Tag};
+use crate::store::{Append, Backend, Event, Loaded, Op, Read, StoreHandle, Stored, Tag};
 use messages::*;
 use outbox::{Outbox, Outboxes};
 use room::{Added, HistoryEntry, Removed, Room};
@@ -158,6 +158,23 @@ impl ChatServer {
             shutting_down: false,
             slow_consumers_closed: 0,
         }
+    }
+
+    /// Starts a `ChatServer` on the current arbiter with its store thread on `backend`.
+    pub fn start_with(
+        config: &Config,
+        backend: Box<dyn Backend>,
+        broker: Box<dyn Broker>,
+    ) -> std::io::Result<Addr<ChatServer>> {
+        let ctx = Context::new();
+        let store = StoreHandle::start(
+            backend,
+            ctx.address().recipient(),
+            config.retention(),
+            Duration::from_millis(config.prune_interval_ms),
+        )?;
+        let limits = ServerLimits::from_config(config);
+        Ok(ctx.run(ChatServer::new(limits, store, broker)))
     }
 
     /// Queues one frame for one session.
