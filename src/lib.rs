@@ -11,7 +11,8 @@
 //! - [`protocol`]: wire types, decoding with stable error codes, encode-once frames. No actix.
 //! - [`server`]: the `ChatServer` actor, its messages, and pure room logic.
 //! - [`session`]: the WebSocket session actor; the only user of actix-web-actors.
-//! - [`http`]: routes: upgrades, health, the embedded browser chat.
+//! - [`http`]: routes: upgrades, push, health, metrics, live stats, the embedded pages.
+//! - [`metrics`]: the per-server Prometheus metrics.
 //! - [`store`]: history beyond the in-memory window, behind one trait.
 //! - [`broker`]: the seam for fan-out across nodes.
 //! - [`ratelimit`], [`conn`]: a token bucket; a handle to cut a stalled connection.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod conn;
 pub mod http;
 pub mod ids;
+pub mod metrics;
 pub mod protocol;
 pub mod ratelimit;
 pub mod server;
@@ -39,6 +41,7 @@ use actix_web::{App, HttpServer, dev::ServerHandle, web};
 use anyhow::Context as _;
 
 pub use config::Config;
+use metrics::Metrics;
 use server::messages::{GetStats, Shutdown};
 use server::{ChatServer, ServerLimits};
 
@@ -49,6 +52,10 @@ const MEMORY_STORE_MAX_ROOMS: usize = 10_000;
 pub struct Running {
     /// The address actually bound (the port is real even when the config said 0).
     pub addr: SocketAddr,
+    /// This server's metrics (what `GET /metrics` renders).
+    pub metrics: Arc<Metrics>,
+    /// Samples the figures `GET /live/stats` streams.
+    sampler: http::live::Sampler,
     http: ServerHandle,
     /// Resolves when the HTTP server has stopped.
     http_task: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
@@ -71,6 +78,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.history_keep,
         MEMORY_STORE_MAX_ROOMS,
     ));
+    // One per server: sessions and `ChatServer` report into it.
+    let metrics = Metrics::new();
     let limits = ServerLimits::from_config(&config);
     let chat_arbiter = Arbiter::new();
     let chat = ChatServer::start_in_arbiter(&chat_arbiter.handle(), move |_| {
@@ -78,10 +87,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     });
 
     let config = Arc::new(config);
+    let started = Instant::now();
+    let (sampler, live) = http::live::Sampler::start(Arc::clone(&metrics), started);
     let state = web::Data::new(http::AppState {
         server: chat.clone(),
         config: Arc::clone(&config),
-        started: Instant::now(),
+        started,
+        metrics: Arc::clone(&metrics),
+        live,
     });
     let static_dir = config.static_dir.clone();
     let workers = match config.workers {
@@ -108,6 +121,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     log::info!("listening on http://{addr}");
     Ok(Running {
         addr,
+        metrics,
+        sampler,
         http,
         http_task,
         chat,
@@ -117,9 +132,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 }
 
 impl Running {
-    /// Closes every socket with 1001, waits (up to the shutdown timeout) for them to go, then
-    /// stops the HTTP server and `ChatServer`.
+    /// Ends the live-stats streams, closes every socket with 1001, waits (up to the shutdown
+    /// timeout) for them to go, then stops the HTTP server and `ChatServer`.
     pub async fn shutdown(self) {
+        self.sampler.stop();
         if self.chat.send(Shutdown).await.is_ok() {
             let deadline = Instant::now() + self.shutdown_timeout;
             while Instant::now() < deadline {
