@@ -7,4 +7,5 @@ mod chat;
 mod common;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod notify;
