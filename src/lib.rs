@@ -11,7 +11,8 @@
 //! - [`protocol`]: wire types, decoding with stable error codes, encode-once frames. No actix.
 //! - [`server`]: the `ChatServer` actor, its messages, and pure room logic.
 //! - [`session`]: the WebSocket session actor; the only user of actix-web-actors.
-//! - [`http`]: routes: upgrades, health, the embedded browser chat.
+//! - [`http`]: routes: upgrades, push, health, metrics, live stats, the embedded pages.
+//! - [`metrics`]: the per-server Prometheus metrics.
 //! - [`store`]: history beyond the in-memory window, behind one trait.
 //! - [`broker`]: the seam for fan-out across nodes.
 //! - [`ratelimit`], [`conn`]: a token bucket; a handle to cut a stalled connection.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod conn;
 pub mod http;
 pub mod ids;
+pub mod metrics;
 pub mod protocol;
 pub mod ratelimit;
 pub mod server;
@@ -39,6 +41,7 @@ use actix_web::{App, HttpServer, dev::ServerHandle, web};
 use anyhow::Context as _;
 
 pub use config::Config;
+use metrics::Metrics;
 use server::ChatServer;
 use server::messages::{CloseStore, GetStats, Shutdown};
 
@@ -46,6 +49,10 @@ use server::messages::{CloseStore, GetStats, Shutdown};
 pub struct Running {
     /// The address actually bound (the port is real even when the config said 0).
     pub addr: SocketAddr,
+    /// This server's metrics (what `GET /metrics` renders).
+    pub metrics: Arc<Metrics>,
+    /// Samples the figures `GET /live/stats` streams.
+    sampler: http::live::Sampler,
     http: ServerHandle,
     /// Resolves when the HTTP server has stopped.
     http_task: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
@@ -67,11 +74,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // The memory store keeps enough per room for the longest recovery.
     let keep = config.history_keep.max(config.recovery_max);
     let backend = store::open(&config.store, config.sync, keep)?;
+    // One per server: sessions and `ChatServer` report into it.
+    let metrics = Metrics::new();
     let chat_arbiter = Arbiter::new();
     let (chat_tx, chat_rx) = tokio::sync::oneshot::channel();
     let chat_config = config.clone();
+    let chat_metrics = Arc::clone(&metrics);
     chat_arbiter.spawn_fn(move || {
-        let chat = ChatServer::start_with(&chat_config, backend, Box::new(broker::LocalBroker));
+        let broker = Box::new(broker::LocalBroker);
+        let chat = ChatServer::start_with(&chat_config, backend, broker, chat_metrics);
         let _ = chat_tx.send(chat);
     });
     let chat = chat_rx
@@ -80,10 +91,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .context("cannot start the store thread")?;
 
     let config = Arc::new(config);
+    let started = Instant::now();
+    let (sampler, live) = http::live::Sampler::start(Arc::clone(&metrics), started);
     let state = web::Data::new(http::AppState {
         server: chat.clone(),
         config: Arc::clone(&config),
-        started: Instant::now(),
+        started,
+        metrics: Arc::clone(&metrics),
+        live,
     });
     let routes_config = Arc::clone(&config);
     let workers = match config.workers {
@@ -110,6 +125,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     log::info!("listening on http://{addr}");
     Ok(Running {
         addr,
+        metrics,
+        sampler,
         http,
         http_task,
         chat,
@@ -119,9 +136,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 }
 
 impl Running {
-    /// Closes every socket with 1001, waits (up to the shutdown timeout) for them to go, then
-    /// stops the HTTP server and `ChatServer`.
+    /// Ends the live-stats streams, closes every socket with 1001, waits (up to the shutdown
+    /// timeout) for them to go, then stops the HTTP server and `ChatServer`.
     pub async fn shutdown(self) {
+        self.sampler.stop();
         if self.chat.send(Shutdown).await.is_ok() {
             let deadline = Instant::now() + self.shutdown_timeout;
             while Instant::now() < deadline {

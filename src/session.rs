@@ -6,6 +6,9 @@
 //! rest to `ChatServer` as a typed [`ClientRequest`]. It writes whatever `ChatServer` sends it
 //! ([`Outbound`]) to the socket as is: frames arrive encoded, and are never re-serialized here.
 //!
+//! It reports into the server's [`Metrics`]: itself (opened, closed and why), the frames it
+//! reads (by type) and writes, and the frames it refuses.
+//!
 //! Its mailbox is bounded (`max_pending`): when the client stops reading, actix-web stops
 //! polling this actor, the mailbox fills, and `ChatServer` treats the session as a slow
 //! consumer.
@@ -22,6 +25,7 @@ use bytes::BytesMut;
 
 use crate::config::Config;
 use crate::ids::{RoomId, SessionId, UserId};
+use crate::metrics::{Metrics, drop_reason};
 use crate::protocol::{
     ClientMessage, DecodeError, ErrorCode, ServerMessage, close_code, decode, error_frame,
 };
@@ -51,6 +55,9 @@ pub struct ChatSession {
     in_flight: Rc<Cell<usize>>,
     /// Frames `ChatServer` handed over that this session has not written yet.
     backlog: Backlog,
+    metrics: Arc<Metrics>,
+    /// Whether this session's end was counted (`socket_closed`): once per session.
+    close_counted: bool,
 }
 
 impl ChatSession {
@@ -61,6 +68,7 @@ impl ChatSession {
         default_room: Option<RoomId>,
         server: Addr<ChatServer>,
         config: Arc<Config>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let now = Instant::now();
         ChatSession {
@@ -76,6 +84,8 @@ impl ChatSession {
             fragments: None,
             in_flight: Rc::default(),
             backlog: Backlog::default(),
+            metrics,
+            close_counted: false,
         }
     }
 
@@ -84,7 +94,15 @@ impl ChatSession {
         self.backlog.clone()
     }
 
-    fn close(&self, ctx: &mut ws::WebsocketContext<Self>, code: u16, description: &str) {
+    /// Closes with `code` and `description`; counted as `code` with the metric label `reason`.
+    fn close(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        code: u16,
+        reason: &'static str,
+        description: &str,
+    ) {
+        self.count_close(code, reason);
         ctx.close(Some(CloseReason {
             code: CloseCode::from(code),
             description: Some(description.to_owned()),
@@ -92,17 +110,40 @@ impl ChatSession {
         ctx.stop();
     }
 
+    /// Counts how this session ended, the first time only (a close may be followed by the end
+    /// of the stream, and always by `stopped`).
+    fn count_close(&mut self, code: u16, reason: &'static str) {
+        if !self.close_counted {
+            self.close_counted = true;
+            self.metrics.socket_closed(code, reason);
+        }
+    }
+
+    /// Writes one text frame to the socket.
+    fn write(&self, ctx: &mut ws::WebsocketContext<Self>, frame: bytestring::ByteString) {
+        ctx.text(frame);
+        self.metrics.frames_sent(1);
+    }
+
     fn send_error(&self, ctx: &mut ws::WebsocketContext<Self>, code: ErrorCode, message: &str) {
-        ctx.text(error_frame(code, message, None));
+        self.write(ctx, error_frame(code, message, None));
+    }
+
+    /// Answers a client frame with an error and counts it dropped as `invalid`.
+    fn refuse(&self, ctx: &mut ws::WebsocketContext<Self>, code: ErrorCode, message: &str) {
+        self.metrics.frame_dropped(drop_reason::INVALID);
+        self.send_error(ctx, code, message);
     }
 
     /// One complete text message from the client.
     fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
         if !self.bucket.try_take(Instant::now()) {
+            self.metrics.rate_limited();
+            self.metrics.frame_dropped(drop_reason::RATE_LIMITED);
             self.strikes += 1;
             if self.strikes > self.config.rate_strikes {
                 log::warn!("flood closed session={} user={}", self.id, self.user);
-                return self.close(ctx, 1008, "rate limit exceeded");
+                return self.close(ctx, 1008, "rate_limited", "rate limit exceeded");
             }
             return self.send_error(
                 ctx,
@@ -119,18 +160,21 @@ impl ChatSession {
             Ok(msg) => msg,
             Err(e) => {
                 log::warn!("bad frame session={} code={:?}: {e}", self.id, e.code());
-                return self.send_error(ctx, e.code(), &e.to_string());
+                self.metrics.frame_received("invalid");
+                return self.refuse(ctx, e.code(), &e.to_string());
             }
         };
         log::debug!("frame session={} type={}", self.id, msg.kind());
+        self.metrics.frame_received(msg.kind());
         let is_ping = matches!(msg, ClientMessage::Ping);
         let command = match self.command_for(msg) {
             Ok(Some(command)) => command,
-            Ok(None) if is_ping => return ctx.text(pong_frame()),
+            Ok(None) if is_ping => return self.write(ctx, pong_frame()),
             Ok(None) => return,
-            Err(e) => return self.send_error(ctx, e.code(), &e.to_string()),
+            Err(e) => return self.refuse(ctx, e.code(), &e.to_string()),
         };
         if self.in_flight.get() >= self.config.max_in_flight {
+            self.metrics.frame_dropped(drop_reason::OVERLOADED);
             return self.send_error(
                 ctx,
                 ErrorCode::Overloaded,
@@ -156,12 +200,16 @@ impl ChatSession {
     /// a JSON `pong`; it takes no other request.
     fn on_notification_socket_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
         if text.trim() == "ping" {
-            return ctx.text("pong");
+            self.metrics.frame_received("text_ping");
+            return self.write(ctx, "pong".into());
         }
-        match decode(text, self.config.decode_limits()) {
-            Ok(ClientMessage::Ping) => ctx.text(pong_frame()),
+        let msg = decode(text, self.config.decode_limits());
+        self.metrics
+            .frame_received(msg.as_ref().map_or("invalid", |m| m.kind()));
+        match msg {
+            Ok(ClientMessage::Ping) => self.write(ctx, pong_frame()),
             Ok(ClientMessage::Pong) => {}
-            Ok(other) => self.send_error(
+            Ok(other) => self.refuse(
                 ctx,
                 ErrorCode::UnknownType,
                 &format!(
@@ -169,7 +217,7 @@ impl ChatSession {
                     other.kind()
                 ),
             ),
-            Err(e) => self.send_error(ctx, e.code(), &e.to_string()),
+            Err(e) => self.refuse(ctx, e.code(), &e.to_string()),
         }
     }
 
@@ -226,7 +274,12 @@ impl ChatSession {
             (Some(is_text), _) => self.fragments = Some((BytesMut::from(&chunk[..]), is_text)),
             (None, Some((buf, _))) => buf.extend_from_slice(&chunk),
             (None, None) => {
-                return self.close(ctx, 1002, "continuation frame without a first frame");
+                return self.close(
+                    ctx,
+                    1002,
+                    "protocol_error",
+                    "continuation frame without a first frame",
+                );
             }
         }
         if self
@@ -234,7 +287,9 @@ impl ChatSession {
             .as_ref()
             .is_some_and(|(buf, _)| buf.len() > self.config.max_frame_bytes)
         {
-            return self.close(ctx, 1009, "message too big");
+            self.fragments = None;
+            self.metrics.frame_dropped(drop_reason::TOO_BIG);
+            return self.close(ctx, 1009, "too_big", "message too big");
         }
         if last && let Some((buf, is_text)) = self.fragments.take() {
             if !is_text {
@@ -242,12 +297,18 @@ impl ChatSession {
             }
             match std::str::from_utf8(&buf) {
                 Ok(text) => self.on_text(text, ctx),
-                Err(_) => self.close(ctx, 1007, "text message is not valid UTF-8"),
+                Err(_) => {
+                    self.metrics.frame_received("invalid");
+                    self.metrics.frame_dropped(drop_reason::INVALID);
+                    self.close(ctx, 1007, "invalid_utf8", "text message is not valid UTF-8")
+                }
             }
         }
     }
 
     fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.metrics.frame_received("binary");
+        self.metrics.frame_dropped(drop_reason::BINARY);
         self.send_error(
             ctx,
             ErrorCode::BinaryUnsupported,
@@ -255,10 +316,15 @@ impl ChatSession {
         );
     }
 
-    fn heartbeat(&self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn heartbeat(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         if self.last_heard.elapsed() > self.config.client_timeout() {
             log::info!("heartbeat timeout session={} user={}", self.id, self.user);
-            return self.close(ctx, close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+            return self.close(
+                ctx,
+                close_code::HEARTBEAT_TIMEOUT,
+                "heartbeat_timeout",
+                "heartbeat timeout",
+            );
         }
         ctx.ping(b"");
     }
@@ -268,6 +334,7 @@ impl Actor for ChatSession {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.metrics.session_opened(self.kind);
         ctx.set_mailbox_capacity(self.config.max_pending);
         ctx.run_interval(self.config.heartbeat_interval(), |act, ctx| {
             act.heartbeat(ctx)
@@ -277,6 +344,9 @@ impl Actor for ChatSession {
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         // The one place a session says it is gone.
         self.server.do_send(Disconnect { session: self.id });
+        // Ended without a close frame either way: the connection went (or was cut).
+        self.count_close(ABNORMAL_CLOSURE, "dropped");
+        self.metrics.session_closed(self.kind);
     }
 }
 
@@ -286,15 +356,23 @@ impl Handler<Outbound> for ChatSession {
     fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
         match msg {
             Outbound::Frame(frame) => {
-                ctx.text(frame);
+                self.write(ctx, frame);
                 self.backlog.sub(1);
             }
             Outbound::Batch(frames) => {
                 let n = frames.len();
                 frames.into_iter().for_each(|f| ctx.text(f));
+                self.metrics.frames_sent(n as u64);
                 self.backlog.sub(n);
             }
-            Outbound::Close { code, reason } => self.close(ctx, code, reason),
+            Outbound::Close { code, reason } => {
+                let label = match code {
+                    1001 => "shutdown",
+                    close_code::SLOW_CONSUMER => "slow_consumer",
+                    _ => "server",
+                };
+                self.close(ctx, code, label, reason)
+            }
         }
     }
 }
@@ -309,16 +387,25 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for ChatSession {
             Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
             Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
             Ok(ws::Message::Close(reason)) => {
+                // Counted as 1000 whatever code the peer chose, so a peer cannot add series.
+                self.count_close(1000, "peer");
                 ctx.close(reason);
                 ctx.stop();
             }
             Err(ProtocolError::Overflow) => {
                 log::warn!("oversized frame session={} user={}", self.id, self.user);
-                self.close(ctx, 1009, "message too big")
+                self.metrics.frame_dropped(drop_reason::TOO_BIG);
+                self.close(ctx, 1009, "too_big", "message too big")
+            }
+            Err(ProtocolError::Io(e)) => {
+                // The connection failed or ended mid-frame: nobody reads a close frame now.
+                log::debug!("connection lost session={}: {e}", self.id);
+                self.count_close(ABNORMAL_CLOSURE, "dropped");
+                self.close(ctx, 1002, "protocol_error", "protocol error")
             }
             Err(e) => {
                 log::warn!("protocol error session={}: {e}", self.id);
-                self.close(ctx, 1002, "protocol error")
+                self.close(ctx, 1002, "protocol_error", "protocol error")
             }
         }
     }
@@ -328,6 +415,9 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for ChatSession {
         ctx.stop();
     }
 }
+
+/// The code counted for a session that ended without a close frame (never sent on the wire).
+const ABNORMAL_CLOSURE: u16 = 1006;
 
 /// The `pong` frame, encoded once per process.
 pub(crate) fn pong_frame() -> bytestring::ByteString {

@@ -364,6 +364,7 @@ mod tests {
     use super::super::{AppState, not_found, routes};
     use crate::broker::LocalBroker;
     use crate::config::Config;
+    use crate::metrics::Metrics;
     use crate::server::ChatServer;
     use crate::store::MemoryStore;
 
@@ -375,12 +376,18 @@ mod tests {
         let mut config = Config::for_tests();
         config.api_key = api_key.map(Into::into);
         let store = Box::new(MemoryStore::new(10, 10));
-        let server = ChatServer::start_with(&config, store, Box::new(LocalBroker)).unwrap();
+        let metrics = Metrics::new();
+        let broker = Box::new(LocalBroker);
+        let server = ChatServer::start_with(&config, store, broker, Arc::clone(&metrics)).unwrap();
         let config = Arc::new(config);
+        let started = Instant::now();
+        let (_sampler, live) = crate::http::live::Sampler::start(Arc::clone(&metrics), started);
         let state = web::Data::new(AppState {
             server,
             config: Arc::clone(&config),
-            started: Instant::now(),
+            started,
+            metrics,
+            live,
         });
         let app = test::init_service(
             App::new()

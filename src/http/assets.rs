@@ -1,5 +1,6 @@
-//! The browser chat's files. They are built into the binary, so the server serves the page
-//! from any working directory; `--static-dir` serves a directory instead, for editing.
+//! The browser pages' files: the chat (`/`) and the operator dashboard (`/dashboard`). They
+//! are built into the binary, so the server serves them from any working directory;
+//! `--static-dir` serves a directory instead, for editing.
 
 use actix_web::{HttpResponse, http::header::ContentType, web};
 
@@ -19,6 +20,21 @@ const FILES: &[(&str, &str, &str)] = &[
         "/style.css",
         "text/css; charset=utf-8",
         include_str!("../../static/style.css"),
+    ),
+    (
+        "/dashboard",
+        "text/html; charset=utf-8",
+        include_str!("../../static/dashboard.html"),
+    ),
+    (
+        "/dashboard.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/dashboard.js"),
+    ),
+    (
+        "/dashboard.css",
+        "text/css; charset=utf-8",
+        include_str!("../../static/dashboard.css"),
     ),
 ];
 

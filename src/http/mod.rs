@@ -1,5 +1,6 @@
 //! The HTTP surface: WebSocket upgrades (chat and notification sockets), the seed's push
-//! endpoint, the JSON API under `/api`, health, and the browser chat's files.
+//! endpoint, the JSON API under `/api`, health, metrics, live stats, and the browser pages'
+//! files.
 //!
 //! Handlers translate between HTTP and `ChatServer` messages; they hold no state of their own
 //! beyond [`AppState`]. Errors are [`ApiError`], always a JSON body.
@@ -9,6 +10,8 @@ mod api;
 mod assets;
 pub mod error;
 mod health;
+pub mod live;
+mod metrics;
 mod notify;
 mod ws;
 
@@ -19,6 +22,7 @@ use actix::Addr;
 use actix_web::web;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::server::ChatServer;
 pub use error::ApiError;
 
@@ -28,6 +32,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// When the server started, for `/health`'s uptime.
     pub started: Instant,
+    /// This server's metrics, which sessions report into.
+    pub metrics: Arc<Metrics>,
+    /// The newest `/live/stats` event.
+    pub live: live::LiveFeed,
 }
 
 /// What an unknown path (or a known path with the wrong method) gets: a JSON 404.
@@ -55,11 +63,21 @@ pub fn routes(cfg: &mut web::ServiceConfig, config: &Config) {
             "/send-notification",
             web::post().to(notify::send_notification),
         )
-        .route("/health", web::get().to(health::health));
+        .route("/health", web::get().to(health::health))
+        .route("/metrics", web::get().to(metrics::metrics))
+        .route("/live/stats", web::get().to(live::live_stats));
     // A body sent to /api may be as large as a WebSocket frame.
     api::mount(cfg, config.max_frame_bytes);
     match config.static_dir.as_deref() {
         Some(dir) => {
+            let dashboard = dir.join("dashboard.html");
+            cfg.route(
+                "/dashboard",
+                web::get().to(move || {
+                    let dashboard = dashboard.clone();
+                    async move { actix_files::NamedFile::open_async(dashboard).await }
+                }),
+            );
             cfg.service(actix_files::Files::new("/", dir).index_file("index.html"));
         }
         None => assets::embedded(cfg),

@@ -97,6 +97,7 @@ async fn start_session(
         room.clone(),
         state.server.clone(),
         Arc::clone(&state.config),
+        Arc::clone(&state.metrics),
     );
     let backlog = session.backlog();
     let (addr, response) = ws::WsResponseBuilder::new(session, &req, payload)

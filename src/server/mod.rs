@@ -32,6 +32,7 @@ pub mod room;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -42,6 +43,7 @@ use crate::broker::Broker;
 use crate::config::Config;
 use crate::conn::{ConnFd, ConnHandle};
 use crate::ids::{RoomId, Seq, SessionId, UserId};
+use crate::metrics::Metrics;
 use crate::protocol::{
     AnnouncedLimits, ErrorCode, Frame, PROTOCOL_VERSION, ServerMessage, close_code, error_frame,
     timestamp_now,
@@ -135,13 +137,19 @@ pub struct ChatServer {
     waiting: HashMap<u64, Waiter>,
     next_request: u64,
     broker: Box<dyn Broker>,
+    metrics: Arc<Metrics>,
     /// Set by `Shutdown`: no new sessions.
     shutting_down: bool,
     slow_consumers_closed: u64,
 }
 
 impl ChatServer {
-    pub fn new(limits: ServerLimits, store: StoreHandle, broker: Box<dyn Broker>) -> Self {
+    pub fn new(
+        limits: ServerLimits,
+        store: StoreHandle,
+        broker: Box<dyn Broker>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         ChatServer {
             limits,
             sessions: HashMap::new(),
@@ -155,6 +163,7 @@ impl ChatServer {
             waiting: HashMap::new(),
             next_request: 1,
             broker,
+            metrics,
             shutting_down: false,
             slow_consumers_closed: 0,
         }
@@ -165,6 +174,7 @@ impl ChatServer {
         config: &Config,
         backend: Box<dyn Backend>,
         broker: Box<dyn Broker>,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<Addr<ChatServer>> {
         let ctx = Context::new();
         let store = StoreHandle::start(
@@ -174,7 +184,7 @@ impl ChatServer {
             Duration::from_millis(config.prune_interval_ms),
         )?;
         let limits = ServerLimits::from_config(config);
-        Ok(ctx.run(ChatServer::new(limits, store, broker)))
+        Ok(ctx.run(ChatServer::new(limits, store, broker, metrics)))
     }
 
     /// Queues one frame for one session.
@@ -208,6 +218,7 @@ impl ChatServer {
             }
         }
         self.broker.publish(room, frame);
+        self.metrics.deliveries(queued as u64);
         queued
     }
 
@@ -402,6 +413,8 @@ impl ChatServer {
 
     /// Ends a handler: makes sure a flush will run once the mailbox is drained.
     fn settle(&mut self, ctx: &mut Context<Self>) {
+        self.metrics.set_rooms(self.rooms.len());
+        self.metrics.set_users(self.users.len());
         if !self.flush_scheduled && !self.outboxes.is_empty() {
             self.flush_scheduled = true;
             // Spawned futures run after the mailbox is drained (see `outbox`).
@@ -426,6 +439,7 @@ impl ChatServer {
             return;
         };
         self.slow_consumers_closed += 1;
+        self.metrics.slow_consumer_closed();
         log::warn!("slow consumer closed session={session} user={}", entry.user);
         entry
             .outbox
@@ -519,6 +533,9 @@ impl ChatServer {
                 frame: e.frame.clone(),
             });
             self.fan_out(&e.room, &e.frame, None);
+            // From the chat's arrival to its last recipient's outbox (the flush that follows
+            // this handler hands them over in one go).
+            self.metrics.observe_fanout(e.received.elapsed());
         }
         match e.tag {
             Tag::Session(session) => {
@@ -550,6 +567,7 @@ impl ChatServer {
     /// A message could not be stored: no seq, no delivery, no ack; the sender is told.
     fn not_stored(&mut self, room: RoomId, client_msg_id: Option<String>, tag: Tag, error: String) {
         log::warn!("message not stored room={room} client_msg_id={client_msg_id:?}: {error}");
+        self.metrics.store_write_failed(1);
         match tag {
             Tag::Session(session) => {
                 let msg = format!("your message was not stored, send it again: {error}");
@@ -950,6 +968,7 @@ impl Handler<Notify> for ChatServer {
             }
             pushed.reached.push(user);
         }
+        self.metrics.notifications_pushed(pushed.sockets as u64);
         self.settle(ctx);
         if pushed.offline.is_empty() || !self.limits.inbox {
             return Box::pin(std::future::ready(pushed));

@@ -614,3 +614,220 @@ pub fn assert_api_error(answer: &(u16, Value), status: u16, code: &str, what: &s
         "{what}: {body}"
     );
 }
+
+/// `method path` with extra headers; returns the status, the response head (status line and
+/// headers, lowercased) and the body as text.
+pub async fn http_request_with_head(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
+    let fut = async {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            req.push_str(&format!("{name}: {value}\r\n"));
+        }
+        req.push_str("Content-Length: 0\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        String::from_utf8(raw).unwrap()
+    };
+    let raw = tokio::time::timeout(TIMEOUT, fut)
+        .await
+        .expect("HTTP request timed out");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let head = head.to_ascii_lowercase();
+    let body = if head.contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, head, body)
+}
+
+/// The value of one series (`name{labels}` exactly as rendered) in Prometheus text.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+impl TestServer {
+    /// `GET /metrics` from loopback, which must answer 200; returns the text.
+    pub async fn metrics(&self) -> String {
+        let (status, body) = http_get_raw(self.addr, "/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// The value of `series` in `/metrics` now (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics().await, series).unwrap_or(0.0)
+    }
+
+    /// Polls `/metrics` until `series` equals `want` (sessions report as they start and
+    /// stop, asynchronously); fails after `TIMEOUT`.
+    pub async fn wait_metric(&self, series: &str, want: f64) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let got = self.metric(series).await;
+            if got == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{series} stayed {got} (want {want})"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A Server-Sent Events stream read over a raw HTTP/1.1 connection. Every read has a
+/// timeout.
+pub struct SseClient {
+    stream: TcpStream,
+    /// Bytes read and not yet de-chunked.
+    raw: Vec<u8>,
+    /// De-chunked text not yet returned as events.
+    text: String,
+    /// The terminating chunk (or the end of the connection) was seen.
+    ended: bool,
+    /// The response head (lowercased).
+    pub head: String,
+    pub status: u16,
+}
+
+impl SseClient {
+    /// `GET path` with `headers`; reads the response head.
+    pub async fn connect(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> SseClient {
+        let mut stream = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
+            .await
+            .expect("connect timed out")
+            .expect("connect");
+        let mut req =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+        for (name, value) in headers {
+            req.push_str(&format!("{name}: {value}\r\n"));
+        }
+        req.push_str("\r\n");
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut sse = SseClient {
+            stream,
+            raw: Vec::new(),
+            text: String::new(),
+            ended: false,
+            head: String::new(),
+            status: 0,
+        };
+        while !sse.raw.windows(4).any(|w| w == b"\r\n\r\n") {
+            assert!(
+                sse.read_more().await,
+                "the connection ended before the head"
+            );
+        }
+        let at = sse.raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8(sse.raw[..at].to_vec()).expect("a text head");
+        sse.raw.drain(..at + 4);
+        sse.status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        sse.head = head.to_ascii_lowercase();
+        assert!(
+            sse.status != 200 || sse.head.contains("transfer-encoding: chunked"),
+            "an event stream is chunked: {}",
+            sse.head
+        );
+        sse
+    }
+
+    /// Reads more bytes; false when the connection ended.
+    async fn read_more(&mut self) -> bool {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(TIMEOUT, self.stream.read(&mut buf))
+            .await
+            .expect("no data arrived in time")
+            .unwrap_or(0);
+        self.raw.extend_from_slice(&buf[..n]);
+        n > 0
+    }
+
+    /// Moves every complete chunk from `raw` to `text`.
+    fn dechunk(&mut self) {
+        loop {
+            let Some(eol) = self.raw.windows(2).position(|w| w == b"\r\n") else {
+                return;
+            };
+            let size = std::str::from_utf8(&self.raw[..eol]).expect("a chunk size");
+            let size = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
+            if size == 0 {
+                self.ended = true;
+                return;
+            }
+            if self.raw.len() < eol + 2 + size + 2 {
+                return;
+            }
+            let data = self.raw[eol + 2..eol + 2 + size].to_vec();
+            self.text
+                .push_str(&String::from_utf8(data).expect("UTF-8 events"));
+            self.raw.drain(..eol + 2 + size + 2);
+        }
+    }
+
+    /// The next event's `data`, as JSON; `None` when the stream ended.
+    pub async fn next_event(&mut self) -> Option<Value> {
+        loop {
+            self.dechunk();
+            if let Some(at) = self.text.find("\n\n") {
+                let event: String = self.text.drain(..at + 2).collect();
+                let data: String = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                if data.is_empty() {
+                    continue; // a comment or a retry line
+                }
+                return Some(
+                    serde_json::from_str(&data)
+                        .unwrap_or_else(|e| panic!("not JSON ({e}): {data}")),
+                );
+            }
+            if self.ended || !self.read_more().await {
+                return None;
+            }
+        }
+    }
+
+    /// Reads events until one satisfies `want`; returns it. Fails if the stream ends or no
+    /// event arrives within `TIMEOUT` of the previous one, or after 30 s in all.
+    pub async fn until(&mut self, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + 2 * TIMEOUT;
+        loop {
+            let event = self
+                .next_event()
+                .await
+                .unwrap_or_else(|| panic!("the stream ended before {what}"));
+            if want(&event) {
+                return event;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no event showed {what}; last: {event}"
+            );
+        }
+    }
+}
+
+/// An address of this machine that is not loopback, to be a "remote" client of a server
+/// bound to 0.0.0.0 (the address a packet to a public address would leave from; nothing is
+/// sent). `None` on a machine without a route.
+pub fn non_loopback_ip() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("203.0.113.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}

@@ -9,4 +9,5 @@ mod common;
 mod durable;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod notify;
