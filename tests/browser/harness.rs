@@ -22,8 +22,17 @@ use serde_json::{Value, json};
 
 use crate::common::TIMEOUT;
 
-pub const CHROMIUM: &str = "/usr/bin/chromium";
-pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// Debian's paths; `ROOMCAST_TEST_CHROMIUM` / `ROOMCAST_TEST_CHROMEDRIVER` point elsewhere.
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+fn chromium() -> String {
+    std::env::var("ROOMCAST_TEST_CHROMIUM").unwrap_or_else(|_| CHROMIUM.to_owned())
+}
+
+fn chromedriver() -> String {
+    std::env::var("ROOMCAST_TEST_CHROMEDRIVER").unwrap_or_else(|_| CHROMEDRIVER.to_owned())
+}
 
 /// How long a whole test may take; every wait inside is bounded by `TIMEOUT` as well.
 const TEST_TIMEOUT: Duration = Duration::from_secs(180);
@@ -84,15 +93,16 @@ where
 
 /// Fails, saying how to get them, when chromium or chromedriver is missing. Never skips.
 fn require_browser() {
-    let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
+    let missing: Vec<String> = [chromium(), chromedriver()]
         .into_iter()
-        .filter(|p| !Path::new(p).exists())
+        .filter(|p| !Path::new(p).is_file())
         .collect();
     if missing.is_empty() {
         return;
     }
     let how = "install Debian's packages: `apt-get update && apt-get install -y chromium \
-               chromium-driver` (.ci/run does this on a fresh machine)";
+               chromium-driver` (.ci/run does this on a fresh machine), or point \
+               ROOMCAST_TEST_CHROMIUM / ROOMCAST_TEST_CHROMEDRIVER at other builds";
     if std::env::var_os("CI").is_some() {
         panic!("CI: the browser tests need {missing:?}, which are missing; {how}");
     }
@@ -109,14 +119,14 @@ pub struct Driver {
 impl Driver {
     pub fn start() -> Driver {
         require_browser();
-        let mut child = Command::new(CHROMEDRIVER)
+        let mut child = Command::new(chromedriver())
             .arg("--port=0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .process_group(0)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {CHROMEDRIVER}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromedriver()));
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -134,7 +144,7 @@ impl Driver {
             Ok(port) => port.parse().expect("chromedriver printed a port number"),
             Err(_) => {
                 let _ = child.kill();
-                panic!("{CHROMEDRIVER} did not say which port it listens on");
+                panic!("{} did not say which port it listens on", chromedriver());
             }
         };
         Driver {
@@ -187,7 +197,7 @@ impl Browser {
         caps.insert(
             "goog:chromeOptions".into(),
             json!({
-                "binary": CHROMIUM,
+                "binary": chromium(),
                 "args": [
                     "--headless",
                     "--no-sandbox",
