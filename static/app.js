@@ -362,7 +362,7 @@ function renderErrors() {
 function renderToasts() {
   const box = $('#toasts');
   keepFocus(box, () => box.replaceChildren(...state.toasts.map((t) => h('div', {
-    class: `toast ${t.kind}`.trim(), role: 'status', dataset: { id: t.id, kind: t.kind },
+    class: `toast ${t.kind}`.trim(), dataset: { id: t.id, kind: t.kind },
   },
   h('strong', { class: 'toast-title' }, t.title), ' ',
   h('p', { class: 'toast-message' }, t.message),

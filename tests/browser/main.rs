@@ -15,6 +15,7 @@ mod access;
 mod chat;
 mod dashboard;
 mod notify;
+mod protocol;
 mod resilience;
 mod rooms;
 mod safety;
