@@ -88,7 +88,13 @@ where
             std::panic::resume_unwind(panic);
         }
         browser.close().await;
+        // A pass clears what an earlier failure of this test left, so none of it misleads.
+        let _ = std::fs::remove_dir_all(artifacts_dir(name));
     });
+}
+
+fn artifacts_dir(test: &str) -> PathBuf {
+    target_dir().join("browser-artifacts").join(test)
 }
 
 /// Fails, saying how to get them, when chromium or chromedriver is missing. Never skips.
@@ -288,7 +294,7 @@ impl Browser {
     /// Screenshot, console log and HTML of every window, into
     /// `target/browser-artifacts/<test>/`; prints each path to stderr.
     async fn save_artifacts(&self, test: &str) {
-        let dir = target_dir().join("browser-artifacts").join(test);
+        let dir = artifacts_dir(test);
         let _ = std::fs::remove_dir_all(&dir);
         if let Err(e) = std::fs::create_dir_all(&dir) {
             eprintln!("cannot create {}: {e}", dir.display());
