@@ -85,7 +85,11 @@ fn after_a_restart_the_page_shows_what_was_sent_meanwhile_once_and_in_order() {
             rusty.expect("welcome").await;
             let joined = rusty.join("ops").await;
             // [1, 2], or [1, 2, 3] if the page was back first: kept across the restart.
-            assert_eq!(&joined.history_seqs()[..2], [1, 2]);
+            let kept = joined.history_seqs();
+            assert!(
+                kept.starts_with(&[1, 2]),
+                "history lost in the restart: {kept:?}"
+            );
             for text in ["four", "five", "six"] {
                 rusty.chat("ops", text).await;
             }
