@@ -13,8 +13,10 @@
  *                  (below 720 px the list becomes a horizontal strip of chips above the chat)
  *   #room-title, #leave-btn (leaves the current room), #load-older
  *   #messages      li.msg[data-seq][data-user] for chat ("own" added for your own messages);
- *                  li.msg.own.pending[data-client-msg-id] until the echo arrives
- *                  ("failed" + button.retry-btn when no echo came in 10 s);
+ *                  your own messages sent from this page carry data-client-msg-id and the class
+ *                  "pending" until the server's `ack` (stored durably), then "acked";
+ *                  li.msg.own.pending without data-seq until the echo arrives ("failed" +
+ *                  button.retry-btn when neither echo nor ack came in 10 s);
  *                  li.notice[data-user] for joined/left notices; .text holds the message
  *   #typing        "bob is typing…" (empty when nobody is)
  *   #message-input, #send-btn   Enter or the button sends; "/msg USER text" sends privately
@@ -22,6 +24,12 @@
  *   #private-mode (hidden unless in private mode), #private-target, #private-cancel (or Escape)
  *   #privates      li.private.in / li.private.out[data-from][data-to]; "failed" on user_offline
  *   #errors        div.error[data-code] with .error-code, .error-message, button.error-dismiss
+ *   #toasts        div.toast[data-id] per notification (from /notifications/{name}), with
+ *                  .toast-title, .toast-message and button.toast-dismiss; data-notify on <body>
+ *                  is "connected" while the notification socket is open
+ *
+ * Everything from the network or the user is put in the page as text nodes (see `h`), never
+ * as HTML.
  */
 
 const NAME_RE = /^[A-Za-z0-9_\-.:]{1,64}$/;
@@ -36,6 +44,8 @@ const PING_EVERY_MS = 20000;       // app-level ping, so a dead link is noticed
 const SILENCE_LIMIT_MS = 45000;    // no frame at all for this long: drop the socket
 const CONNECT_TIMEOUT_MS = 10000;  // a socket still opening after this long is given up
 const MAX_ERRORS = 5;
+const MAX_TOASTS = 5;
+const TOAST_MS = 15000;            // a toast goes away by itself after this long
 
 const $ = (sel) => document.querySelector(sel);
 const ui = {
@@ -65,11 +75,14 @@ const state = {
   limits: { max_text_chars: 4000 },
   rooms: new Map(),      // room_id -> room (see newRoom), in the order they were joined
   current: null,         // selected room_id
-  pending: new Map(),    // client_msg_id -> { room, text, status, gen, sentAt }
+  pending: new Map(),    // client_msg_id -> { room, text, status, gen, sentAt, seq }, until `ack`
+  serverAcks: false,     // the server has sent an `ack`: resending a client_msg_id is idempotent
   privates: [],          // { dir: 'in'|'out', from, to, message, timestamp, failed }
   privateTo: null,       // target of "private to USER" mode
   errors: [],            // { id, code, message }
   typingOut: null,       // { room, timer } while we announce that we are typing
+  notify: { ws: null, attempt: 0, timer: null, open: false },  // the notification socket
+  toasts: [],            // { id, title, message, kind, timestamp, timer }
 };
 
 function newRoom(id) {
@@ -77,6 +90,7 @@ function newRoom(id) {
     id,
     status: 'idle',      // 'idle' (join not sent) | 'joining' | 'joined'
     messages: new Map(), // seq -> chat frame
+    acked: new Set(),    // seqs of our own messages the server acknowledged
     maxSeq: 0,
     notices: [],         // { afterSeq, order, user, text, timestamp }
     noticeOrder: 0,
@@ -111,7 +125,8 @@ function invalidate(...regions) {
 }
 
 function invalidateAll() {
-  invalidate('conn', 'rooms', 'messages', 'members', 'typing', 'privates', 'errors', 'composer');
+  invalidate('conn', 'rooms', 'messages', 'members', 'typing', 'privates', 'errors', 'composer',
+    'toasts');
 }
 
 function flush() {
@@ -124,6 +139,7 @@ function flush() {
 const renderers = {
   conn: renderConn, rooms: renderRooms, messages: renderMessages, members: renderMembers,
   typing: renderTyping, privates: renderPrivates, errors: renderErrors, composer: renderComposer,
+  toasts: renderToasts,
 };
 
 /** Create an element; text always goes in as a text node, never as HTML. */
@@ -146,7 +162,7 @@ function h(tag, attrs = {}, ...children) {
 /** Re-rendering replaces list items; give focus back to the same control in the new item. */
 function keepFocus(container, render) {
   const active = document.activeElement;
-  const item = active && container.contains(active) ? active.closest('li') : null;
+  const item = active && container.contains(active) ? active.closest('li, .toast') : null;
   render();
   if (!item || item.isConnected) return;
   const key = JSON.stringify({ ...item.dataset });
@@ -216,18 +232,30 @@ function timeline(room) {
   noticesUpTo(0);
   for (const seq of seqs) {
     const msg = room.messages.get(seq);
-    items.push({ key: `s:${seq}:${msg.user_id === state.me}`, kind: 'chat', data: msg });
+    const ack = ackState(room, msg);
+    items.push({ key: `s:${seq}:${msg.user_id === state.me}:${ack}`, kind: 'chat', data: msg, ack });
     noticesUpTo(seq);
   }
   noticesUpTo(Infinity);
   for (const [cid, p] of state.pending) {
-    if (p.room === room.id) items.push({ key: `p:${cid}:${p.status}`, kind: 'pending', data: { cid, ...p } });
+    // Not echoed yet: shown after everything, in the order they were written.
+    if (p.room === room.id && p.seq === null) {
+      items.push({ key: `p:${cid}:${p.status}`, kind: 'pending', data: { cid, ...p } });
+    }
   }
   return items;
 }
 
+/** '' (not ours, or not sent from this page), 'pending' (no ack yet) or 'acked'. */
+function ackState(room, msg) {
+  if (msg.user_id !== state.me || !msg.client_msg_id) return '';
+  if (room.acked.has(msg.seq)) return 'acked';
+  const p = state.pending.get(msg.client_msg_id);
+  return p && p.room === room.id ? 'pending' : '';
+}
+
 function messageNode(item) {
-  const { kind, data } = item;
+  const { kind, data, ack } = item;
   if (kind === 'notice') {
     return h('li', { class: 'notice', dataset: data.user ? { user: data.user } : {} },
       timeNode(data.timestamp), ' ', h('span', { class: 'text' }, data.text));
@@ -243,8 +271,12 @@ function messageNode(item) {
     h('p', { class: 'text' }, data.text));
   }
   const own = data.user_id === state.me;
-  return h('li', { class: own ? 'msg own' : 'msg', dataset: { seq: data.seq, user: data.user_id } },
-    h('div', { class: 'meta' }, h('span', { class: 'author' }, data.user_id), ' ', timeNode(data.timestamp)),
+  const dataset = { seq: data.seq, user: data.user_id };
+  if (ack) dataset.clientMsgId = data.client_msg_id;
+  return h('li', { class: `msg ${own ? 'own' : ''} ${ack}`.replace(/ +/g, ' ').trim(), dataset },
+    h('div', { class: 'meta' }, h('span', { class: 'author' }, data.user_id), ' ', timeNode(data.timestamp),
+      ack && h('span', { class: 'status', title: ack === 'acked' ? 'Saved by the server' : 'Waiting for the server to save it' },
+        ack === 'acked' ? '✓ saved' : 'sent')),
     h('p', { class: 'text' }, data.text));
 }
 
@@ -327,6 +359,18 @@ function renderErrors() {
     onclick: () => dismissError(e.id) }, '✕'))));
 }
 
+function renderToasts() {
+  const box = $('#toasts');
+  keepFocus(box, () => box.replaceChildren(...state.toasts.map((t) => h('div', {
+    class: `toast ${t.kind}`.trim(), dataset: { id: t.id, kind: t.kind },
+  },
+  h('strong', { class: 'toast-title' }, t.title), ' ',
+  h('p', { class: 'toast-message' }, t.message),
+  h('button', { type: 'button', class: 'toast-dismiss subtle', 'aria-label': `Dismiss notification ${t.title}`,
+    onclick: () => dismissToast(t.id) }, '✕')))));
+  document.body.dataset.notify = state.notify.open ? 'connected' : 'offline';
+}
+
 function renderComposer() {
   const room = state.rooms.get(state.current);
   ui.privateMode.hidden = !state.privateTo;
@@ -394,6 +438,70 @@ function scheduleReconnect(code) {
   reconnectTimer = setTimeout(() => { reconnectTimer = null; openSocket(); }, delay);
 }
 
+/* ---------- notification socket and toasts ---------- */
+
+function openNotifySocket() {
+  const n = state.notify;
+  clearTimeout(n.timer);
+  n.timer = null;
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const ws = new WebSocket(`${scheme}//${location.host}/notifications/${encodeURIComponent(state.me)}`);
+  n.ws = ws;
+  ws.addEventListener('open', () => {
+    if (n.ws !== ws) return;
+    n.open = true;
+    n.attempt = 0;
+    invalidate('toasts');
+  });
+  ws.addEventListener('message', (ev) => {
+    if (n.ws !== ws) return;
+    let frame;
+    try { frame = JSON.parse(ev.data); } catch { return; }
+    if (frame && frame.type === 'notification') showToast(frame);
+  });
+  ws.addEventListener('close', () => {
+    if (n.ws !== ws) return;
+    n.ws = null;
+    n.open = false;
+    if (state.wantOnline) {
+      n.attempt += 1;
+      const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** (n.attempt - 1));
+      n.timer = setTimeout(openNotifySocket, base / 2 + Math.random() * (base / 2));
+    }
+    invalidate('toasts');
+  });
+}
+
+function closeNotifySocket() {
+  const n = state.notify;
+  clearTimeout(n.timer);
+  n.timer = null;
+  const ws = n.ws;
+  n.ws = null;  // detach first: its close event must not schedule a reconnect
+  n.open = false;
+  n.attempt = 0;
+  if (ws && ws.readyState <= WebSocket.OPEN) ws.close(1000, 'bye');
+  invalidate('toasts');
+}
+
+function showToast(f) {
+  const id = String(f.id || `local-${Date.now()}`);
+  if (state.toasts.some((t) => t.id === id)) return;
+  const toast = { id, title: String(f.title ?? ''), message: String(f.message ?? ''),
+    kind: String(f.notification_type || 'info'), timestamp: f.timestamp };
+  toast.timer = setTimeout(() => dismissToast(id), TOAST_MS);
+  state.toasts.push(toast);
+  while (state.toasts.length > MAX_TOASTS) clearTimeout(state.toasts.shift().timer);
+  invalidate('toasts');
+}
+
+function dismissToast(id) {
+  const toast = state.toasts.find((t) => t.id === id);
+  if (toast) clearTimeout(toast.timer);
+  state.toasts = state.toasts.filter((t) => t.id !== id);
+  invalidate('toasts');
+}
+
 /** Heartbeat and timeouts; also keeps the reconnect countdown fresh. Runs every second. */
 function tick() {
   const now = Date.now();
@@ -412,7 +520,7 @@ function tick() {
     }
   }
   for (const [cid, p] of state.pending) {
-    if (p.status === 'pending' && p.gen === state.socketGen && now - p.sentAt > PENDING_FAIL_MS) {
+    if (p.status === 'pending' && p.seq === null && p.gen === state.socketGen && now - p.sentAt > PENDING_FAIL_MS) {
       state.pending.set(cid, { ...p, status: 'failed' });
       invalidate('messages');
     }
@@ -504,6 +612,24 @@ const handlers = {
     if (!f.has_more && (!f.messages.length || oldest <= lowest)) room.noOlder = true;
   },
 
+  ack(f) {
+    const room = state.rooms.get(f.room_id);
+    const p = state.pending.get(f.client_msg_id);
+    state.serverAcks = true;
+    if (!room || !p || p.room !== room.id) return;
+    state.pending.delete(f.client_msg_id);
+    if (typeof f.seq !== 'number') return;
+    room.acked.add(f.seq);
+    if (!room.messages.has(f.seq)) {
+      // The ack overtook the echo: show the message at its seq until the echo replaces it.
+      room.messages.set(f.seq, { type: 'chat', placeholder: true, user_id: state.me, room_id: room.id,
+        text: p.text, seq: f.seq, client_msg_id: f.client_msg_id, message_id: f.message_id,
+        timestamp: new Date().toISOString() });
+      room.maxSeq = Math.max(room.maxSeq, f.seq);
+    }
+    invalidate('messages');
+  },
+
   ping() { send({ type: 'pong' }); },
   pong() {},
 
@@ -532,10 +658,12 @@ function addChat(room, f) {
   if (typeof f.seq !== 'number') return;
   const pending = f.client_msg_id && state.pending.get(f.client_msg_id);
   if (pending && pending.room === room.id && f.user_id === state.me) {
-    state.pending.delete(f.client_msg_id);
+    // Echoed: it is in the room at this seq; it stays pending until the `ack`.
+    if (pending.seq === null) state.pending.set(f.client_msg_id, { ...pending, seq: f.seq });
     if (room.id === state.current) stickToBottom = true;
   }
-  const known = room.messages.get(f.seq);
+  let known = room.messages.get(f.seq);
+  if (known && known.placeholder) known = null;  // stood in for it since the ack: replace
   if (known && known.message_id && f.message_id && known.message_id !== f.message_id) {
     resetRoomHistory(room);  // same seq, different message: the server started over
   } else if (known) {
@@ -560,14 +688,18 @@ function finishJoin(room) {
     const missing = firstNew - room.prevMax - 1;
     send({ type: 'history', room_id: room.id, before_seq: firstNew, limit: Math.min(100, missing) });
   }
-  // Pending messages of this room not sent on this socket and not found in the history.
+  // Unacknowledged messages of this room not sent on this socket: those never echoed, and,
+  // when the server acknowledges (so resending a client_msg_id is idempotent), every one.
   for (const [cid, p] of state.pending) {
-    if (p.room === room.id && p.gen !== state.socketGen) transmitPending(cid);
+    if (p.room === room.id && p.gen !== state.socketGen && (p.seq === null || state.serverAcks)) {
+      transmitPending(cid);
+    }
   }
 }
 
 function resetRoomHistory(room) {
   room.messages.clear();
+  room.acked.clear();
   room.maxSeq = 0;
   room.prevMax = 0;
   room.noOlder = false;
@@ -640,6 +772,8 @@ function connectAs(name) {
   state.conn = 'connecting';
   for (const room of state.rooms.values()) room.status = 'idle';
   openSocket();
+  closeNotifySocket();
+  openNotifySocket();
   invalidateAll();
 }
 
@@ -649,11 +783,16 @@ function disconnect() {
   reconnectTimer = null;
   stopTyping(true);
   closeSocket();
+  closeNotifySocket();
   onSocketLost(1000);
 }
 
 function sendJoin(room) {
-  if (isOnline() && send({ type: 'join', room_id: room.id })) room.status = 'joining';
+  const frame = { type: 'join', room_id: room.id };
+  // A rejoin asks for exactly what it missed; a server that cannot tell answers recovered:false
+  // (or ignores the field) and sends its recent history, and finishJoin fills any gap.
+  if (room.loadedOnce && room.maxSeq > 0) frame.since_seq = room.maxSeq;
+  if (isOnline() && send(frame)) room.status = 'joining';
 }
 
 function joinRoom(id) {
@@ -748,7 +887,7 @@ function sendChat(roomId, text) {
   if (!validText(text)) return false;
   clientMsgCounter += 1;
   const cid = `c-${clientMsgCounter}-${Math.random().toString(36).slice(2, 8)}`;
-  state.pending.set(cid, { room: roomId, text, status: 'pending', gen: 0, sentAt: Date.now() });
+  state.pending.set(cid, { room: roomId, text, status: 'pending', gen: 0, sentAt: Date.now(), seq: null });
   transmitPending(cid);  // if offline it stays queued and goes out after the rejoin
   stickToBottom = true;
   invalidate('messages');
