@@ -201,6 +201,7 @@ async fn notifications(
         users: pushed.reached.len(),
         reached: &pushed.reached,
         offline: &pushed.offline,
+        stored: &pushed.stored,
         notification,
     }))
 }
@@ -213,6 +214,8 @@ struct PushAnswer<'a> {
     users: usize,
     reached: &'a [UserId],
     offline: &'a [UserId],
+    /// The offline users whose copy waits in their inbox for their next socket.
+    stored: &'a [UserId],
     notification: &'a RawValue,
 }
 

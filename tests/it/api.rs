@@ -95,6 +95,7 @@ async fn a_notification_reaches_every_socket_of_the_user_and_reports_the_offline
         ),
         (&json!(0), &json!(0), &json!([]), &json!(["zed"]))
     );
+    assert_eq!(answer["stored"], json!(["zed"]));
     assert_eq!(answer["notification"]["notification_type"], "info");
     assert!(answer["notification"].get("data").is_none(), "{answer}");
     // alice's sockets got nothing more: their next frame answers their ping.
@@ -125,6 +126,11 @@ async fn a_list_is_deduplicated_and_split_into_reached_and_offline() {
         answer["offline"],
         json!(["bob", "zed"]),
         "in the order asked"
+    );
+    assert_eq!(
+        answer["stored"],
+        json!(["bob", "zed"]),
+        "kept in their inboxes"
     );
     assert_eq!(alice.recv().await, answer["notification"]);
     alice.send_raw("ping").await;
@@ -206,6 +212,16 @@ async fn a_backend_posts_into_a_room_and_every_member_gets_it() {
             &posted2["message_id"]
         )
     );
+
+    // The same post again (same user, room and client_msg_id): 200, the original answer,
+    // and nothing new reaches anyone.
+    let body = json!({"text": "hi", "user_id": "deploy-bot", "client_msg_id": "c-1"});
+    let (status, again) = api(srv.addr, "POST", "/api/rooms/lobby/messages", Some(&body)).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["duplicate"], true);
+    for field in ["seq", "message_id", "timestamp", "room_id"] {
+        assert_eq!(again[field], posted2[field], "{field}");
+    }
 
     // History holds both, as the members got them, oldest first.
     let page = get(&srv, "/api/rooms/lobby/history").await;

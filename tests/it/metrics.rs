@@ -409,3 +409,53 @@ async fn the_dashboard_is_served_with_its_script() {
         assert_eq!(status, 200);
     }
 }
+
+/// What `ChatServer` reports: rooms, users, deliveries, fan-out times, notifications.
+#[tokio::test]
+async fn chat_server_counts_rooms_users_deliveries_fan_outs_and_notifications() {
+    let srv = TestServer::with(|c| c.rate_per_sec = 0.0);
+    let (mut a, _) = srv.room_client("one", "alice").await;
+    let (mut b, _) = srv.room_client("one", "bob").await;
+    let (mut c, _) = srv.room_client("two", "carol").await;
+    a.expect("user_joined").await; // bob
+    srv.wait_metric("roomcast_rooms", 2.0).await;
+    assert_eq!(srv.metric("roomcast_users").await, 3.0);
+    // One user_joined (to alice) so far.
+    assert_eq!(srv.metric("roomcast_deliveries_total").await, 1.0);
+
+    // 4 chats in room one (2 members each) and 1 in room two (1 member): 9 deliveries and
+    // 5 fan-outs timed.
+    for n in 0..4 {
+        a.chat("one", &format!("{n}")).await;
+    }
+    c.chat("two", "solo").await;
+    for _ in 0..4 {
+        a.expect("chat").await;
+        b.expect("chat").await;
+    }
+    c.expect("chat").await;
+    assert_eq!(srv.metric("roomcast_deliveries_total").await, 10.0);
+    assert_eq!(srv.metric("roomcast_fanout_seconds_count").await, 5.0);
+    assert!(srv.metric("roomcast_fanout_seconds_sum").await > 0.0);
+
+    // Two notification sockets for one user, one push: two frames pushed.
+    let mut n1 = notification_socket(&srv, "bob").await;
+    let mut n2 = notification_socket(&srv, "bob").await;
+    srv.wait_metric(NOTIFICATIONS, 2.0).await;
+    let (status, _) = http_post(
+        srv.addr,
+        "/send-notification/?user_id=bob&title=t&message=m",
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+    n1.expect("notification").await;
+    n2.expect("notification").await;
+    assert_eq!(srv.metric("roomcast_notifications_pushed_total").await, 2.0);
+
+    // carol leaves: room two empties, one user fewer.
+    c.close().await;
+    srv.wait_metric("roomcast_rooms", 1.0).await;
+    assert_eq!(srv.metric("roomcast_users").await, 2.0);
+    assert_eq!(srv.metric("roomcast_store_write_failures_total").await, 0.0);
+}
