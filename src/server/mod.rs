@@ -54,6 +54,10 @@ use messages::*;
 use outbox::{Outbox, Outboxes};
 use room::{Added, HistoryEntry, Removed, Room};
 
+/// Chats that may wait for the store at once (about 100 bytes each plus their text); past
+/// it new chats are refused with `overloaded`.
+const MAX_CHATS_IN_STORE: usize = 100_000;
+
 /// The `server` field of `welcome`.
 const SERVER_NAME: &str = concat!("roomcast/", env!("CARGO_PKG_VERSION"));
 
@@ -133,6 +137,8 @@ pub struct ChatServer {
     /// A flush is spawned and will run once the mailbox is drained.
     flush_scheduled: bool,
     store: StoreHandle,
+    /// Chats sent to the store and not yet answered.
+    chats_in_store: usize,
     /// HTTP requests waiting for the store, by `Tag::Request` number.
     waiting: HashMap<u64, Waiter>,
     next_request: u64,
@@ -160,6 +166,7 @@ impl ChatServer {
             outboxes: Outboxes::default(),
             flush_scheduled: false,
             store,
+            chats_in_store: 0,
             waiting: HashMap::new(),
             next_request: 1,
             broker,
@@ -508,6 +515,21 @@ impl ChatServer {
         client_msg_id: Option<String>,
         tag: Tag,
     ) {
+        // The store's queue is bounded here: past the bound the disk is not keeping up, and
+        // the sender is told to slow down rather than the queue growing without end.
+        if self.chats_in_store >= MAX_CHATS_IN_STORE {
+            return match tag {
+                Tag::Session(session) => {
+                    let msg = "the server is writing too slowly; send again later";
+                    self.send_error(session, ErrorCode::Overloaded, msg, Some(&room));
+                }
+                Tag::Request(_) => {
+                    let error = "the history store is overloaded".to_owned();
+                    self.not_stored(room, client_msg_id, tag, error)
+                }
+            };
+        }
+        self.chats_in_store += 1;
         let op = Op::Append(Append {
             room,
             user,
@@ -517,6 +539,7 @@ impl ChatServer {
             received: std::time::Instant::now(),
         });
         if let Err(Op::Append(a)) = self.store.send(op) {
+            self.chats_in_store -= 1;
             let error = "the history store has stopped".to_owned();
             self.not_stored(a.room, a.client_msg_id, a.tag, error);
         }
@@ -884,13 +907,19 @@ impl Handler<StoreEvents> for ChatServer {
     fn handle(&mut self, msg: StoreEvents, ctx: &mut Context<Self>) {
         for event in msg.0 {
             match event {
-                Event::Stored(stored) => self.stored(stored),
+                Event::Stored(stored) => {
+                    self.chats_in_store -= 1;
+                    self.stored(stored)
+                }
                 Event::NotStored {
                     room,
                     client_msg_id,
                     tag,
                     error,
-                } => self.not_stored(room, client_msg_id, tag, error),
+                } => {
+                    self.chats_in_store -= 1;
+                    self.not_stored(room, client_msg_id, tag, error)
+                }
                 Event::Loaded {
                     room,
                     read,
