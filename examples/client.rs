@@ -471,7 +471,8 @@ fn view(frame: &Value) -> View {
             field(frame, "code"),
             field(frame, "message")
         ),
-        "pong" => return View::Hidden,
+        // The `chat` echo already showed the message; its `ack` says it is stored.
+        "pong" | "ack" => return View::Hidden,
         _ => return View::Unknown,
     })
 }
@@ -491,6 +492,7 @@ fn describe_close(code: u16) -> &'static str {
         1013 => "try again later",
         4001 => "slow consumer: this client did not read fast enough",
         4002 => "heartbeat timeout",
+        4003 => "disconnected by an operator",
         _ => "unknown close code",
     }
 }
@@ -1223,6 +1225,8 @@ mod tests {
             Some("connected as alice (session 17, roomcast/0.1.0)")
         );
         assert_eq!(shown(&json!({"type": "pong"})), None);
+        let ack = json!({"type": "ack", "room_id": "r", "client_msg_id": "c-1", "message_id": "m", "seq": 3});
+        assert_eq!(shown(&ack), None);
     }
 
     #[test]
