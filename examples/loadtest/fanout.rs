@@ -10,6 +10,11 @@
 //!    (`--rate`, open loop) or whenever their window of `--window` unacknowledged messages has
 //!    room (closed loop; the echo of a message to its own sender acknowledges it, and so does an
 //!    `error` such as `rate_limited`, which answers a dropped message).
+//!
+//!    With `--ack`, each chat carries a `client_msg_id` and the server's `ack` (sent after the
+//!    message is committed to the store) releases the window instead of the echo. The sender
+//!    checks that every message gets exactly one ack, whose `seq` equals its echo's
+//!    ([`AckTracker`]), and measures send → ack: acknowledged, durable chats per second.
 //! 3. Drain: after stop, a sender whose messages have all been acknowledged is done; when every
 //!    sender of a room is done, the room's last accepted `seq` is known and published, and each
 //!    member stops once it has seen that `seq`. The hard deadline (stop + `--drain`) ends
@@ -51,9 +56,12 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::MissedTickBehavior;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::acks::{self, AckCounts, AckOutcome, AckTracker, Unsettled};
 use crate::conn::{self, Connector, JoinInfo, Welcome, Ws};
 use crate::progress::{Progress, spawn_rate_ticker};
-use crate::report::{Connections, Deliveries, Latency, Messages, Report, TimelineSection};
+use crate::report::{
+    AckSection, Connections, Deliveries, Latency, Messages, Report, TimelineSection,
+};
 use crate::stats::{
     LatencyBatch, LatencySink, Percentiles, Timeline, TimelineBatch, log_buckets, new_histogram,
 };
@@ -90,6 +98,11 @@ pub struct FanoutArgs {
     /// Most messages sent in the whole run (split evenly over the senders).
     #[arg(long, default_value_t = 10_000_000)]
     pub max_messages: u64,
+    /// Durable, acknowledged chats: send a `client_msg_id` with each chat, release the window
+    /// on the server's `ack` (sent after the commit) instead of the echo, check one ack per
+    /// message with the echo's seq, and measure acked chats/s and send → ack latency.
+    #[arg(long)]
+    pub ack: bool,
 }
 
 impl FanoutArgs {
@@ -197,9 +210,12 @@ impl Room {
 struct SenderState {
     window: Semaphore,
     sent: AtomicU64,
+    /// Messages answered: by their echo (or by their `ack` with `--ack`), or by an error.
     acked: AtomicU64,
     writer_done: AtomicBool,
     completed: AtomicBool,
+    /// `--ack`: the `client_msg_id`s not settled yet.
+    tracker: Mutex<AckTracker>,
 }
 
 impl SenderState {
@@ -210,10 +226,15 @@ impl SenderState {
             acked: AtomicU64::new(0),
             writer_done: AtomicBool::new(false),
             completed: AtomicBool::new(false),
+            tracker: Mutex::new(AckTracker::new()),
         }
     }
 
-    /// An echo or an error answered one of the messages.
+    fn tracker(&self) -> std::sync::MutexGuard<'_, AckTracker> {
+        self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An echo (an `ack` with `--ack`) or an error answered one of the messages.
     fn on_ack(&self, room: &Room) {
         self.acked.fetch_add(1, Ordering::SeqCst);
         self.window.add_permits(1);
@@ -249,6 +270,8 @@ struct Shared {
     progress: Progress,
     rate: Option<f64>,
     window: usize,
+    /// `--ack`.
+    ack: bool,
     text_bytes: usize,
     per_sender_cap: u64,
     /// Nanoseconds since the epoch; `u64::MAX` until the run starts.
@@ -256,6 +279,9 @@ struct Shared {
     stop_ns: AtomicU64,
     latency: LatencySink,
     timeline: Timeline,
+    /// `--ack`: send → ack, and acks per second.
+    ack_latency: LatencySink,
+    ack_timeline: Timeline,
     connect_hist: Mutex<Histogram<u64>>,
     setup_closed: Mutex<bool>,
     joined: AtomicU64,
@@ -329,6 +355,13 @@ struct Outcome {
     duplicated: u64,
     foreign: u64,
     malformed: u64,
+    /// `--ack`, senders only: first acks received in the measured window, the tracker's
+    /// counts and what it never settled.
+    acks_measured: u64,
+    ack_counts: AckCounts,
+    unsettled: Unsettled,
+    /// `ack` frames without a `client_msg_id` of the tool's or a `seq`.
+    malformed_acks: u64,
 }
 
 pub async fn run(ctx: &Ctx, a: &FanoutArgs) -> anyhow::Result<Report> {
@@ -355,12 +388,15 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs) -> anyhow::Result<Report> {
         progress: ctx.progress.clone(),
         rate: a.rate,
         window: a.window,
+        ack: a.ack,
         text_bytes: a.text_bytes.unwrap_or(0),
         per_sender_cap: (a.max_messages / total_senders).max(1),
         measure_from_ns: AtomicU64::new(u64::MAX),
         stop_ns: AtomicU64::new(u64::MAX),
         latency: LatencySink::new(ctx.threads * 4),
         timeline: Timeline::new((a.warmup + a.duration + ctx.common.drain).ceil() as usize + 2),
+        ack_latency: LatencySink::new(ctx.threads * 4),
+        ack_timeline: Timeline::new((a.warmup + a.duration + ctx.common.drain).ceil() as usize + 2),
         connect_hist: Mutex::new(new_histogram()),
         setup_closed: Mutex::new(false),
         joined: AtomicU64::new(0),
@@ -416,6 +452,7 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs) -> anyhow::Result<Report> {
         .store(ns_since(sh.epoch, measure_from), Ordering::SeqCst);
     sh.stop_ns.store(ns_since(sh.epoch, stop), Ordering::SeqCst);
     sh.timeline.start_at(ns_since(sh.epoch, start));
+    sh.ack_timeline.start_at(ns_since(sh.epoch, start));
     let ticker = if joined == 0 {
         go_tx.send_replace(Phase::Abort);
         None
@@ -481,6 +518,7 @@ fn build_report(
     let mut msgs = Messages::default();
     let mut del = Deliveries::default();
     let mut malformed = 0;
+    let mut ack = AckSection::default();
     for o in outcomes {
         conns.made += u64::from(o.connected);
         if !o.member {
@@ -508,6 +546,15 @@ fn build_report(
         del.duplicated += o.duplicated;
         del.foreign += o.foreign;
         malformed += o.malformed;
+        ack.measured += o.acks_measured;
+        ack.acked += o.ack_counts.acked;
+        ack.duplicated += o.ack_counts.duplicate;
+        ack.unknown += o.ack_counts.unknown;
+        ack.seq_mismatch += o.ack_counts.seq_mismatch;
+        ack.echoed_not_acked += o.unsettled.echoed_not_acked;
+        ack.acked_not_echoed += o.unsettled.acked_not_echoed;
+        ack.unanswered += o.unsettled.unanswered;
+        malformed += o.malformed_acks;
     }
     if stuck > 0 {
         conns.failed += stuck;
@@ -555,7 +602,12 @@ fn build_report(
         p.push(format!("{} deliveries out of order", del.out_of_order));
     }
     if malformed > 0 {
-        p.push(format!("{malformed} chat frames without a readable seq"));
+        p.push(format!(
+            "{malformed} chat or ack frames without a readable seq (or client_msg_id)"
+        ));
+    }
+    if a.ack {
+        ack_problems(&ack, &msgs, p);
     }
     if del.received != del.expected {
         p.push(format!(
@@ -598,7 +650,64 @@ fn build_report(
         measure_from_s: a.warmup,
         measure_to_s: a.warmup + a.duration,
     });
+    if a.ack {
+        let lat = sh.ack_latency.merged();
+        ack.measured_secs = a.duration;
+        ack.per_sec = ack.measured as f64 / a.duration;
+        ack.latency = Latency {
+            what: "send → ack, messages sent after the warm-up".to_string(),
+            us: Percentiles::of(&lat),
+            buckets: log_buckets(&lat),
+        };
+        let mut per_second = sh.ack_timeline.snapshot(keep);
+        per_second.truncate(keep);
+        ack.timeline = TimelineSection {
+            what: "acks".to_string(),
+            per_second,
+            measure_from_s: a.warmup,
+            measure_to_s: a.warmup + a.duration,
+        };
+        r.acks = Some(ack);
+    }
     r
+}
+
+/// `--ack`: every message gets exactly one ack, with its echo's seq.
+fn ack_problems(ack: &AckSection, msgs: &Messages, p: &mut Vec<String>) {
+    if ack.duplicated > 0 {
+        p.push(format!("{} acks duplicated", ack.duplicated));
+    }
+    if ack.unknown > 0 {
+        p.push(format!(
+            "{} acks for a client_msg_id that was never sent",
+            ack.unknown
+        ));
+    }
+    if ack.seq_mismatch > 0 {
+        p.push(format!(
+            "{} acks with a seq other than their echo's",
+            ack.seq_mismatch
+        ));
+    }
+    if ack.echoed_not_acked > 0 {
+        p.push(format!(
+            "{} messages were delivered but never acknowledged",
+            ack.echoed_not_acked
+        ));
+    }
+    if ack.acked_not_echoed > 0 {
+        p.push(format!(
+            "{} messages were acknowledged but their sender never got the echo",
+            ack.acked_not_echoed
+        ));
+    }
+    let errors = msgs.rate_limited + msgs.other_errors.values().sum::<u64>();
+    if ack.unanswered > errors {
+        p.push(format!(
+            "{} messages got neither an ack nor an echo ({} were answered by errors)",
+            ack.unanswered, errors
+        ));
+    }
 }
 
 /// Counts a joined member in its room, unless the setup is over; whether it was counted.
@@ -703,6 +812,8 @@ async fn run_member(
         skip_history: info.history,
         latency: LatencyBatch::new(idx),
         timeline: TimelineBatch::default(),
+        ack_latency: LatencyBatch::new(idx),
+        ack_timeline: TimelineBatch::default(),
     };
     match &sender {
         // A sender splits its socket: the writer task owns the sink, this task reads.
@@ -721,6 +832,11 @@ async fn run_member(
             st.window.close();
             st.complete(room, out.dropped.is_none());
             rx.finish(out);
+            if sh.ack {
+                let t = st.tracker();
+                out.ack_counts = t.counts;
+                out.unsettled = t.unsettled();
+            }
             // The writer has stopped by now; take the sink back to close the socket.
             let sink = tokio::time::timeout(Duration::from_secs(2), writer)
                 .await
@@ -836,6 +952,8 @@ struct Receiver<'a> {
     skip_history: u64,
     latency: LatencyBatch,
     timeline: TimelineBatch,
+    ack_latency: LatencyBatch,
+    ack_timeline: TimelineBatch,
 }
 
 impl Receiver<'_> {
@@ -844,6 +962,8 @@ impl Receiver<'_> {
     fn finish(&mut self, out: &mut Outcome) {
         self.latency.flush(&self.sh.latency);
         self.timeline.flush(&self.sh.timeline);
+        self.ack_latency.flush(&self.sh.ack_latency);
+        self.ack_timeline.flush(&self.sh.ack_timeline);
         out.last_seq = Some(self.checker.last());
         self.room
             .seen_max
@@ -879,6 +999,12 @@ impl Receiver<'_> {
                 }
                 return self.finished();
             }
+            Some(b"ack") if self.sh.ack => {
+                if let Some(s) = self.sender {
+                    self.on_ack_frame(f, s, out);
+                }
+                return self.finished();
+            }
             // Presence, typing and anything new: not the tool's business.
             _ => return false,
         }
@@ -907,14 +1033,20 @@ impl Receiver<'_> {
         }
         match chat.stamp {
             Some(Stamp {
-                sender, send_ns, ..
+                sender,
+                msg_no,
+                send_ns,
             }) => {
                 if sender == self.idx
                     && let Some(s) = self.sender
                 {
                     self.room.max_seq.fetch_max(seq, Ordering::SeqCst);
                     self.room.echoes.fetch_add(1, Ordering::SeqCst);
-                    s.on_ack(self.room);
+                    if self.sh.ack {
+                        s.tracker().echo(msg_no, seq);
+                    } else {
+                        s.on_ack(self.room);
+                    }
                 }
                 if (from..stop).contains(&send_ns) {
                     self.latency
@@ -924,6 +1056,37 @@ impl Receiver<'_> {
             None => out.foreign += 1,
         }
         self.finished()
+    }
+}
+
+impl Receiver<'_> {
+    /// `--ack`: the server committed one of this sender's messages.
+    fn on_ack_frame(&mut self, f: &[u8], s: &SenderState, out: &mut Outcome) {
+        let Some((msg_no, seq)) =
+            wire::parse_ack(f).and_then(|(id, seq)| Some((acks::msg_no_of(id)?, seq)))
+        else {
+            out.malformed_acks += 1;
+            return;
+        };
+        let outcome = s.tracker().ack(msg_no, seq);
+        let AckOutcome::First { send_ns } = outcome else {
+            return;
+        };
+        // The ack may come before the echo: the room's last seq must cover it either way,
+        // or the room could be declared finished before this message reaches its members.
+        self.room.max_seq.fetch_max(seq, Ordering::SeqCst);
+        let now_ns = ns_since(self.sh.epoch, Instant::now());
+        self.ack_timeline.count(&self.sh.ack_timeline, now_ns);
+        let from = self.sh.measure_from_ns.load(Ordering::Relaxed);
+        let stop = self.sh.stop_ns.load(Ordering::Relaxed);
+        if (from..stop).contains(&now_ns) {
+            out.acks_measured += 1;
+        }
+        if (from..stop).contains(&send_ns) {
+            self.ack_latency
+                .push(&self.sh.ack_latency, now_ns.saturating_sub(send_ns) / 1_000);
+        }
+        s.on_ack(self.room);
     }
 }
 
@@ -997,19 +1160,25 @@ async fn send_loop(
         if now >= s.stop {
             break;
         }
+        let send_ns = ns_since(sh.epoch, now);
         wire::encode_text(
             &mut text,
             Stamp {
                 sender: idx as u64,
                 msg_no,
-                send_ns: ns_since(sh.epoch, now),
+                send_ns,
             },
             sh.text_bytes,
         );
+        let frame = if sh.ack {
+            st.tracker().sent(msg_no, send_ns);
+            wire::chat_frame_with_id(&room.name, &text, &acks::client_msg_id(msg_no))
+        } else {
+            wire::chat_frame(&room.name, &text)
+        };
         msg_no += 1;
         // Counted before the send: the echo may be read before `send` returns.
         st.sent.fetch_add(1, Ordering::SeqCst);
-        let frame = wire::chat_frame(&room.name, &text);
         match tokio::time::timeout_at(s.hard.into(), sink.send(Message::text(frame))).await {
             Ok(Ok(())) => {}
             _ => break,

@@ -11,6 +11,10 @@
 //!   unacknowledged messages allows (a message is acknowledged by its echo). Every member checks
 //!   every delivery's `seq` (lost, duplicated, out of order) and measures send → delivery
 //!   latency. `--warmup` seconds are checked but not measured, then `--duration` seconds are.
+//!   With `--ack`, chats carry a `client_msg_id` and the server's `ack` (sent once the message
+//!   is committed to its store) releases the window instead: acknowledged, durable chats per
+//!   second, send → ack latency, and a check that each message gets one ack with its echo's
+//!   `seq`.
 //! - `idle`: `--connections N` joined connections (rooms of `--room-size`) held for
 //!   `--duration` seconds: connect latency, and the server's RSS per connection with
 //!   `--server-pid`.
@@ -32,7 +36,8 @@
 //! # Layout
 //!
 //! - `main.rs`: flags, the runtime, the shared context ([`Ctx`]), the verdict and the outputs.
-//! - `fanout.rs`, `idle.rs`, `churn.rs`, `notify.rs`: one scenario each.
+//! - `fanout.rs`, `idle.rs`, `churn.rs`, `notify.rs`: one scenario each; `acks.rs`: a
+//!   sender's `client_msg_id` bookkeeping for `fanout --ack`.
 //! - `conn.rs`: opening connections, `welcome`, `join`.
 //! - `wire.rs`: the receive path's byte-level frame reading and the `seq` checker.
 //! - `stats.rs`: histograms and per-second counters shared by the tasks.
@@ -43,6 +48,7 @@
 //! tokio runtime, one task per connection (plus a writer task per sender), reads frames as
 //! bytes (see `wire.rs`), and records measurements in batches (see `stats.rs`).
 
+mod acks;
 mod churn;
 mod conn;
 mod fanout;

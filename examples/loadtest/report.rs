@@ -42,6 +42,9 @@ pub struct Report {
     pub latency: Option<Latency>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<TimelineSection>,
+    /// `fanout --ack`: acknowledged (committed) chats.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acks: Option<AckSection>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle: Option<IdleSection>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -111,6 +114,34 @@ pub struct TimelineSection {
     /// The measured window, in seconds since the timeline's start.
     pub measure_from_s: f64,
     pub measure_to_s: f64,
+}
+
+/// `fanout --ack`: each chat carries a `client_msg_id`, and the server's `ack` (sent once the
+/// message is committed) releases the sender's window.
+#[derive(Debug, Default, Serialize)]
+pub struct AckSection {
+    /// First acks received (one per acknowledged message).
+    pub acked: u64,
+    /// First acks received during the measured window.
+    pub measured: u64,
+    pub measured_secs: f64,
+    /// Acknowledged chats per second in the measured window.
+    pub per_sec: f64,
+    /// A second ack for the same message.
+    pub duplicated: u64,
+    /// Acks for a `client_msg_id` the sender never sent.
+    pub unknown: u64,
+    /// Ack and echo of one message with different `seq`s.
+    pub seq_mismatch: u64,
+    /// Echoed (stored and delivered) but never acknowledged.
+    pub echoed_not_acked: u64,
+    /// Acknowledged, but the sender never got its echo.
+    pub acked_not_echoed: u64,
+    /// Neither ack nor echo: lost, or answered by an `error`.
+    pub unanswered: u64,
+    /// Send → ack, for messages sent in the measured window.
+    pub latency: Latency,
+    pub timeline: TimelineSection,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -306,6 +337,37 @@ pub fn sections(r: &Report) -> Vec<Section> {
                 (
                     "mean / samples".to_string(),
                     format!("{} / {}", fmt_us(l.us.mean), l.us.count),
+                ),
+            ],
+        });
+    }
+
+    if let Some(a) = &r.acks {
+        out.push(Section {
+            title: "acks (committed chats, acknowledged to their senders)".to_string(),
+            rows: vec![
+                (
+                    "acked / duplicated / unknown".to_string(),
+                    format!("{} / {} / {}", a.acked, a.duplicated, a.unknown),
+                ),
+                (
+                    "acked chats per second".to_string(),
+                    format!(
+                        "{:.0}  ({} in the {:.1} s measured window)",
+                        a.per_sec, a.measured, a.measured_secs
+                    ),
+                ),
+                ("ack seq ≠ echo seq".to_string(), a.seq_mismatch.to_string()),
+                (
+                    "echoed, not acked / acked, not echoed / neither".to_string(),
+                    format!(
+                        "{} / {} / {}",
+                        a.echoed_not_acked, a.acked_not_echoed, a.unanswered
+                    ),
+                ),
+                (
+                    format!("latency ({})", a.latency.what),
+                    pct_line(&a.latency.us),
                 ),
             ],
         });
@@ -839,6 +901,16 @@ pub fn html(r: &Report) -> String {
             timeline_chart(t)
         );
     }
+    if let Some(a) = &r.acks {
+        let _ = write!(
+            s,
+            "<h2>Ack latency histogram ({})</h2>\n{}\n<h2>{} per second</h2>\n{}\n",
+            esc(&a.latency.what),
+            latency_chart(&a.latency.buckets, &a.latency.us),
+            esc(&capitalize(&a.timeline.what)),
+            timeline_chart(&a.timeline)
+        );
+    }
     if r.connections.connect_latency_us.count > 0 {
         let _ = write!(
             s,
@@ -914,7 +986,24 @@ mod tests {
             measure_from_s: 1.0,
             measure_to_s: 2.0,
         });
+        r.acks = Some(AckSection {
+            acked: 3,
+            latency: Latency {
+                what: "send → ack".to_string(),
+                ..Latency::default()
+            },
+            timeline: TimelineSection {
+                what: "acks".to_string(),
+                per_second: vec![3],
+                measure_from_s: 0.0,
+                measure_to_s: 1.0,
+            },
+            ..AckSection::default()
+        });
         let h = html(&r);
+        assert!(h.contains("Ack latency histogram (send → ack)"));
+        assert!(h.contains("Acks per second"));
+        assert!(text(&r).contains("acked / duplicated / unknown"));
         assert!(h.contains("&lt;x&gt;"));
         assert!(h.contains("<svg"));
         assert!(!h.contains("<script"));

@@ -246,6 +246,23 @@ pub fn chat_frame(room: &str, text: &str) -> String {
     format!(r#"{{"type":"chat","room_id":"{room}","text":"{text}"}}"#)
 }
 
+/// A `chat` frame with a `client_msg_id` (`fanout --ack`); the id is the tool's own, from
+/// characters JSON never escapes.
+pub fn chat_frame_with_id(room: &str, text: &str, client_msg_id: &str) -> String {
+    debug_assert!(!client_msg_id.contains(['"', '\\']));
+    format!(
+        r#"{{"type":"chat","room_id":"{room}","text":"{text}","client_msg_id":"{client_msg_id}"}}"#
+    )
+}
+
+/// What the tool needs from an `ack` frame: the raw `client_msg_id` and the `seq`.
+pub fn parse_ack(frame: &[u8]) -> Option<(&[u8], u64)> {
+    Some((
+        str_field(frame, b"\"client_msg_id\":\"")?,
+        u64_field(frame, SEQ)?,
+    ))
+}
+
 /// The `join` frame.
 pub fn join_frame(room: &str) -> String {
     format!(r#"{{"type":"join","room_id":"{room}"}}"#)
@@ -406,6 +423,19 @@ mod tests {
         let f = br#"{"seq":5,"text":"lt:0:0:0","type":"chat"}"#;
         assert_eq!(frame_type(f), Some(&b"chat"[..]));
         assert_eq!(parse_chat(f).seq, Some(5));
+    }
+
+    #[test]
+    fn ack_frames_and_chats_with_ids() {
+        let f = br#"{"type":"ack","room_id":"r","client_msg_id":"c17","message_id":"0b9c5a1e-4f7d-4c41-9a53-2f1d1c7d2b11","seq":99}"#;
+        assert_eq!(frame_type(f), Some(&b"ack"[..]));
+        assert_eq!(parse_ack(f), Some((&b"c17"[..], 99)));
+        assert_eq!(parse_ack(br#"{"type":"ack","seq":1}"#), None);
+        assert_eq!(parse_ack(br#"{"type":"ack","client_msg_id":"c1"}"#), None);
+        assert_eq!(
+            chat_frame_with_id("r", "lt:1:2:3", "c2"),
+            r#"{"type":"chat","room_id":"r","text":"lt:1:2:3","client_msg_id":"c2"}"#
+        );
     }
 
     #[test]
