@@ -421,6 +421,12 @@ pub enum ServerMessage<'a> {
         message: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         room_id: Option<&'a RoomId>,
+        /// The `client_msg_id` of the `chat` this error is about, when it had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_msg_id: Option<&'a str>,
+        /// The addressee of the `private` this error is about.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to_user: Option<&'a UserId>,
     },
 }
 
@@ -480,6 +486,8 @@ pub fn error_frame(code: ErrorCode, message: &str, room: Option<&RoomId>) -> Fra
         code,
         message,
         room_id: room,
+        client_msg_id: None,
+        to_user: None,
     }
     .encode()
 }

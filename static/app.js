@@ -262,10 +262,12 @@ function messageNode(item) {
   }
   if (kind === 'pending') {
     const failed = data.status === 'failed';
-    return h('li', { class: `msg own pending ${failed ? 'failed' : ''}`.trim(),
-      dataset: { clientMsgId: data.cid, user: state.me } },
+    const dataset = { clientMsgId: data.cid, user: state.me };
+    if (failed && data.error) dataset.errorCode = data.error;  // the server said why
+    return h('li', { class: `msg own pending ${failed ? 'failed' : ''}`.trim(), dataset },
     h('div', { class: 'meta' }, h('span', { class: 'author' }, state.me), ' ',
-      h('span', { class: 'status' }, failed ? 'not delivered' : 'sending…'),
+      h('span', { class: 'status', title: (failed && data.errorText) || '' },
+        failed ? (data.error ? `not delivered (${data.error})` : 'not delivered') : 'sending…'),
       failed && h('button', { type: 'button', class: 'retry-btn subtle',
         'aria-label': 'Retry sending this message', onclick: () => retryPending(data.cid) }, 'Retry')),
     h('p', { class: 'text' }, data.text));
@@ -636,7 +638,13 @@ const handlers = {
   error(f) {
     pushError(f.code || 'error', f.message || '');
     const room = f.room_id ? state.rooms.get(f.room_id) : null;
-    if (f.code === 'user_offline') markPrivateFailed(f.message || '');
+    // An error about one of our chats names it: that message failed (it offers Retry).
+    const pending = f.client_msg_id && state.pending.get(f.client_msg_id);
+    if (pending && pending.status === 'pending' && pending.seq === null) {
+      state.pending.set(f.client_msg_id, { ...pending, status: 'failed', error: f.code, errorText: f.message });
+      invalidate('messages');
+    }
+    if (f.code === 'user_offline') markPrivateFailed(f.to_user, f.message || '');
     else if (room && room.status === 'joining' && ['invalid_room', 'too_many_rooms'].includes(f.code)) {
       removeRoom(room.id);  // the join was refused
     } else if (room && f.code === 'already_joined') {
@@ -744,9 +752,10 @@ function clearRemoteTyping(room) {
 }
 
 /** user_offline: mark the latest sent private to the named user (or the latest one) failed. */
-function markPrivateFailed(message) {
+function markPrivateFailed(toUser, message) {
   const sent = state.privates.filter((p) => p.dir === 'out' && !p.failed);
-  const named = sent.filter((p) => message.includes(p.to));
+  // The error names the addressee; older servers only said it in the message.
+  const named = sent.filter((p) => (toUser ? p.to === toUser : message.includes(p.to)));
   const target = (named.length ? named : sent).at(-1);
   if (target) target.failed = true;
   invalidate('privates');
@@ -907,7 +916,7 @@ function transmitPending(cid) {
 function retryPending(cid) {
   const p = state.pending.get(cid);
   if (!p) return;
-  state.pending.set(cid, { ...p, status: 'pending', gen: 0, sentAt: Date.now() });
+  state.pending.set(cid, { ...p, status: 'pending', gen: 0, sentAt: Date.now(), error: undefined, errorText: undefined });
   transmitPending(cid);
   invalidate('messages');
 }

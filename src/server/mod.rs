@@ -211,6 +211,27 @@ impl ChatServer {
         self.send(session, error_frame(code, message, room));
     }
 
+    /// An error about one `chat`: it names the room and the chat's `client_msg_id`, so the
+    /// sender knows which message failed.
+    fn send_chat_error(
+        &mut self,
+        session: SessionId,
+        code: ErrorCode,
+        message: &str,
+        room: &RoomId,
+        client_msg_id: Option<&str>,
+    ) {
+        let frame = ServerMessage::Error {
+            code,
+            message,
+            room_id: Some(room),
+            client_msg_id,
+            to_user: None,
+        }
+        .encode();
+        self.send(session, frame);
+    }
+
     /// Queues `frame` for every session in `room` except those of `except`; returns how many.
     /// The frame's bytes are shared, not copied.
     fn fan_out(&mut self, room: &RoomId, frame: &Frame, except: Option<&UserId>) -> usize {
@@ -471,8 +492,15 @@ impl ChatServer {
         };
         let targets = self.users.get(&to_user).cloned().unwrap_or_default();
         if targets.is_empty() {
-            let msg = format!("user '{to_user}' is not online");
-            return self.send_error(session, ErrorCode::UserOffline, &msg, None);
+            let frame = ServerMessage::Error {
+                code: ErrorCode::UserOffline,
+                message: &format!("user '{to_user}' is not online"),
+                room_id: None,
+                client_msg_id: None,
+                to_user: Some(&to_user),
+            }
+            .encode();
+            return self.send(session, frame);
         }
         let timestamp = timestamp_now();
         let message_id = uuid::Uuid::new_v4().to_string();
@@ -496,12 +524,15 @@ impl ChatServer {
         text: String,
         client_msg_id: Option<String>,
     ) {
-        if !self.check_member(session, &room_id) {
-            return;
-        }
-        let Some(user) = self.sessions.get(&session).map(|e| e.user.clone()) else {
+        let Some(entry) = self.sessions.get(&session) else {
             return;
         };
+        if !entry.rooms.contains(&room_id) {
+            let msg = format!("you are not in room '{room_id}'");
+            let id = client_msg_id.as_deref();
+            return self.send_chat_error(session, ErrorCode::NotInRoom, &msg, &room_id, id);
+        }
+        let user = entry.user.clone();
         self.append(room_id, user, text, client_msg_id, Tag::Session(session));
     }
 
@@ -521,7 +552,8 @@ impl ChatServer {
             return match tag {
                 Tag::Session(session) => {
                     let msg = "the server is writing too slowly; send again later";
-                    self.send_error(session, ErrorCode::Overloaded, msg, Some(&room));
+                    let id = client_msg_id.as_deref();
+                    self.send_chat_error(session, ErrorCode::Overloaded, msg, &room, id);
                 }
                 Tag::Request(_) => {
                     let error = "the history store is overloaded".to_owned();
@@ -594,7 +626,8 @@ impl ChatServer {
         match tag {
             Tag::Session(session) => {
                 let msg = format!("your message was not stored, send it again: {error}");
-                self.send_error(session, ErrorCode::StoreUnavailable, &msg, Some(&room));
+                let id = client_msg_id.as_deref();
+                self.send_chat_error(session, ErrorCode::StoreUnavailable, &msg, &room, id);
             }
             Tag::Request(id) => {
                 if let Some(Waiter::Post(tx)) = self.waiting.remove(&id) {

@@ -1,6 +1,7 @@
-//! The page against the protocol additions that are landing in the server (acks, `since_seq`
-//! on rejoin), with the page's WebSocket replaced by a scripted one: the test plays the
-//! server frame by frame and checks what the page sends and shows.
+//! The page against the protocol's finer points (acks, `since_seq` on rejoin, errors that name
+//! a chat), with the page's WebSocket replaced by a scripted one: the test plays the server
+//! frame by frame, including frames a real server sends only on faults, and checks what the
+//! page sends and shows.
 
 use serde_json::{Value, json};
 
@@ -88,6 +89,87 @@ fn ack(seq: u64, cid: &str) -> Value {
 const WELCOME: &str = r#"{"type": "welcome", "user_id": "alice", "session_id": 1,
   "protocol": 1, "limits": {"max_text_chars": 4000}}"#;
 
+/// Installs the scripted socket, picks the name `alice` and plays `welcome`; returns it.
+async fn connect_scripted(page: &Page) -> Value {
+    page.js(FAKE_WEBSOCKET, vec![]).await;
+    page.clear("#name-input").await;
+    page.type_into("#name-input", "alice\u{e007}").await;
+    let welcome: Value = serde_json::from_str(WELCOME).unwrap();
+    page.wait_for(
+        "the chat socket",
+        &format!("{CHAT_SOCKET} return !!s && s.readyState === 1;"),
+        vec![],
+        |v| *v == json!(true),
+    )
+    .await;
+    deliver(page, json!([welcome.clone()])).await;
+    page.wait_conn("connected").await;
+    welcome
+}
+
+/// An error naming one of the page's chats (`client_msg_id`) marks that message failed at
+/// once, and Retry sends it again with the same id.
+#[test]
+fn an_error_naming_a_chat_marks_it_failed_and_retry_resends_it() {
+    browser_test(
+        "an_error_naming_a_chat_marks_it_failed_and_retry_resends_it",
+        |b| async move {
+            let server = Server::start();
+            let page = b.page("alice", &server.url("/")).await;
+            connect_scripted(&page).await;
+            page.type_into("#room-input", "r\u{e007}").await;
+            sent(&page, "the join", "f.type === 'join'").await;
+            deliver(
+                &page,
+                json!([{"type": "joined", "room_id": "r", "user_id": "alice",
+                        "users": ["alice"], "last_seq": 0, "history": 0}]),
+            )
+            .await;
+            page.wait_room_joined("r").await;
+
+            page.say("doomed").await;
+            let first = sent(&page, "the chat", "f.type === 'chat'").await;
+            let cid = first["client_msg_id"].as_str().unwrap().to_owned();
+            deliver(
+                &page,
+                json!([{"type": "error", "code": "store_unavailable", "room_id": "r",
+                        "client_msg_id": cid, "message": "not stored"}]),
+            )
+            .await;
+            // Marked failed because the server said so (the page's own 10 s fallback names no
+            // code).
+            let failed = format!(
+                "#messages li.msg.pending.failed[data-client-msg-id='{cid}'][data-error-code='store_unavailable']"
+            );
+            page.wait_for(
+                "the message marked failed",
+                "return !!document.querySelector(arguments[0]);",
+                vec![json!(failed)],
+                |v| *v == json!(true),
+            )
+            .await;
+            page.click(&format!("{failed} .retry-btn")).await;
+            let sends = page
+                .wait_for(
+                    "the retry",
+                    &format!(
+                        "{CHAT_SOCKET} return s.sent.filter((f) => f.type === 'chat').map((f) => [f.client_msg_id, f.text]);"
+                    ),
+                    vec![],
+                    |v| v.as_array().is_some_and(|a| a.len() == 2),
+                )
+                .await;
+            assert_eq!(sends, json!([[cid, "doomed"], [cid, "doomed"]]));
+            deliver(
+                &page,
+                json!([chat(1, "alice", "doomed", Some(&cid)), ack(1, &cid)]),
+            )
+            .await;
+            wait_shown(&page, json!([[1, "doomed", "acked"]])).await;
+        },
+    );
+}
+
 #[test]
 fn pending_until_ack_and_a_rejoin_asks_for_what_it_missed() {
     browser_test(
@@ -96,19 +178,7 @@ fn pending_until_ack_and_a_rejoin_asks_for_what_it_missed() {
             // The real server only serves the page; the socket is scripted.
             let server = Server::start();
             let page = b.page("alice", &server.url("/")).await;
-            page.js(FAKE_WEBSOCKET, vec![]).await;
-            page.clear("#name-input").await;
-            page.type_into("#name-input", "alice\u{e007}").await;
-            let welcome: Value = serde_json::from_str(WELCOME).unwrap();
-            page.wait_for(
-                "the chat socket",
-                &format!("{CHAT_SOCKET} return !!s && s.readyState === 1;"),
-                vec![],
-                |v| *v == json!(true),
-            )
-            .await;
-            deliver(&page, json!([welcome])).await;
-            page.wait_conn("connected").await;
+            let welcome = connect_scripted(&page).await;
 
             // First join: no since_seq; the usual history.
             page.type_into("#room-input", "r\u{e007}").await;

@@ -377,6 +377,7 @@ async fn private_messages_reach_every_session_of_the_user() {
         .await;
     let e = bob.expect_error("user_offline").await;
     assert!(e["message"].as_str().unwrap().contains("nobody"));
+    assert_eq!(e["to_user"], "nobody", "names the addressee");
 }
 
 #[tokio::test]
@@ -436,6 +437,14 @@ async fn one_socket_many_rooms() {
     a.expect("left").await;
     a.chat("r2", "gone").await;
     assert_eq!(a.expect_error("not_in_room").await["room_id"], "r2");
+    // An error about a chat names the chat.
+    a.send(json!({"type": "chat", "room_id": "r2", "text": "x", "client_msg_id": "lost-1"}))
+        .await;
+    let e = a.expect_error("not_in_room").await;
+    assert_eq!(
+        (&e["room_id"], &e["client_msg_id"]),
+        (&json!("r2"), &json!("lost-1"))
+    );
     a.chat("r3", "still here").await;
     assert_eq!(a.expect("chat").await["seq"], 2);
 }

@@ -365,7 +365,10 @@ async fn a_failed_write_sends_no_ack_and_the_server_goes_on() {
     a.send(json!({"type": "chat", "room_id": "r", "text": "blocked", "client_msg_id": "c2"}))
         .await;
     let err = a.expect_error("store_unavailable").await;
-    assert_eq!(err["room_id"], "r");
+    assert_eq!(
+        (&err["room_id"], &err["client_msg_id"]),
+        (&json!("r"), &json!("c2"))
+    );
     assert_eq!(srv.metric("roomcast_store_write_failures_total").await, 1.0);
     locker.execute_batch("ROLLBACK").unwrap();
     drop(locker);
