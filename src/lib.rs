@@ -123,6 +123,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let http_task = actix_web::rt::spawn(server);
     start_memory_trimmer();
     log::info!("listening on http://{addr}");
+    log::info!("browser chat: http://{addr}/  dashboard: http://{addr}/dashboard");
     Ok(Running {
         addr,
         metrics,
