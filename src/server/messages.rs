@@ -177,7 +177,7 @@ pub struct Stats {
     pub connections: usize,
     /// Of which notification sockets.
     pub notification_sockets: usize,
-    /// Users with at least one live session.
+    /// Users with at least one chat socket (notification sockets alone do not count).
     pub users: usize,
     /// Rooms with at least one member.
     pub rooms: usize,
