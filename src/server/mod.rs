@@ -139,6 +139,8 @@ pub struct ChatServer {
     store: StoreHandle,
     /// Chats sent to the store and not yet answered.
     chats_in_store: usize,
+    /// When each chat fanned out since the last flush reached `ChatServer`.
+    fanouts: Vec<std::time::Instant>,
     /// HTTP requests waiting for the store, by `Tag::Request` number.
     waiting: HashMap<u64, Waiter>,
     next_request: u64,
@@ -167,6 +169,7 @@ impl ChatServer {
             flush_scheduled: false,
             store,
             chats_in_store: 0,
+            fanouts: Vec::new(),
             waiting: HashMap::new(),
             next_request: 1,
             broker,
@@ -457,6 +460,11 @@ impl ChatServer {
         for session in self.outboxes.flush(self.limits.max_pending) {
             self.evict_slow(session, ctx);
         }
+        // Fan-out time: from the chat reaching `ChatServer` to this hand-over to the last of
+        // its recipients (the store's commit included).
+        for received in self.fanouts.drain(..) {
+            self.metrics.observe_fanout(received.elapsed());
+        }
         self.settle(ctx);
     }
 
@@ -587,10 +595,10 @@ impl ChatServer {
                 seq: e.seq,
                 frame: e.frame.clone(),
             });
-            self.fan_out(&e.room, &e.frame, None);
-            // From the chat's arrival to its last recipient's outbox (the flush that follows
-            // this handler hands them over in one go).
-            self.metrics.observe_fanout(e.received.elapsed());
+            // Timed when the flush hands it to its recipients.
+            if self.fan_out(&e.room, &e.frame, None) > 0 {
+                self.fanouts.push(e.received);
+            }
         }
         match e.tag {
             Tag::Session(session) => {
