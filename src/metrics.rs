@@ -18,7 +18,7 @@
 //! | `roomcast_rate_limited_total` | | frames refused by the rate limit |
 //! | `roomcast_slow_consumers_closed_total` | | sessions closed for not reading |
 //! | `roomcast_notifications_pushed_total` | | notification frames queued, one per socket |
-//! | `roomcast_fanout_seconds` | | per chat, from its arrival at `ChatServer` (commit included) to its hand-over to the last recipient (histogram) |
+//! | `roomcast_fanout_seconds` | | chat arrival to hand-over to the last recipient (histogram) |
 //! | `roomcast_store_write_failures_total` | | history writes the store failed |
 //!
 //! Every method is cheap and never fails: a metric that cannot be registered or encoded is
@@ -152,7 +152,7 @@ impl Metrics {
             Histogram::with_opts(
                 HistogramOpts::new(
                     "roomcast_fanout_seconds",
-                    "Time from a chat reaching the chat server to its hand-over to the last recipient.",
+                    "Time from a chat reaching the chat server to its last recipient.",
                 )
                 .buckets(FANOUT_BUCKETS.to_vec()),
             ),

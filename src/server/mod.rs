@@ -1,6 +1,6 @@
 //! `ChatServer`: the one actor that owns the shared state.
 //!
-//! It owns the rooms (members, sequence counters, recent history), the user map (user id ->
+//! It owns the rooms (members, the newest delivered seq, recent history), the user map (user id ->
 //! live sessions) and presence, and it alone changes room membership. Sessions send it typed
 //! [`messages`]; it answers and broadcasts through each session's [`outbox`], which gathers
 //! frames while the mailbox is being worked through and hands them over when it is empty.

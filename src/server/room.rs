@@ -1,4 +1,4 @@
-//! One room's live state: who is in it (users and their sessions), its sequence counter and
+//! One room's live state: who is in it (users and their sessions), the newest seq delivered and
 //! its window of recent history. Pure logic with no actix in it; `ChatServer` owns the rooms
 //! and does the sending. `H` is the handle used to reach a session (a `Recipient` in the
 //! server, a plain value in tests).
@@ -45,7 +45,7 @@ pub struct Room<H> {
     members: HashMap<UserId, Vec<(SessionId, H)>>,
     /// Sessions over all members, kept so counts need no walk.
     session_count: usize,
-    /// The newest seq handed out in this room (0: none yet). Never goes down.
+    /// The newest seq delivered in this room (0: none yet); the store hands seqs out.
     last_seq: Seq,
     /// The newest `keep` chat messages, oldest first.
     history: VecDeque<HistoryEntry>,
