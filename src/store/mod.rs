@@ -158,8 +158,15 @@ pub trait Backend: Send + 'static {
     /// Removes and returns `user`'s stored notifications that have not expired, oldest first.
     fn inbox_take(&mut self, user: &UserId, now_ms: i64) -> StoreResult<Vec<Frame>>;
 
-    /// Applies the retention policy; returns how many messages and notifications went.
-    fn prune(&mut self, policy: &Retention, now_ms: i64) -> StoreResult<(u64, u64)>;
+    /// Applies the retention policy; returns how many messages and notifications went. The
+    /// count limit needs checking only in `written`, the rooms written since the last pass;
+    /// the age limit applies to every room.
+    fn prune(
+        &mut self,
+        policy: &Retention,
+        now_ms: i64,
+        written: &[RoomId],
+    ) -> StoreResult<(u64, u64)>;
 }
 
 /// Who is waiting for the outcome of an [`Op`].

@@ -285,14 +285,26 @@ impl Backend for SqliteStore {
         Ok(frames)
     }
 
-    fn prune(&mut self, policy: &Retention, now_ms: i64) -> StoreResult<(u64, u64)> {
+    fn prune(
+        &mut self,
+        policy: &Retention,
+        now_ms: i64,
+        written: &[RoomId],
+    ) -> StoreResult<(u64, u64)> {
         let mut messages = 0;
         if policy.max_messages > 0 {
-            messages += self.conn.execute(
-                "DELETE FROM messages WHERE seq <=
-                 (SELECT last_seq FROM rooms WHERE rooms.room_id = messages.room_id) - ?1",
-                [policy.max_messages as i64],
-            )? as u64;
+            // One primary-key range per room written since the last pass: the cost follows
+            // the traffic, not the size of the table.
+            for room in written {
+                let keep_from = self.last_seq(room)?.0 as i64 - policy.max_messages as i64;
+                if keep_from > 0 {
+                    messages += self
+                        .conn
+                        .prepare_cached("DELETE FROM messages WHERE room_id = ?1 AND seq <= ?2")?
+                        .execute(params![room.as_str(), keep_from])?
+                        as u64;
+                }
+            }
         }
         if policy.max_age_ms > 0 {
             let cutoff = now_ms.saturating_sub(policy.max_age_ms as i64);
@@ -363,7 +375,12 @@ mod tests {
             inbox_max: 2,
             inbox_ttl_ms: 0,
         };
-        assert_eq!(s.prune(&policy, 0).unwrap(), (2, 0));
+        // Only the rooms written since the last pass are looked at.
+        assert_eq!(s.prune(&policy, 0, &[]).unwrap(), (0, 0));
+        assert_eq!(
+            s.prune(&policy, 0, std::slice::from_ref(&room)).unwrap(),
+            (2, 0)
+        );
         s.commit().unwrap();
         assert_eq!(s.since(&room, Seq(1), 10).unwrap(), None);
         assert_eq!(s.last_seq(&room).unwrap(), Seq(5));

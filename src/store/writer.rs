@@ -8,7 +8,7 @@
 //! back: every message in it is reported [`Event::NotStored`] (no seq, no ack), the reads are
 //! answered again outside the transaction, and the thread goes on with the next batch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -55,6 +55,7 @@ impl StoreHandle {
                 Writer {
                     backend,
                     seqs: HashMap::new(),
+                    written: HashSet::new(),
                     retention,
                 }
                 .run(rx, events, prune_every)
@@ -93,6 +94,9 @@ struct Writer {
     backend: Box<dyn Backend>,
     /// Room -> newest seq handed out, so a busy room's seq is not read back every time.
     seqs: HashMap<RoomId, Seq>,
+    /// Rooms written since the last retention pass (only they can have grown past the count
+    /// limit).
+    written: HashSet<RoomId>,
     retention: Retention,
 }
 
@@ -268,6 +272,9 @@ impl Writer {
             self.seqs.clear();
         }
         self.seqs.insert(a.room.clone(), seq);
+        if self.retention.max_messages > 0 && !self.written.contains(&a.room) {
+            self.written.insert(a.room.clone());
+        }
         Ok(Event::Stored(Stored {
             room: a.room.clone(),
             seq,
@@ -327,10 +334,11 @@ impl Writer {
 
     fn prune(&mut self) {
         let policy = self.retention;
+        let written: Vec<RoomId> = self.written.drain().collect();
         let result = self
             .backend
             .begin()
-            .and_then(|()| self.backend.prune(&policy, now_ms()))
+            .and_then(|()| self.backend.prune(&policy, now_ms(), &written))
             .and_then(|pruned| self.backend.commit().map(|()| pruned));
         match result {
             Ok((0, 0)) => {}
@@ -339,6 +347,8 @@ impl Writer {
             }
             Err(e) => {
                 self.backend.rollback();
+                // Those rooms are looked at again next time.
+                self.written.extend(written);
                 log::error!("retention prune failed: {e}");
             }
         }
