@@ -20,7 +20,7 @@ use futures_util::FutureExt;
 use roomcast::Config;
 use serde_json::{Value, json};
 
-use crate::common::TIMEOUT;
+use crate::common::{TIMEOUT, TestServer};
 
 /// Debian's paths; `ROOMCAST_TEST_CHROMIUM` / `ROOMCAST_TEST_CHROMEDRIVER` point elsewhere.
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -623,13 +623,12 @@ function messages() {
 }
 "#;
 
-/// The server in this process, on its own thread and actix system, restartable on the same
-/// port (what a page open across a server restart needs).
+/// The server in this process (the integration tests' [`TestServer`]), restartable on the
+/// same port with the same config (what a page open across a server restart needs).
 pub struct Server {
     pub addr: SocketAddr,
     config: Config,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    running: Option<TestServer>,
 }
 
 impl Server {
@@ -639,38 +638,12 @@ impl Server {
 
     pub fn with_config(mut config: Config) -> Server {
         config.shutdown_timeout = 1;
-        let (addr, stop, thread) = Server::spawn(config.clone());
+        let running = TestServer::with_config(config.clone());
         Server {
-            addr,
+            addr: running.addr,
             config,
-            stop: Some(stop),
-            thread: Some(thread),
+            running: Some(running),
         }
-    }
-
-    fn spawn(
-        config: Config,
-    ) -> (
-        SocketAddr,
-        tokio::sync::oneshot::Sender<()>,
-        std::thread::JoinHandle<()>,
-    ) {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let running = roomcast::start(config).await.expect("server starts");
-                let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-                ready_tx
-                    .send((running.addr, stop_tx))
-                    .expect("test is waiting");
-                let _ = stop_rx.await;
-                running.shutdown().await;
-            })
-        });
-        let (addr, stop) = ready_rx
-            .recv_timeout(TIMEOUT)
-            .expect("server started in time");
-        (addr, stop, thread)
     }
 
     /// The page's URL.
@@ -684,30 +657,18 @@ impl Server {
 
     /// Shuts the server down (sockets closed with 1001) and waits until it has stopped.
     pub fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            thread.join().expect("the server thread ended cleanly");
+        if let Some(running) = self.running.take() {
+            running.stop_blocking();
         }
     }
 
     /// Starts again, with the same config, on the same port.
     pub fn start_again(&mut self) {
-        assert!(self.thread.is_none(), "stop the server first");
+        assert!(self.running.is_none(), "stop the server first");
         let mut config = self.config.clone();
         config.bind = self.addr;
-        let (addr, stop, thread) = Server::spawn(config);
-        assert_eq!(addr, self.addr);
-        self.stop = Some(stop);
-        self.thread = Some(thread);
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        let running = TestServer::with_config(config);
+        assert_eq!(running.addr, self.addr);
+        self.running = Some(running);
     }
 }

@@ -41,6 +41,11 @@ impl TestServer {
         let mut config = Config::for_tests();
         config.shutdown_timeout = 1;
         tweak(&mut config);
+        Self::with_config(config)
+    }
+
+    /// Starts a server with exactly `config`.
+    pub fn with_config(config: Config) -> Self {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
@@ -65,15 +70,19 @@ impl TestServer {
 
     /// Shuts the server down as SIGTERM would (sockets closed with 1001, the store committed
     /// and closed) and waits until it has.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        tokio::task::spawn_blocking(move || self.stop_blocking())
+            .await
+            .expect("join");
+    }
+
+    /// [`TestServer::stop`], for code that is not async.
+    pub fn stop_blocking(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(thread) = self.thread.take() {
-            tokio::task::spawn_blocking(move || thread.join())
-                .await
-                .expect("join")
-                .expect("the server thread ended cleanly");
+            thread.join().expect("the server thread ended cleanly");
         }
     }
 
@@ -359,6 +368,19 @@ pub async fn http_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
+    let (status, _, body) = http_exchange(addr, method, path, headers, body).await;
+    (status, body)
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns the status, the response head (status
+/// line and headers, lowercased) and the body as text (de-chunked).
+async fn http_exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     let fut = async {
         let mut s = TcpStream::connect(addr).await.unwrap();
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
@@ -373,18 +395,16 @@ pub async fn http_request(
     };
     let raw = tokio::time::timeout(TIMEOUT, fut)
         .await
-        .expect("HTTP GET timed out");
+        .expect("HTTP request timed out");
     let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let head = head.to_ascii_lowercase();
+    let body = if head.contains("transfer-encoding: chunked") {
         dechunk(body)
     } else {
         body.to_owned()
     };
-    (status, body)
+    (status, head, body)
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -615,38 +635,15 @@ pub fn assert_api_error(answer: &(u16, Value), status: u16, code: &str, what: &s
     );
 }
 
-/// `method path` with extra headers; returns the status, the response head (status line and
-/// headers, lowercased) and the body as text.
+/// `method path` with extra headers and no body; returns the status, the response head
+/// (status line and headers, lowercased) and the body as text.
 pub async fn http_request_with_head(
     addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String, String) {
-    let fut = async {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-        for (name, value) in headers {
-            req.push_str(&format!("{name}: {value}\r\n"));
-        }
-        req.push_str("Content-Length: 0\r\n\r\n");
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.unwrap();
-        String::from_utf8(raw).unwrap()
-    };
-    let raw = tokio::time::timeout(TIMEOUT, fut)
-        .await
-        .expect("HTTP request timed out");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let head = head.to_ascii_lowercase();
-    let body = if head.contains("transfer-encoding: chunked") {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    (status, head, body)
+    http_exchange(addr, method, path, headers, "").await
 }
 
 /// The value of one series (`name{labels}` exactly as rendered) in Prometheus text.
