@@ -650,6 +650,7 @@ mod tests {
             RateLimited,
             Overloaded,
             BinaryUnsupported,
+            StoreUnavailable,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }

@@ -384,6 +384,22 @@ mod tests {
         s.commit().unwrap();
         assert_eq!(s.since(&room, Seq(1), 10).unwrap(), None);
         assert_eq!(s.last_seq(&room).unwrap(), Seq(5));
+
+        // By age, in every room whether written or not: ts_ms is the seq here, so at time
+        // 10 with a limit of 6 ms, seqs below 4 go (3 is left after the count pass).
+        let by_age = Retention {
+            max_messages: 0,
+            max_age_ms: 6,
+            ..policy
+        };
+        s.begin().unwrap();
+        assert_eq!(s.prune(&by_age, 10, &[]).unwrap(), (1, 0));
+        s.commit().unwrap();
+        let (page, more) = s.page_before(&room, None, 10).unwrap();
+        assert_eq!(
+            (page.iter().map(|e| e.seq.0).collect::<Vec<_>>(), more),
+            (vec![4, 5], false)
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 
