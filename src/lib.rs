@@ -16,6 +16,7 @@
 //! - [`store`]: history beyond the in-memory window, behind one trait.
 //! - [`broker`]: the seam for fan-out across nodes.
 //! - [`ratelimit`], [`conn`]: a token bucket; a handle to cut a stalled connection.
+//! - [`procfs`]: process and kernel figures from `/proc`, for live stats, tests and tools.
 //!
 //! [`start`] is the entry point that `main` and the tests share: it binds, starts
 //! `ChatServer` and the HTTP server, and returns a [`Running`] server that can be shut down.
@@ -26,6 +27,7 @@ pub mod conn;
 pub mod http;
 pub mod ids;
 pub mod metrics;
+pub mod procfs;
 pub mod protocol;
 pub mod ratelimit;
 pub mod server;
@@ -182,11 +184,15 @@ async fn wait_for_signal() -> std::io::Result<()> {
 }
 
 /// How often freed heap memory is handed back to the system.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 const TRIM_INTERVAL: Duration = Duration::from_secs(10);
 
 /// glibc's allocator keeps memory freed by closed connections for reuse, so after a peak the
 /// process stays at its peak size. A thread of its own (so no actor ever waits on it) asks it
-/// every `TRIM_INTERVAL` to return free pages. Started once per process.
+/// every `TRIM_INTERVAL` to return free pages. Started once per process. Only glibc has
+/// `malloc_trim`; other allocators (macOS's, musl's) return memory by themselves, and there
+/// this does nothing.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn start_memory_trimmer() {
     static STARTED: std::sync::Once = std::sync::Once::new();
     STARTED.call_once(|| {
@@ -204,6 +210,9 @@ fn start_memory_trimmer() {
         }
     });
 }
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn start_memory_trimmer() {}
 
 /// Descriptors kept for everything but WebSockets: listener, epoll and event fds, plain HTTP
 /// requests, log and store files.

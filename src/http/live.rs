@@ -151,13 +151,9 @@ fn stats_json(
     })
 }
 
-/// This process's resident set size, from `/proc/self/statm` (Linux); `None` elsewhere.
+/// This process's resident set size; `None` where `/proc` cannot tell (not Linux).
 fn rss_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf reads a constant of the system; it has no preconditions.
-    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page_size).ok()?)
+    crate::procfs::rss_bytes(crate::procfs::Pid::Current).ok()
 }
 
 /// `GET /live/stats`.
