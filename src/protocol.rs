@@ -126,54 +126,63 @@ impl DecodeError {
     }
 }
 
-/// Stable error codes sent in `error` frames. Never renumber or rename: clients match on them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    InvalidJson,
-    NotAnObject,
-    MissingType,
-    UnknownType,
-    MissingField,
-    InvalidField,
-    TextTooLong,
-    EmptyText,
-    InvalidRoom,
-    InvalidUser,
-    NotInRoom,
-    AlreadyJoined,
-    TooManyRooms,
-    UserOffline,
-    RateLimited,
-    Overloaded,
-    BinaryUnsupported,
-    /// The history store failed: the message was not stored (no ack), or a read failed.
-    StoreUnavailable,
+/// Declares [`ErrorCode`] with each variant's wire name written once: the enum, its
+/// `as_str`, its `Serialize` (the same string) and [`ErrorCode::ALL`] all come from this list,
+/// so a new code cannot be left out of any of them.
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident => $wire:literal,)+) => {
+        /// Stable error codes sent in `error` frames. Never renumber or rename: clients match
+        /// on them. docs/PROTOCOL.md lists every one (a unit test checks it).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)+
+        }
+
+        impl ErrorCode {
+            /// Every code, in declaration order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)+];
+
+            /// The code as it is written on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $wire,)+
+                }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    /// The code as it is written on the wire (the same string serde writes).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::InvalidJson => "invalid_json",
-            ErrorCode::NotAnObject => "not_an_object",
-            ErrorCode::MissingType => "missing_type",
-            ErrorCode::UnknownType => "unknown_type",
-            ErrorCode::MissingField => "missing_field",
-            ErrorCode::InvalidField => "invalid_field",
-            ErrorCode::TextTooLong => "text_too_long",
-            ErrorCode::EmptyText => "empty_text",
-            ErrorCode::InvalidRoom => "invalid_room",
-            ErrorCode::InvalidUser => "invalid_user",
-            ErrorCode::NotInRoom => "not_in_room",
-            ErrorCode::AlreadyJoined => "already_joined",
-            ErrorCode::TooManyRooms => "too_many_rooms",
-            ErrorCode::UserOffline => "user_offline",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::Overloaded => "overloaded",
-            ErrorCode::BinaryUnsupported => "binary_unsupported",
-            ErrorCode::StoreUnavailable => "store_unavailable",
-        }
+error_codes! {
+    InvalidJson => "invalid_json",
+    NotAnObject => "not_an_object",
+    MissingType => "missing_type",
+    UnknownType => "unknown_type",
+    MissingField => "missing_field",
+    InvalidField => "invalid_field",
+    TextTooLong => "text_too_long",
+    EmptyText => "empty_text",
+    InvalidRoom => "invalid_room",
+    InvalidUser => "invalid_user",
+    NotInRoom => "not_in_room",
+    AlreadyJoined => "already_joined",
+    TooManyRooms => "too_many_rooms",
+    UserOffline => "user_offline",
+    RateLimited => "rate_limited",
+    Overloaded => "overloaded",
+    BinaryUnsupported => "binary_unsupported",
+    /// The history store failed: the message was not stored (no ack), or a read failed.
+    StoreUnavailable => "store_unavailable",
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -630,29 +639,21 @@ mod tests {
     }
 
     #[test]
-    fn as_str_is_what_serde_writes() {
-        use ErrorCode::*;
-        for code in [
-            InvalidJson,
-            NotAnObject,
-            MissingType,
-            UnknownType,
-            MissingField,
-            InvalidField,
-            TextTooLong,
-            EmptyText,
-            InvalidRoom,
-            InvalidUser,
-            NotInRoom,
-            AlreadyJoined,
-            TooManyRooms,
-            UserOffline,
-            RateLimited,
-            Overloaded,
-            BinaryUnsupported,
-            StoreUnavailable,
-        ] {
-            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+    fn every_error_code_is_distinct_snake_case_and_documented() {
+        let doc = include_str!("../docs/PROTOCOL.md");
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            let wire = code.as_str();
+            assert!(seen.insert(wire), "{wire} is listed twice");
+            assert!(
+                wire.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{wire} is not snake_case"
+            );
+            assert_eq!(serde_json::to_value(code).unwrap(), wire);
+            assert!(
+                doc.contains(&format!("`{wire}`")),
+                "docs/PROTOCOL.md does not list the error code `{wire}`"
+            );
         }
     }
 
