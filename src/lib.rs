@@ -243,3 +243,62 @@ fn fit_to_fd_limit(max_connections: usize) -> usize {
         max_connections
     }
 }
+
+#[cfg(test)]
+mod invariants {
+    //! ARCHITECTURE.md's structural invariants, checked over the source tree.
+
+    use std::path::{Path, PathBuf};
+
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read src/") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// Files under `src/` whose code (comments aside) mentions `needle`, relative to `src/`.
+    fn files_using(needle: &str) -> Vec<String> {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        let mut users: Vec<String> = files
+            .iter()
+            .filter(|f| {
+                std::fs::read_to_string(f)
+                    .expect("read a source file")
+                    .lines()
+                    .map(str::trim_start)
+                    .filter(|l| !l.starts_with("//"))
+                    .any(|l| l.contains(needle))
+            })
+            .map(|f| f.strip_prefix(&src).unwrap().to_string_lossy().into_owned())
+            .collect();
+        users.sort();
+        users
+    }
+
+    #[test]
+    fn only_the_session_module_knows_the_websocket_actor_crate() {
+        // Spelled in two pieces so that this file does not match.
+        assert_eq!(files_using(&["actix_web", "_actors"].concat()), ["session.rs"]);
+    }
+
+    #[test]
+    fn the_server_actor_builds_no_http_shapes() {
+        let server: Vec<String> = files_using("Serialize")
+            .into_iter()
+            .filter(|f| f.starts_with("server"))
+            .collect();
+        assert!(server.is_empty(), "serialized in {server:?}");
+        let http: Vec<String> = files_using("actix_web")
+            .into_iter()
+            .filter(|f| f.starts_with("server") || f == "protocol.rs")
+            .collect();
+        assert!(http.is_empty(), "actix-web used in {http:?}");
+    }
+}

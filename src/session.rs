@@ -33,6 +33,20 @@ use crate::ratelimit::TokenBucket;
 use crate::server::ChatServer;
 use crate::server::messages::{Backlog, ClientRequest, Command, Disconnect, Outbound, SessionKind};
 
+/// Answers the WebSocket handshake in `req` and starts `session` on the connection, with
+/// frames over `max_frame_bytes` refused. Returns the session's address and the `101`
+/// response; the actor runs once the response is sent (dropping the response drops it).
+pub fn upgrade(
+    session: ChatSession,
+    req: &actix_web::HttpRequest,
+    payload: actix_web::web::Payload,
+    max_frame_bytes: usize,
+) -> Result<(Addr<ChatSession>, actix_web::HttpResponse), actix_web::Error> {
+    ws::WsResponseBuilder::new(session, req, payload)
+        .frame_size(max_frame_bytes)
+        .start_with_addr()
+}
+
 pub struct ChatSession {
     id: SessionId,
     user: UserId,

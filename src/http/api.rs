@@ -21,7 +21,8 @@ use super::{ApiError, AppState, access};
 use crate::ids::{NAME_RULE, RoomId, Seq, UserId};
 use crate::protocol::{DecodeError, Fields, HISTORY_PAGE_DEFAULT, HISTORY_PAGE_MAX, Notification};
 use crate::server::messages::{
-    Audience, DisconnectUser, GetRoom, ListRooms, PostMessage, ReadHistory,
+    Audience, DisconnectUser, GetRoom, ListRooms, PostMessage, Posted, ReadHistory, RoomDetail,
+    RoomSummary,
 };
 
 /// Most users one notification may name in `user_ids`.
@@ -222,6 +223,7 @@ struct PushAnswer<'a> {
 /// `GET /api/rooms`.
 async fn list_rooms(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let rooms = state.server.send(ListRooms).await?;
+    let rooms: Vec<RoomBody> = rooms.iter().map(RoomBody::from).collect();
     Ok(HttpResponse::Ok().json(json!({ "rooms": rooms })))
 }
 
@@ -232,7 +234,7 @@ async fn get_room(
 ) -> Result<HttpResponse, ApiError> {
     let room = parse_room(&path)?;
     match state.server.send(GetRoom { room: room.clone() }).await? {
-        Some(detail) => Ok(HttpResponse::Ok().json(detail)),
+        Some(detail) => Ok(HttpResponse::Ok().json(RoomDetailBody::from(&detail))),
         None => Err(ApiError::UnknownRoom(room)),
     }
 }
@@ -272,7 +274,7 @@ async fn post_message(
     } else {
         HttpResponse::Created()
     };
-    Ok(answer.json(posted))
+    Ok(answer.json(PostedBody::from(&posted)))
 }
 
 #[derive(Deserialize)]
@@ -328,6 +330,68 @@ async fn history(
         messages,
         has_more: page.has_more,
     }))
+}
+
+/// One room of `GET /api/rooms` (docs/API.md).
+#[derive(Serialize)]
+struct RoomBody<'a> {
+    room_id: &'a RoomId,
+    members: usize,
+    sockets: usize,
+    last_seq: Seq,
+}
+
+impl<'a> From<&'a RoomSummary> for RoomBody<'a> {
+    fn from(r: &'a RoomSummary) -> Self {
+        RoomBody {
+            room_id: &r.room_id,
+            members: r.members,
+            sockets: r.sockets,
+            last_seq: r.last_seq,
+        }
+    }
+}
+
+/// The answer to `GET /api/rooms/{room_id}` (docs/API.md).
+#[derive(Serialize)]
+struct RoomDetailBody<'a> {
+    room_id: &'a RoomId,
+    members: &'a [UserId],
+    sockets: usize,
+    last_seq: Seq,
+}
+
+impl<'a> From<&'a RoomDetail> for RoomDetailBody<'a> {
+    fn from(r: &'a RoomDetail) -> Self {
+        RoomDetailBody {
+            room_id: &r.room_id,
+            members: &r.members,
+            sockets: r.sockets,
+            last_seq: r.last_seq,
+        }
+    }
+}
+
+/// The answer to `POST /api/rooms/{room_id}/messages` (docs/API.md).
+#[derive(Serialize)]
+struct PostedBody<'a> {
+    room_id: &'a RoomId,
+    message_id: &'a str,
+    seq: Seq,
+    timestamp: &'a str,
+    duplicate: bool,
+}
+
+impl<'a> From<&'a Posted> for PostedBody<'a> {
+    fn from(p: &'a Posted) -> Self {
+        PostedBody {
+            room_id: &p.room_id,
+            message_id: &p.message_id,
+            seq: p.seq,
+            timestamp: &p.timestamp,
+            duplicate: p.duplicate,
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use actix_web_actors::ws;
 use serde::Deserialize;
 
 use super::AppState;
@@ -16,7 +15,7 @@ use super::error::ApiError;
 use crate::conn::ConnFd;
 use crate::ids::{NAME_RULE, RoomId, Seq, SessionId, UserId};
 use crate::server::messages::{Connect, SessionKind};
-use crate::session::ChatSession;
+use crate::session::{self, ChatSession};
 
 pub async fn room_socket(
     req: HttpRequest,
@@ -100,9 +99,7 @@ async fn start_session(
         Arc::clone(&state.metrics),
     );
     let backlog = session.backlog();
-    let (addr, response) = ws::WsResponseBuilder::new(session, &req, payload)
-        .frame_size(state.config.max_frame_bytes)
-        .start_with_addr()
+    let (addr, response) = session::upgrade(session, &req, payload, state.config.max_frame_bytes)
         .map_err(|e| ApiError::bad_request("not_websocket", e.to_string()))?;
     let conn = req.conn_data::<ConnFd>().copied();
     let admitted = state

@@ -1,7 +1,9 @@
 //! The typed actor messages between sessions, the HTTP layer and `ChatServer`.
 //!
 //! One struct per interaction. `ChatServer` reaches sessions only through
-//! `Recipient<Outbound>`, so it does not depend on the session type.
+//! `Recipient<Outbound>`, so it does not depend on the session type. The reply types are
+//! internal and derive no `Serialize`: the HTTP layer has its own bodies (`http::api`,
+//! `http::health`), so renaming a field here cannot change a public contract.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -171,7 +173,7 @@ pub struct Shutdown;
 #[rtype(result = "Stats")]
 pub struct GetStats;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Live WebSocket sessions of every kind.
     pub connections: usize,
@@ -190,7 +192,7 @@ pub struct Stats {
 #[rtype(result = "Vec<RoomSummary>")]
 pub struct ListRooms;
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomSummary {
     pub room_id: RoomId,
     /// Users present (a user with two sockets counts once).
@@ -209,7 +211,7 @@ pub struct GetRoom {
     pub room: RoomId,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomDetail {
     pub room_id: RoomId,
     /// Present users, sorted.
@@ -248,7 +250,7 @@ pub struct PostMessage {
     pub client_msg_id: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Posted {
     pub room_id: RoomId,
     pub message_id: String,

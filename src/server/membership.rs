@@ -1,0 +1,324 @@
+//! Membership: sessions arriving and going, joining and leaving rooms, presence
+//! announcements, and sessions removed by the server (slow consumers, kicks).
+//!
+//! A join that the room's in-memory window can answer (the recent history, or everything
+//! after `since_seq`) makes the session a member at once. Otherwise it waits for a store
+//! read, and the session becomes a member only when the answer comes back
+//! ([`ChatServer::joined_from_store`]): reads and writes share the store's queue, so what
+//! the read returns and what arrives live afterwards meet with no gap and no duplicate.
+
+use std::rc::Rc;
+
+use actix::prelude::*;
+
+use super::messages::{Connect, Refused, SessionKind};
+use super::outbox::Outbox;
+use super::registry::{JoinRefused, SessionEntry};
+use super::room::{Added, Removed, Room};
+use super::{ChatServer, Handle};
+use crate::ids::{RoomId, Seq, SessionId, UserId};
+use crate::protocol::{
+    ErrorCode, Frame, PROTOCOL_VERSION, ServerMessage, close_code, timestamp_now,
+};
+use crate::store::{Loaded, Op, Read, Tag};
+
+/// The `server` field of `welcome`.
+const SERVER_NAME: &str = concat!("roomcast/", env!("CARGO_PKG_VERSION"));
+
+impl ChatServer {
+    /// Admits a new session, unless the server is full or stopping. A chat socket is greeted
+    /// with `welcome` (and joins the URL's room, if any); a notification socket is sent what
+    /// waited in the user's inbox.
+    pub(super) fn connect(&mut self, msg: Connect) -> Result<(), Refused> {
+        if self.shutting_down {
+            return Err(Refused::ShuttingDown);
+        }
+        if self.sessions.len() >= self.limits.max_connections {
+            log::warn!(
+                "connection refused: limit {} reached",
+                self.limits.max_connections
+            );
+            return Err(Refused::Full);
+        }
+        let outbox = Outbox::new(msg.addr, msg.backlog);
+        let entry = SessionEntry::new(msg.user.clone(), msg.kind, outbox, msg.conn);
+        self.sessions.insert(msg.session, entry);
+        match msg.kind {
+            SessionKind::Chat => {
+                let welcome = ServerMessage::Welcome {
+                    user_id: &msg.user,
+                    session_id: msg.session.0,
+                    protocol: PROTOCOL_VERSION,
+                    server: SERVER_NAME,
+                    limits: &self.limits.announced,
+                }
+                .encode();
+                self.send(msg.session, welcome);
+            }
+            // A notification socket gets notifications only, as the seed protocol's did,
+            // starting with those that waited for the user.
+            SessionKind::Notifications if self.limits.inbox => {
+                let op = Op::InboxTake {
+                    user: msg.user,
+                    session: msg.session,
+                };
+                if self.store.send(op).is_err() {
+                    log::warn!("inbox not read: the store has stopped");
+                }
+            }
+            SessionKind::Notifications => {}
+        }
+        if let Some(room) = msg.room {
+            self.join(msg.session, room, msg.since);
+        }
+        Ok(())
+    }
+
+    /// A session stopped: forget it.
+    pub(super) fn disconnect(&mut self, session: SessionId) {
+        // Dropping the handle of an evicted session closes our duplicate of its socket.
+        self.evicted.remove(&session);
+        if let Some(entry) = self.remove_session(session) {
+            log::debug!("session gone session={session} user={}", entry.user);
+        }
+    }
+
+    /// Enters `room_id`. When the in-memory window holds what the session must be sent (the
+    /// recent history, or everything after `since`), it becomes a member at once. Otherwise
+    /// the join waits for a store read; the session becomes a member when the answer comes
+    /// back ([`Self::joined_from_store`]).
+    pub(super) fn join(&mut self, session: SessionId, room_id: RoomId, since: Option<Seq>) {
+        let max_rooms = self.limits.max_rooms_per_socket;
+        match self.sessions.start_join(session, &room_id, max_rooms) {
+            Ok(()) => {}
+            Err(JoinRefused::Gone) => return,
+            Err(JoinRefused::AlreadyIn) => {
+                let msg = format!("you are already in room '{room_id}'");
+                return self.send_error(session, ErrorCode::AlreadyJoined, &msg, Some(&room_id));
+            }
+            Err(JoinRefused::TooManyRooms) => {
+                let msg = format!("a socket may be in at most {max_rooms} rooms");
+                return self.send_error(session, ErrorCode::TooManyRooms, &msg, Some(&room_id));
+            }
+        }
+
+        if let Some((history, recovered)) = self.history_from_window(&room_id, since) {
+            return self.admit(session, &room_id, history, recovered);
+        }
+        let on_join = self.limits.history_on_join;
+        let read = match since {
+            None => Read::Recent(on_join),
+            Some(after) => Read::Since {
+                after,
+                max: self.limits.recovery_max,
+                fallback: on_join,
+            },
+        };
+        self.sessions.wait_for_read(session, &room_id);
+        let op = Op::Read {
+            room: room_id.clone(),
+            read,
+            tag: Tag::Session(session),
+        };
+        if self.store.send(op).is_err() {
+            self.join_failed(session, &room_id, "the history store has stopped");
+        }
+    }
+
+    /// What a joining session must be sent, if the live room's window holds all of it: the
+    /// recent history (`recovered: None`), or everything after `since` (`Some(true)`).
+    fn history_from_window(
+        &self,
+        room_id: &RoomId,
+        since: Option<Seq>,
+    ) -> Option<(Vec<Frame>, Option<bool>)> {
+        let room = self.rooms.get(room_id)?;
+        let on_join = self.limits.history_on_join;
+        match since {
+            None => {
+                let recent: Vec<Frame> = room.recent(on_join).map(|e| e.frame.clone()).collect();
+                (recent.len() == on_join || room.window_reaches_start()).then_some((recent, None))
+            }
+            Some(after) => room
+                .catch_up(after, self.limits.recovery_max)
+                .map(|entries| {
+                    let frames = entries.into_iter().map(|e| e.frame.clone()).collect();
+                    (frames, Some(true))
+                }),
+        }
+    }
+
+    /// A store read for a join came back: make the session a member, if it still wants to be.
+    pub(super) fn joined_from_store(
+        &mut self,
+        session: SessionId,
+        room_id: RoomId,
+        loaded: Loaded,
+    ) {
+        if !self.sessions.finish_read(session, &room_id) {
+            return; // It left (or was evicted, or is gone) meanwhile.
+        }
+        let keep = self.limits.history_keep;
+        let room = self
+            .rooms
+            .entry(room_id.clone())
+            .or_insert_with(|| Room::new(loaded.last_seq, loaded.entries.clone(), keep));
+        // Every commit sequenced before the read has been handled by now, and none after it.
+        debug_assert_eq!(room.last_seq(), loaded.last_seq);
+        let history = loaded.entries.into_iter().map(|e| e.frame).collect();
+        self.admit(session, &room_id, history, loaded.recovered);
+    }
+
+    pub(super) fn join_failed(&mut self, session: SessionId, room_id: &RoomId, error: &str) {
+        self.sessions.forget_room(session, room_id);
+        let msg = format!("cannot join room '{room_id}' now: {error}");
+        self.send_error(session, ErrorCode::StoreUnavailable, &msg, Some(room_id));
+    }
+
+    /// Makes `session` a member of the (live) room: `joined`, then `history`, queued together,
+    /// so live frames for the room can only come after them; then `user_joined` to the others.
+    fn admit(
+        &mut self,
+        session: SessionId,
+        room_id: &RoomId,
+        history: Vec<Frame>,
+        recovered: Option<bool>,
+    ) {
+        let (Some(entry), Some(room)) = (self.sessions.get(session), self.rooms.get_mut(room_id))
+        else {
+            return;
+        };
+        let user = entry.user.clone();
+        let outbox: Handle = Rc::clone(&entry.handle);
+        let added = room.add(&user, session, Rc::clone(&outbox));
+        let joined = ServerMessage::Joined {
+            room_id,
+            user_id: &user,
+            users: &room.users(),
+            last_seq: room.last_seq(),
+            history: history.len(),
+            recovered,
+        }
+        .encode();
+        self.outboxes.queue(session, &outbox, joined);
+        for frame in history {
+            self.outboxes.queue(session, &outbox, frame);
+        }
+        if added == Added::FirstSessionOfUser {
+            let timestamp = timestamp_now();
+            let message = format!("{user} joined the room");
+            let frame = ServerMessage::UserJoined {
+                user_id: &user,
+                room_id,
+                timestamp: &timestamp,
+                message: &message,
+            }
+            .encode();
+            self.fan_out(room_id, &frame, Some(&user));
+        }
+        log::debug!("joined session={session} user={user} room={room_id}");
+    }
+
+    /// The `leave` command: out of the room, answered with `left`.
+    pub(super) fn leave(&mut self, session: SessionId, room: RoomId) {
+        if !self.check_member(session, &room) {
+            return;
+        }
+        let Some(user) = self.sessions.user_of(session).cloned() else {
+            return;
+        };
+        self.sessions.forget_room(session, &room);
+        self.leave_room(session, &user, &room);
+        let frame = ServerMessage::Left { room_id: &room }.encode();
+        self.send(session, frame);
+    }
+
+    /// The `get_users` command: the room's present users.
+    pub(super) fn get_users(&mut self, session: SessionId, room: RoomId) {
+        if !self.check_member(session, &room) {
+            return;
+        }
+        // A session still joining sees the room as it is (possibly empty).
+        let users = self.rooms.get(&room).map(Room::users).unwrap_or_default();
+        let frame = ServerMessage::ActiveUsers {
+            users: &users,
+            room_id: &room,
+        }
+        .encode();
+        self.send(session, frame);
+    }
+
+    /// Takes `session` out of `room_id`, announcing `user_left` if it was the user's last
+    /// session there, and drops the room if it emptied.
+    fn leave_room(&mut self, session: SessionId, user: &UserId, room_id: &RoomId) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let removed = room.remove(user, session);
+        if room.is_empty() {
+            self.rooms.remove(room_id);
+            log::debug!("room emptied room={room_id}");
+        } else if removed == Removed::LastSessionOfUser {
+            let timestamp = timestamp_now();
+            let message = format!("{user} left the room");
+            let frame = ServerMessage::UserLeft {
+                user_id: user,
+                room_id,
+                timestamp: &timestamp,
+                message: &message,
+            }
+            .encode();
+            self.fan_out(room_id, &frame, None);
+        }
+    }
+
+    /// Forgets a session entirely: every room, the user map. Returns its entry.
+    fn remove_session(&mut self, session: SessionId) -> Option<SessionEntry<Handle>> {
+        let entry = self.sessions.remove(session)?;
+        for room in &entry.rooms {
+            self.leave_room(session, &entry.user, room);
+        }
+        Some(entry)
+    }
+
+    /// Removes a session that stopped reading, orders it closed with 4001, and cuts its
+    /// connection when the grace period ends unless its `Disconnect` comes first.
+    pub(super) fn evict_slow(&mut self, session: SessionId, ctx: &mut Context<Self>) {
+        let Some(entry) = self.remove_session(session) else {
+            return;
+        };
+        self.slow_consumers_closed += 1;
+        self.metrics.slow_consumer_closed();
+        log::warn!("slow consumer closed session={session} user={}", entry.user);
+        entry
+            .handle
+            .close(close_code::SLOW_CONSUMER, "slow consumer");
+        match entry.conn.map(|c| c.duplicate()) {
+            Some(Ok(conn)) => {
+                self.evicted.insert(session, conn);
+                ctx.run_later(self.limits.slow_consumer_grace, move |act, _| {
+                    if let Some(conn) = act.evicted.remove(&session) {
+                        conn.cut();
+                    }
+                });
+            }
+            Some(Err(e)) => log::debug!("slow consumer session={session}: {e}"),
+            None => {}
+        }
+    }
+
+    /// Closes every socket of `user` (chat and notification) with 4003; returns how many.
+    pub(super) fn disconnect_user(&mut self, user: &UserId, reason: &'static str) -> usize {
+        let sessions = self.sessions.sessions_of(user);
+        // What is gathered for them goes first, then the close order. Each session is
+        // forgotten at once, so presence updates now, not when the socket finishes closing.
+        self.outboxes.flush(usize::MAX);
+        for session in &sessions {
+            if let Some(entry) = self.remove_session(*session) {
+                entry.handle.close(close_code::DISCONNECTED, reason);
+            }
+        }
+        log::info!("disconnected user={user} sockets={}", sessions.len());
+        sessions.len()
+    }
+}

@@ -1,0 +1,146 @@
+//! The HTTP API's questions and orders to `ChatServer`: counts, rooms, one room, history
+//! pages, posting as a backend, and notifications. Answers that need the store wait on a
+//! oneshot ([`super::store_bridge::Waiter`]), never in the actor. The reply types are
+//! internal ([`super::messages`]); the HTTP layer converts them into its own bodies.
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::messages::{
+    ApiFailure, Audience, HistoryPage, Notify, PostMessage, Posted, Pushed, ReadHistory,
+    RoomDetail, RoomSummary, Stats,
+};
+use super::room::Room;
+use super::store_bridge::Waiter;
+use super::{ChatServer, Handle};
+use crate::ids::{RoomId, UserId};
+use crate::store::{Op, Read, Tag};
+
+impl ChatServer {
+    pub(super) fn stats(&self) -> Stats {
+        Stats {
+            connections: self.sessions.len(),
+            notification_sockets: self.sessions.notification_socket_count(),
+            users: self.sessions.chat_users(),
+            rooms: self.rooms.len(),
+            slow_consumers_closed: self.slow_consumers_closed,
+        }
+    }
+
+    /// Every live room, sorted by id.
+    pub(super) fn list_rooms(&self) -> Vec<RoomSummary> {
+        let mut rooms: Vec<RoomSummary> = self
+            .rooms
+            .iter()
+            .map(|(id, room)| RoomSummary {
+                room_id: id.clone(),
+                members: room.user_count(),
+                sockets: room.session_count(),
+                last_seq: room.last_seq(),
+            })
+            .collect();
+        rooms.sort_unstable_by(|a, b| a.room_id.cmp(&b.room_id));
+        rooms
+    }
+
+    /// One room: live, or known to the store only (no members), or unknown (`None`).
+    pub(super) fn get_room(&mut self, room: RoomId) -> ResponseFuture<Option<RoomDetail>> {
+        if let Some(live) = self.rooms.get(&room) {
+            return Box::pin(std::future::ready(Some(room_detail(&room, live))));
+        }
+        // No members: the store knows whether it ever had messages.
+        let (tx, rx) = oneshot::channel();
+        self.read_for(room, Read::Recent(0), Waiter::Room(tx));
+        answer(rx, None)
+    }
+
+    pub(super) fn read_history(
+        &mut self,
+        msg: ReadHistory,
+    ) -> ResponseFuture<Result<HistoryPage, ApiFailure>> {
+        let (tx, rx) = oneshot::channel();
+        let read = Read::Before {
+            before: msg.before,
+            limit: msg.limit,
+        };
+        self.read_for(msg.room, read, Waiter::History(tx));
+        answer(rx, Err(store_stopped()))
+    }
+
+    /// A backend posts into a room: the chat path, answered once committed.
+    pub(super) fn post_message(
+        &mut self,
+        msg: PostMessage,
+    ) -> ResponseFuture<Result<Posted, ApiFailure>> {
+        if self.shutting_down {
+            return Box::pin(std::future::ready(Err(ApiFailure::ShuttingDown)));
+        }
+        let (tx, rx) = oneshot::channel();
+        let tag = self.wait(Waiter::Post(tx));
+        self.append(msg.room, msg.user, msg.text, msg.client_msg_id, tag);
+        answer(rx, Err(store_stopped()))
+    }
+
+    /// Queues one encoded notification for every notification socket of the users named;
+    /// the offline users' copies go to their inbox, and the answer waits until they are
+    /// committed.
+    pub(super) fn notify(&mut self, msg: Notify) -> ResponseFuture<Pushed> {
+        let users: Vec<UserId> = match msg.to {
+            Audience::Users(users) => users,
+            Audience::Everyone => self.sessions.notified_users(),
+        };
+        let mut pushed = Pushed::default();
+        for user in users {
+            let sockets = self.sessions.notification_sockets(&user);
+            if sockets.is_empty() {
+                pushed.offline.push(user);
+                continue;
+            }
+            for session in sockets {
+                if let Some(entry) = self.sessions.get(*session) {
+                    self.outboxes
+                        .queue(*session, &entry.handle, msg.frame.clone());
+                    pushed.sockets += 1;
+                }
+            }
+            pushed.reached.push(user);
+        }
+        self.metrics.notifications_pushed(pushed.sockets as u64);
+        if pushed.offline.is_empty() || !self.limits.inbox {
+            return Box::pin(std::future::ready(pushed));
+        }
+        let users = pushed.offline.clone();
+        let (tx, rx) = oneshot::channel();
+        let fallback = pushed.clone();
+        let tag = self.wait(Waiter::Notify(tx, pushed));
+        let op = Op::InboxPut {
+            users,
+            frame: msg.frame,
+            tag,
+        };
+        if self.store.send(op).is_err()
+            && let Tag::Request(id) = tag
+        {
+            self.waiting.remove(&id);
+        }
+        answer(rx, fallback)
+    }
+}
+
+pub(super) fn room_detail(room_id: &RoomId, room: &Room<Handle>) -> RoomDetail {
+    RoomDetail {
+        room_id: room_id.clone(),
+        members: room.users().into_iter().cloned().collect(),
+        sockets: room.session_count(),
+        last_seq: room.last_seq(),
+    }
+}
+
+fn store_stopped() -> ApiFailure {
+    ApiFailure::Store("the history store has stopped".into())
+}
+
+/// Awaits an answer that the store thread will cause; the store stopping answers `stopped`.
+fn answer<T: 'static>(rx: oneshot::Receiver<T>, stopped: T) -> ResponseFuture<T> {
+    Box::pin(async move { rx.await.unwrap_or(stopped) })
+}
