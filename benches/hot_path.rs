@@ -93,13 +93,15 @@ impl Handler<Outbound> for Sink {
     fn handle(&mut self, msg: Outbound, _: &mut Self::Context) {
         let n = match msg {
             Outbound::Frame(f) => {
+                let bytes = f.len();
                 black_box(f);
-                1
+                (1, bytes)
             }
-            Outbound::Batch(v) => v.len(),
-            Outbound::Close { .. } => 0,
+            Outbound::Batch(v) => (v.len(), v.iter().map(|f| f.len()).sum()),
+            Outbound::Close { .. } => (0, 0),
         };
-        self.backlog.sub(n);
+        let (n, bytes) = n;
+        self.backlog.written(n, bytes);
         let total = self.delivered.fetch_add(n, Ordering::Relaxed) + n;
         if total >= self.target.load(Ordering::Relaxed) {
             self.done.notify_one();

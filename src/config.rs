@@ -73,9 +73,14 @@ pub struct Config {
     #[arg(long, env = "ROOMCAST_RATE_STRIKES", default_value_t = 20)]
     pub rate_strikes: u32,
 
-    /// Outbound messages that may wait for one socket; past it the socket is a slow consumer
-    /// and is closed with 4001.
-    #[arg(long, env = "ROOMCAST_MAX_PENDING", default_value_t = 1024)]
+    /// Outbound bytes that may wait for one socket (handed to it, not yet written); past it
+    /// the socket is a slow consumer and is closed with 4001.
+    #[arg(long, env = "ROOMCAST_MAX_PENDING_BYTES", default_value_t = 1024 * 1024)]
+    pub max_pending_bytes: usize,
+
+    /// Outbound frames that may wait for one socket, a second bound beside the bytes (small
+    /// frames cost memory of their own); also its mailbox capacity.
+    #[arg(long, env = "ROOMCAST_MAX_PENDING", default_value_t = 16384)]
     pub max_pending: usize,
 
     /// Requests one socket may have waiting for the chat server; past it they are refused
@@ -197,9 +202,15 @@ impl Config {
         if self.rate_per_sec < 0.0 || (self.rate_per_sec > 0.0 && self.rate_burst == 0) {
             return Err("--rate-per-sec must be >= 0, and --rate-burst >= 1 when it is set".into());
         }
-        if self.max_pending == 0 || self.max_in_flight == 0 || self.max_frame_bytes < 128 {
+        if self.max_pending == 0
+            || self.max_pending_bytes < 1024
+            || self.max_in_flight == 0
+            || self.max_frame_bytes < 128
+        {
             return Err(
-                "--max-pending and --max-in-flight must be >= 1, --max-frame-bytes >= 128".into(),
+                "--max-pending and --max-in-flight must be >= 1, --max-pending-bytes >= 1024, \
+                 --max-frame-bytes >= 128"
+                    .into(),
             );
         }
         if self.prune_interval_ms == 0 {

@@ -45,7 +45,7 @@ use anyhow::Context as _;
 pub use config::Config;
 use metrics::Metrics;
 use server::ChatServer;
-use server::messages::{CloseStore, GetStats, Shutdown};
+use server::messages::{CloseStore, GetStats, Shutdown, WatchStats};
 
 /// A started server.
 pub struct Running {
@@ -92,6 +92,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .context("the chat server's thread ended")?
         .context("cannot start the store thread")?;
 
+    let stats = chat
+        .send(WatchStats)
+        .await
+        .context("the chat server stopped at start")?;
     let config = Arc::new(config);
     let started = Instant::now();
     let (sampler, live) = http::live::Sampler::start(Arc::clone(&metrics), started);
@@ -101,6 +105,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         started,
         metrics: Arc::clone(&metrics),
         live,
+        stats,
     });
     let routes_config = Arc::clone(&config);
     let workers = match config.workers {
@@ -285,7 +290,10 @@ mod invariants {
     #[test]
     fn only_the_session_module_knows_the_websocket_actor_crate() {
         // Spelled in two pieces so that this file does not match.
-        assert_eq!(files_using(&["actix_web", "_actors"].concat()), ["session.rs"]);
+        assert_eq!(
+            files_using(&["actix_web", "_actors"].concat()),
+            ["session.rs"]
+        );
     }
 
     #[test]

@@ -63,7 +63,9 @@ pub mod drop_reason {
     pub const RATE_LIMITED: &str = "rate_limited";
     /// Larger than `--max-frame-bytes` (the socket is then closed with 1009).
     pub const TOO_BIG: &str = "too_big";
-    /// Too many requests waiting for `ChatServer` (`--max-in-flight`).
+    /// Shed at admission: too many requests waiting for `ChatServer` (`--max-in-flight`),
+    /// too many of the socket's chats waiting for the store, or a room whose readers the
+    /// server is behind on.
     pub const OVERLOADED: &str = "overloaded";
     /// Not a valid client message (answered with an `error`).
     pub const INVALID: &str = "invalid";

@@ -370,14 +370,16 @@ impl Handler<Outbound> for ChatSession {
     fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
         match msg {
             Outbound::Frame(frame) => {
+                let bytes = frame.len();
                 self.write(ctx, frame);
-                self.backlog.sub(1);
+                self.backlog.written(1, bytes);
             }
             Outbound::Batch(frames) => {
                 let n = frames.len();
+                let bytes = frames.iter().map(|f| f.len()).sum();
                 frames.into_iter().for_each(|f| ctx.text(f));
                 self.metrics.frames_sent(n as u64);
-                self.backlog.sub(n);
+                self.backlog.written(n, bytes);
             }
             Outbound::Close { code, reason } => {
                 let label = match code {

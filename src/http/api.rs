@@ -446,6 +446,10 @@ mod tests {
         let metrics = Metrics::new();
         let broker = Box::new(LocalBroker);
         let server = ChatServer::start_with(&config, store, broker, Arc::clone(&metrics)).unwrap();
+        let stats = server
+            .send(crate::server::messages::WatchStats)
+            .await
+            .unwrap();
         let config = Arc::new(config);
         let started = Instant::now();
         let (_sampler, live) = crate::http::live::Sampler::start(Arc::clone(&metrics), started);
@@ -455,6 +459,7 @@ mod tests {
             started,
             metrics,
             live,
+            stats,
         });
         let app = test::init_service(
             App::new()

@@ -36,6 +36,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The newest `/live/stats` event.
     pub live: live::LiveFeed,
+    /// `ChatServer`'s counts, as it published them after its latest message: `/health`
+    /// reads them without waiting in its mailbox.
+    pub stats: tokio::sync::watch::Receiver<crate::server::messages::Stats>,
 }
 
 /// What an unknown path (or a known path with the wrong method) gets: a JSON 404.

@@ -7,6 +7,7 @@ use super::messages::{ApiFailure, Posted};
 use super::room::HistoryEntry;
 use super::store_bridge::Waiter;
 use crate::ids::{RoomId, SessionId, UserId};
+use crate::metrics::drop_reason;
 use crate::protocol::{ErrorCode, Frame, ServerMessage, timestamp_now};
 use crate::store::{Append, Op, Stored, Tag};
 
@@ -28,9 +29,23 @@ impl ChatServer {
             let id = client_msg_id.as_deref();
             return self.send_chat_error(session, ErrorCode::NotInRoom, &msg, &room_id, id);
         }
-        let Some(user) = self.sessions.user_of(session).cloned() else {
+        if self.room_saturated(&room_id) {
+            self.metrics.frame_dropped(drop_reason::OVERLOADED);
+            let msg = format!("room '{room_id}' is busy: its members are behind; send again later");
+            let id = client_msg_id.as_deref();
+            return self.send_chat_error(session, ErrorCode::Overloaded, &msg, &room_id, id);
+        }
+        let Some(entry) = self.sessions.get_mut(session) else {
             return;
         };
+        if entry.in_store >= self.limits.max_in_store {
+            self.metrics.frame_dropped(drop_reason::OVERLOADED);
+            let msg = "too many of your messages wait to be stored; send again later";
+            let id = client_msg_id.as_deref();
+            return self.send_chat_error(session, ErrorCode::Overloaded, msg, &room_id, id);
+        }
+        entry.in_store += 1;
+        let user = entry.user.clone();
         self.append(room_id, user, text, client_msg_id, Tag::Session(session));
     }
 
@@ -49,6 +64,7 @@ impl ChatServer {
         if self.chats_in_store >= MAX_CHATS_IN_STORE {
             return match tag {
                 Tag::Session(session) => {
+                    self.answered(session);
                     let msg = "the server is writing too slowly; send again later";
                     let id = client_msg_id.as_deref();
                     self.send_chat_error(session, ErrorCode::Overloaded, msg, &room, id);
@@ -92,6 +108,7 @@ impl ChatServer {
         }
         match e.tag {
             Tag::Session(session) => {
+                self.answered(session);
                 if let Some(id) = &e.client_msg_id {
                     let ack = ServerMessage::Ack {
                         room_id: &e.room,
@@ -102,6 +119,7 @@ impl ChatServer {
                     .encode();
                     self.send(session, ack);
                 }
+                self.finish_closing(session);
             }
             Tag::Request(id) => {
                 if let Some(Waiter::Post(tx)) = self.waiting.remove(&id) {
@@ -129,15 +147,24 @@ impl ChatServer {
         self.metrics.store_write_failed(1);
         match tag {
             Tag::Session(session) => {
+                self.answered(session);
                 let msg = format!("your message was not stored, send it again: {error}");
                 let id = client_msg_id.as_deref();
                 self.send_chat_error(session, ErrorCode::StoreUnavailable, &msg, &room, id);
+                self.finish_closing(session);
             }
             Tag::Request(id) => {
                 if let Some(Waiter::Post(tx)) = self.waiting.remove(&id) {
                     let _ = tx.send(Err(ApiFailure::Store(error)));
                 }
             }
+        }
+    }
+
+    /// One of `session`'s chats came back from the store (or never reached it).
+    fn answered(&mut self, session: SessionId) {
+        if let Some(entry) = self.sessions.get_mut(session) {
+            entry.in_store = entry.in_store.saturating_sub(1);
         }
     }
 

@@ -292,7 +292,7 @@ impl ChatServer {
         log::warn!("slow consumer closed session={session} user={}", entry.user);
         entry
             .handle
-            .close(close_code::SLOW_CONSUMER, "slow consumer");
+            .close_now(close_code::SLOW_CONSUMER, "slow consumer");
         match entry.conn.map(|c| c.duplicate()) {
             Some(Ok(conn)) => {
                 self.evicted.insert(session, conn);
@@ -308,17 +308,71 @@ impl ChatServer {
     }
 
     /// Closes every socket of `user` (chat and notification) with 4003; returns how many.
-    pub(super) fn disconnect_user(&mut self, user: &UserId, reason: &'static str) -> usize {
+    pub(super) fn disconnect_user(
+        &mut self,
+        user: &UserId,
+        reason: &'static str,
+        ctx: &mut Context<Self>,
+    ) -> usize {
         let sessions = self.sessions.sessions_of(user);
-        // What is gathered for them goes first, then the close order. Each session is
-        // forgotten at once, so presence updates now, not when the socket finishes closing.
-        self.outboxes.flush(usize::MAX);
         for session in &sessions {
-            if let Some(entry) = self.remove_session(*session) {
-                entry.handle.close(close_code::DISCONNECTED, reason);
-            }
+            self.close_session(*session, close_code::DISCONNECTED, reason, ctx);
         }
         log::info!("disconnected user={user} sockets={}", sessions.len());
         sessions.len()
+    }
+
+    /// The server closes a session (kick, shutdown). It leaves every room and its user map at
+    /// once, so presence changes now and nothing new is addressed to it. Its chats already in
+    /// the store are still answered (`ack`, or an error naming the `client_msg_id`); then the
+    /// close order goes through its outbox, behind every frame queued for it before, under
+    /// the same queue bound as any frame. If the store has not answered within the
+    /// slow-consumer grace, the close goes anyway: those chats were never acknowledged.
+    pub(super) fn close_session(
+        &mut self,
+        session: SessionId,
+        code: u16,
+        reason: &'static str,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(rooms) = self.sessions.detach(session, code, reason) else {
+            return;
+        };
+        if let Some(user) = self.sessions.user_of(session).cloned() {
+            for room in &rooms {
+                self.leave_room(session, &user, room);
+            }
+        }
+        if !self.finish_closing(session) {
+            ctx.run_later(self.limits.slow_consumer_grace, move |act, ctx| {
+                act.send_close(session);
+                act.settle(ctx);
+            });
+        }
+    }
+
+    /// Sends a closing session its close order if nothing of it waits for the store any
+    /// more. Returns whether the order went (now or before).
+    pub(super) fn finish_closing(&mut self, session: SessionId) -> bool {
+        match self.sessions.get(session) {
+            Some(entry) if entry.closing.is_some() && entry.in_store > 0 => false,
+            _ => {
+                self.send_close(session);
+                true
+            }
+        }
+    }
+
+    /// Queues a closing session's close order behind its frames, once.
+    fn send_close(&mut self, session: SessionId) {
+        let Some(entry) = self.sessions.get_mut(session) else {
+            return;
+        };
+        let (Some((code, reason)), false) = (entry.closing, entry.close_sent) else {
+            return;
+        };
+        entry.close_sent = true;
+        let handle = Rc::clone(&entry.handle);
+        self.outboxes.close(session, &handle, code, reason);
     }
 }

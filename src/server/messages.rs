@@ -5,8 +5,9 @@
 //! internal and derive no `Serialize`: the HTTP layer has its own bodies (`http::api`,
 //! `http::health`), so renaming a field here cannot change a public contract.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
@@ -27,23 +28,65 @@ pub enum Outbound {
     Close { code: u16, reason: &'static str },
 }
 
-/// Frames handed to a session's mailbox and not yet written by it: `ChatServer` adds what it
-/// hands over, the session subtracts what it writes. This is the session's mailbox bound
-/// counted in frames, which the mailbox itself cannot do since one item may carry many.
+/// What `ChatServer` handed to a session's mailbox and the session has not written yet, in
+/// frames and in bytes, and when the session last wrote: `ChatServer` adds what it hands
+/// over, the session subtracts what it writes. This is the session's outbound queue bound,
+/// which the mailbox cannot count itself since one item may carry many frames; the progress
+/// time tells a socket that stopped taking bytes from one that is merely behind.
 #[derive(Debug, Clone, Default)]
-pub struct Backlog(Arc<AtomicUsize>);
+pub struct Backlog(Arc<BacklogCounts>);
+
+#[derive(Debug, Default)]
+struct BacklogCounts {
+    frames: AtomicUsize,
+    bytes: AtomicUsize,
+    /// Milliseconds since [`progress_epoch`] when the session last wrote (0: never).
+    wrote_at_ms: AtomicU64,
+}
+
+/// The instant progress times count from: the first use in this process.
+fn progress_epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    // Never 0, so that 0 can mean "never wrote".
+    u64::try_from(progress_epoch().elapsed().as_millis()).unwrap_or(u64::MAX) + 1
+}
 
 impl Backlog {
-    pub fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+    /// Frames handed over and not yet written.
+    pub fn frames(&self) -> usize {
+        self.0.frames.load(Ordering::Relaxed)
     }
 
-    pub fn add(&self, frames: usize) {
-        self.0.fetch_add(frames, Ordering::Relaxed);
+    /// Bytes of those frames.
+    pub fn bytes(&self) -> usize {
+        self.0.bytes.load(Ordering::Relaxed)
     }
 
-    pub fn sub(&self, frames: usize) {
-        self.0.fetch_sub(frames, Ordering::Relaxed);
+    /// `ChatServer` handed `frames` frames of `bytes` bytes to the session.
+    pub fn handed(&self, frames: usize, bytes: usize) {
+        if self.0.wrote_at_ms.load(Ordering::Relaxed) == 0 {
+            // A session that never wrote counts as having made progress when first fed.
+            self.0.wrote_at_ms.store(now_ms(), Ordering::Relaxed);
+        }
+        self.0.frames.fetch_add(frames, Ordering::Relaxed);
+        self.0.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The session wrote `frames` frames of `bytes` bytes to its socket.
+    pub fn written(&self, frames: usize, bytes: usize) {
+        self.0.frames.fetch_sub(frames, Ordering::Relaxed);
+        self.0.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.0.wrote_at_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// How long since the session last wrote (or was first handed something).
+    pub fn since_progress(&self) -> Duration {
+        let at = self.0.wrote_at_ms.load(Ordering::Relaxed);
+        Duration::from_millis(now_ms().saturating_sub(at.max(1)))
     }
 }
 
@@ -186,6 +229,12 @@ pub struct Stats {
     /// Sessions closed for not reading, since start.
     pub slow_consumers_closed: u64,
 }
+
+/// A receiver of the counts `ChatServer` publishes after every message: `/health` reads it
+/// without waiting in the mailbox.
+#[derive(Message)]
+#[rtype(result = "tokio::sync::watch::Receiver<Stats>")]
+pub struct WatchStats;
 
 /// `GET /api/rooms`: every room with at least one member.
 #[derive(Message)]

@@ -47,6 +47,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use tokio::sync::watch;
 
 use crate::broker::Broker;
 use crate::config::Config;
@@ -57,7 +58,7 @@ use crate::protocol::{AnnouncedLimits, ErrorCode, Frame, ServerMessage, error_fr
 use crate::store::writer::StoreEvents;
 use crate::store::{Backend, StoreHandle};
 use messages::*;
-use outbox::{Outbox, Outboxes};
+use outbox::{Outbox, Outboxes, QueueBound};
 use registry::Registry;
 use room::Room;
 use store_bridge::Waiter;
@@ -66,8 +67,11 @@ use store_bridge::Waiter;
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
     pub max_connections: usize,
-    /// Frames a session may have waiting before it is a slow consumer.
-    pub max_pending: usize,
+    /// What may wait for one session before it is a slow consumer.
+    pub queue: QueueBound,
+    /// Chats one session may have waiting for the store; past it they are refused
+    /// `overloaded`.
+    pub max_in_store: usize,
     pub max_rooms_per_socket: usize,
     pub history_on_join: usize,
     pub history_keep: usize,
@@ -83,7 +87,11 @@ impl ServerLimits {
     pub fn from_config(c: &Config) -> Self {
         ServerLimits {
             max_connections: c.max_connections,
-            max_pending: c.max_pending,
+            queue: QueueBound {
+                frames: c.max_pending,
+                bytes: c.max_pending_bytes,
+            },
+            max_in_store: c.max_in_flight,
             max_rooms_per_socket: c.max_rooms_per_socket,
             history_on_join: c.history_on_join,
             history_keep: c.history_keep,
@@ -97,6 +105,17 @@ impl ServerLimits {
 
 /// How `ChatServer` reaches a session: its outbox.
 type Handle = Rc<Outbox>;
+
+/// Frames gathered after which `ChatServer` flushes at once instead of waiting for its
+/// mailbox to drain, which a flood would postpone forever.
+const FLUSH_EVERY_FRAMES: usize = 16_384;
+
+/// Messages handled after which `ChatServer` flushes at once, for the same reason.
+const FLUSH_EVERY_MESSAGES: usize = 256;
+
+/// A session that wrote to its socket within this long is taking bytes: if its queue grows,
+/// the server is behind, not the reader.
+const PROGRESS_WINDOW: Duration = Duration::from_millis(250);
 
 pub struct ChatServer {
     limits: ServerLimits,
@@ -112,6 +131,11 @@ pub struct ChatServer {
     outboxes: Outboxes,
     /// A flush is spawned and will run once the mailbox is drained.
     flush_scheduled: bool,
+    /// Messages handled since the last flush.
+    since_flush: usize,
+    /// What `/health` reads, published after every message so that it never waits in the
+    /// mailbox behind a flood.
+    stats: watch::Sender<Stats>,
     store: StoreHandle,
     /// Chats sent to the store and not yet answered.
     chats_in_store: usize,
@@ -141,6 +165,8 @@ impl ChatServer {
             evicted: HashMap::new(),
             outboxes: Outboxes::default(),
             flush_scheduled: false,
+            since_flush: 0,
+            stats: watch::Sender::new(Stats::default()),
             store,
             chats_in_store: 0,
             fanouts: Vec::new(),
@@ -239,11 +265,26 @@ impl ChatServer {
         member
     }
 
-    /// Ends a handler: makes sure a flush will run once the mailbox is drained.
+    /// Ends a handler: publishes the counts, and makes sure what it queued is flushed: at
+    /// once when much is gathered, otherwise once the mailbox is drained.
     fn settle(&mut self, ctx: &mut Context<Self>) {
         self.metrics.set_rooms(self.rooms.len());
         self.metrics.set_users(self.sessions.chat_users());
-        if !self.flush_scheduled && !self.outboxes.is_empty() {
+        let stats = self.stats();
+        self.stats.send_if_modified(|old| {
+            let changed = *old != stats;
+            *old = stats;
+            changed
+        });
+        if self.outboxes.is_empty() {
+            return;
+        }
+        self.since_flush += 1;
+        if self.since_flush >= FLUSH_EVERY_MESSAGES || self.outboxes.frames() >= FLUSH_EVERY_FRAMES
+        {
+            return self.flush(ctx);
+        }
+        if !self.flush_scheduled {
             self.flush_scheduled = true;
             // Spawned futures run after the mailbox is drained (see `outbox`).
             ctx.spawn(actix::fut::ready(()).map(|_, act: &mut Self, ctx| act.flush(ctx)));
@@ -254,7 +295,8 @@ impl ChatServer {
     /// so. Evicting announces `user_left`, which is flushed in turn.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         self.flush_scheduled = false;
-        for session in self.outboxes.flush(self.limits.max_pending) {
+        self.since_flush = 0;
+        for session in self.outboxes.flush(self.limits.queue) {
             self.evict_slow(session, ctx);
         }
         // Fan-out time: from the chat reaching `ChatServer` to this hand-over to the last of
@@ -263,6 +305,26 @@ impl ChatServer {
             self.metrics.observe_fanout(received.elapsed());
         }
         self.settle(ctx);
+    }
+
+    /// Whether the server is behind on `room`: most of its sessions still read (wrote within
+    /// the progress window) yet have over half their queue bound waiting. Then new chats are
+    /// refused (`overloaded`) rather than letting the readers' queues fill until they are
+    /// closed as slow. One reader that lags while the others keep up is not the server being
+    /// behind, and never holds up the room: it is closed as a slow consumer when it reaches
+    /// the bound.
+    fn room_saturated(&self, room: &RoomId) -> bool {
+        let Some(r) = self.rooms.get(room) else {
+            return false;
+        };
+        let half = self.limits.queue.bytes / 2;
+        let behind = r
+            .sessions()
+            .filter(|(_, _, outbox)| {
+                outbox.queued_bytes() > half && outbox.progressing(PROGRESS_WINDOW)
+            })
+            .count();
+        behind * 2 > r.session_count()
     }
 }
 
@@ -332,22 +394,25 @@ impl Handler<StoreEvents> for ChatServer {
     fn handle(&mut self, msg: StoreEvents, ctx: &mut Context<Self>) {
         for event in msg.0 {
             self.store_event(event);
+            // A batch can carry thousands of chats: flush within it when much is gathered.
+            self.settle(ctx);
         }
-        self.settle(ctx);
     }
 }
 
 impl Handler<Shutdown> for ChatServer {
     type Result = ();
 
-    fn handle(&mut self, _: Shutdown, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
         self.shutting_down = true;
         log::info!("closing sessions={} for shutdown", self.sessions.len());
-        // What is gathered goes first, then the close orders.
-        self.outboxes.flush(usize::MAX);
-        for (_, entry) in self.sessions.entries() {
-            entry.handle.close(1001, "server shutting down");
+        // Every socket goes: no presence announcements to sockets that are all closing.
+        self.rooms.clear();
+        let sessions: Vec<SessionId> = self.sessions.entries().map(|(id, _)| id).collect();
+        for session in sessions {
+            self.close_session(session, 1001, "server shutting down", ctx);
         }
+        self.settle(ctx);
     }
 }
 
@@ -374,6 +439,14 @@ impl Handler<GetStats> for ChatServer {
 
     fn handle(&mut self, _: GetStats, _ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(self.stats())
+    }
+}
+
+impl Handler<WatchStats> for ChatServer {
+    type Result = MessageResult<WatchStats>;
+
+    fn handle(&mut self, _: WatchStats, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.stats.subscribe())
     }
 }
 
@@ -413,7 +486,7 @@ impl Handler<DisconnectUser> for ChatServer {
     type Result = usize;
 
     fn handle(&mut self, msg: DisconnectUser, ctx: &mut Context<Self>) -> usize {
-        let closed = self.disconnect_user(&msg.user, msg.reason);
+        let closed = self.disconnect_user(&msg.user, msg.reason, ctx);
         self.settle(ctx);
         closed
     }

@@ -29,6 +29,14 @@ pub struct SessionEntry<H> {
     pub joining: Vec<RoomId>,
     /// Kept to cut the connection if the session stops reading.
     pub conn: Option<ConnFd>,
+    /// The close order went out (see `closing`).
+    pub close_sent: bool,
+    /// Its chats sent to the store and not yet answered.
+    pub in_store: usize,
+    /// Set when the server closes the session (kick, shutdown): the close code and reason
+    /// it gets once its chats in the store are answered. A closing session is in no room and
+    /// in no user map, but is still live until its `Disconnect`.
+    pub closing: Option<(u16, &'static str)>,
 }
 
 impl<H> SessionEntry<H> {
@@ -40,6 +48,9 @@ impl<H> SessionEntry<H> {
             rooms: Vec::new(),
             joining: Vec::new(),
             conn,
+            close_sent: false,
+            in_store: 0,
+            closing: None,
         }
     }
 }
@@ -63,6 +74,8 @@ pub struct Registry<H> {
     chat: HashMap<UserId, Vec<SessionId>>,
     /// User id -> that user's notification sockets, oldest first.
     notified: HashMap<UserId, Vec<SessionId>>,
+    /// Sockets in `notified`, kept so the count needs no walk.
+    notification_sockets: usize,
 }
 
 impl<H> Default for Registry<H> {
@@ -71,6 +84,7 @@ impl<H> Default for Registry<H> {
             sessions: HashMap::new(),
             chat: HashMap::new(),
             notified: HashMap::new(),
+            notification_sockets: 0,
         }
     }
 }
@@ -80,6 +94,21 @@ impl<H> Registry<H> {
         match kind {
             SessionKind::Chat => &mut self.chat,
             SessionKind::Notifications => &mut self.notified,
+        }
+    }
+
+    /// Takes `session` out of its user map, if it is there.
+    fn unlink(&mut self, session: SessionId, kind: SessionKind, user: &UserId) {
+        if let Entry::Occupied(mut o) = self.by_kind(kind).entry(user.clone()) {
+            let before = o.get().len();
+            o.get_mut().retain(|s| *s != session);
+            let removed = before - o.get().len();
+            if o.get().is_empty() {
+                o.remove();
+            }
+            if kind == SessionKind::Notifications {
+                self.notification_sockets -= removed;
+            }
         }
     }
 
@@ -93,6 +122,9 @@ impl<H> Registry<H> {
             .entry(entry.user.clone())
             .or_default()
             .push(session);
+        if entry.kind == SessionKind::Notifications {
+            self.notification_sockets += 1;
+        }
         self.sessions.insert(session, entry);
     }
 
@@ -100,17 +132,40 @@ impl<H> Registry<H> {
     /// leave them). A user left with no session of that kind is forgotten too.
     pub fn remove(&mut self, session: SessionId) -> Option<SessionEntry<H>> {
         let entry = self.sessions.remove(&session)?;
-        if let Entry::Occupied(mut o) = self.by_kind(entry.kind).entry(entry.user.clone()) {
-            o.get_mut().retain(|s| *s != session);
-            if o.get().is_empty() {
-                o.remove();
-            }
+        if entry.closing.is_none() {
+            self.unlink(session, entry.kind, &entry.user);
         }
         Some(entry)
     }
 
     pub fn get(&self, session: SessionId) -> Option<&SessionEntry<H>> {
         self.sessions.get(&session)
+    }
+
+    pub fn get_mut(&mut self, session: SessionId) -> Option<&mut SessionEntry<H>> {
+        self.sessions.get_mut(&session)
+    }
+
+    /// Marks a session as being closed by the server with `code`: it leaves its user map at
+    /// once (so nothing new is addressed to it) and every room; the rooms it was in are
+    /// returned, for the caller to announce its departure. Its entry stays until
+    /// [`Self::remove`], so answers to what it already sent can still reach it.
+    pub fn detach(
+        &mut self,
+        session: SessionId,
+        code: u16,
+        reason: &'static str,
+    ) -> Option<Vec<RoomId>> {
+        let entry = self.sessions.get_mut(&session)?;
+        if entry.closing.is_some() {
+            return Some(Vec::new());
+        }
+        entry.closing = Some((code, reason));
+        entry.joining.clear();
+        let rooms = std::mem::take(&mut entry.rooms);
+        let (kind, user) = (entry.kind, entry.user.clone());
+        self.unlink(session, kind, &user);
+        Some(rooms)
     }
 
     pub fn contains(&self, session: SessionId) -> bool {
@@ -222,7 +277,7 @@ impl<H> Registry<H> {
 
     /// Notification sockets over all users.
     pub fn notification_socket_count(&self) -> usize {
-        self.notified.values().map(Vec::len).sum()
+        self.notification_sockets
     }
 
     /// Users with at least one notification socket, sorted.
@@ -329,6 +384,41 @@ mod tests {
         r.wait_for_read(SessionId(1), &room("c"));
         r.remove(SessionId(1));
         assert!(!r.finish_read(SessionId(1), &room("c")));
+    }
+
+    #[test]
+    fn a_detached_session_is_live_but_unaddressable() {
+        let mut r = Registry::default();
+        r.insert(SessionId(1), entry("ann", SessionKind::Chat));
+        r.insert(SessionId(2), entry("ann", SessionKind::Chat));
+        r.start_join(SessionId(1), &room("a"), 5).unwrap();
+        r.start_join(SessionId(1), &room("b"), 5).unwrap();
+        r.wait_for_read(SessionId(1), &room("b"));
+        assert_eq!(
+            r.detach(SessionId(1), 4003, "kicked"),
+            Some(vec![room("a"), room("b")])
+        );
+        assert_eq!(r.len(), 2, "still live until it disconnects");
+        assert_eq!(r.chat_sessions(&user("ann")), [SessionId(2)]);
+        assert!(!r.is_in(SessionId(1), &room("a")));
+        assert!(!r.finish_read(SessionId(1), &room("b")), "its join is void");
+        assert_eq!(r.get(SessionId(1)).unwrap().closing, Some((4003, "kicked")));
+        assert_eq!(r.detach(SessionId(1), 1001, "again"), Some(vec![]), "once");
+        assert_eq!(r.get(SessionId(1)).unwrap().closing, Some((4003, "kicked")));
+        assert_eq!(r.user_of(SessionId(1)), Some(&user("ann")));
+        r.remove(SessionId(1));
+        assert_eq!(r.chat_sessions(&user("ann")), [SessionId(2)]);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.detach(SessionId(9), 4003, "gone"), None);
+
+        r.insert(SessionId(3), entry("ann", SessionKind::Notifications));
+        r.insert(SessionId(4), entry("ann", SessionKind::Notifications));
+        assert_eq!(r.notification_socket_count(), 2);
+        r.detach(SessionId(3), 4003, "kicked");
+        assert_eq!(r.notification_socket_count(), 1);
+        r.remove(SessionId(3));
+        r.remove(SessionId(4));
+        assert_eq!(r.notification_socket_count(), 0);
     }
 
     #[test]
