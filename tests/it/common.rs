@@ -507,15 +507,29 @@ impl ChildServer {
 
 /// Starts the real binary on 127.0.0.1 port 0 with `args`, stderr piped.
 fn roomcast_command(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_roomcast"))
+    roomcast_command_builder(args)
+        .spawn()
+        .expect("spawn roomcast")
+}
+
+/// The command [`roomcast_command`] runs: the binary configured by `args` alone. It
+/// inherits no `ROOMCAST_*` variable from whoever runs the tests (each flag has one, and a
+/// `ROOMCAST_API_KEY` in a shell would otherwise change what the server answers).
+fn roomcast_command_builder(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_roomcast"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("ROOMCAST_") {
+            command.env_remove(name);
+        }
+    }
+    command
         .args(["--bind", "127.0.0.1:0"])
         .args(args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn roomcast")
+        .stderr(Stdio::piped());
+    command
 }
 
 /// Runs the real binary with `args` until it exits (it must, within `TIMEOUT`); returns its
