@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::protocol::{AnnouncedLimits, DecodeLimits};
-use crate::store::{Retention, StoreSpec, SyncMode};
+use crate::store::{Clock, Retention, StoreSpec, SyncMode};
 
 /// roomcast: a realtime room server (WebSocket chat rooms with history, presence and typing).
 #[derive(Debug, Clone, Parser)]
@@ -140,6 +140,11 @@ pub struct Config {
     /// Seconds a stored notification waits for its user before it is dropped.
     #[arg(long, env = "ROOMCAST_INBOX_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     pub inbox_ttl_secs: u64,
+
+    /// The clock the store measures expiry and retention by: the system's, except in tests,
+    /// which move a [`ManualClock`](crate::store::ManualClock) instead of sleeping. Not a flag.
+    #[arg(skip)]
+    pub clock: Clock,
 }
 
 /// Shortest accepted `--heartbeat-interval` and `--client-timeout`, in seconds: a zero
@@ -195,6 +200,7 @@ impl Config {
             max_age_ms: self.retention_secs.saturating_mul(1000),
             inbox_max: self.inbox_max,
             inbox_ttl_ms: self.inbox_ttl_secs.saturating_mul(1000),
+            clock: self.clock.clone(),
         }
     }
 

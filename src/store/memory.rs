@@ -225,6 +225,7 @@ impl Backend for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Clock;
 
     fn room(s: &str) -> RoomId {
         RoomId::parse(s).unwrap()
@@ -333,6 +334,7 @@ mod tests {
             max_age_ms: 0,
             inbox_max: 10,
             inbox_ttl_ms: 10,
+            clock: Clock::System,
         };
         assert_eq!(store.prune(&policy, 0, &[]).unwrap(), (4, 0));
         let by_age = Retention {

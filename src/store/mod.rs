@@ -16,6 +16,7 @@
 //! ([`MemoryStore`], for tests and throwaway runs). They only store and look up; the
 //! sequencing rules live in [`writer`], once.
 
+mod clock;
 mod memory;
 mod sqlite;
 pub mod writer;
@@ -24,6 +25,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Instant;
 
+pub use clock::{Clock, ManualClock};
 pub use memory::MemoryStore;
 pub use sqlite::{SqliteStore, SyncMode};
 pub use writer::StoreHandle;
@@ -74,8 +76,8 @@ impl std::fmt::Display for StoreSpec {
     }
 }
 
-/// How long history and the inbox are kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How long history and the inbox are kept, and the clock that measures it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retention {
     /// Messages kept per room (0: no limit).
     pub max_messages: u64,
@@ -85,6 +87,8 @@ pub struct Retention {
     pub inbox_max: usize,
     /// Milliseconds a stored notification waits for its user.
     pub inbox_ttl_ms: u64,
+    /// What "now" is for expiry, age and `ts_ms`: the system clock but in tests.
+    pub clock: Clock,
 }
 
 /// One chat message as the store keeps it.

@@ -323,6 +323,7 @@ impl Backend for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Clock;
 
     fn msg(seq: u64, cmid: Option<&str>) -> StoredMessage {
         StoredMessage {
@@ -374,6 +375,7 @@ mod tests {
             max_age_ms: 0,
             inbox_max: 2,
             inbox_ttl_ms: 0,
+            clock: Clock::System,
         };
         // Only the rooms written since the last pass are looked at.
         assert_eq!(s.prune(&policy, 0, &[]).unwrap(), (0, 0));

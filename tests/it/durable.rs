@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use roomcast::store::StoreSpec;
+use roomcast::store::{ManualClock, StoreSpec};
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -293,13 +293,22 @@ async fn notifications_for_an_offline_user_wait_and_are_delivered_once() {
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
+/// Expiry is measured by the store's clock, which the test holds: time moves when the test
+/// says, by exactly as much, with no sleep and no race against a slow machine.
 #[tokio::test]
 async fn stored_notifications_expire() {
-    let srv = TestServer::with(|c| c.inbox_ttl_secs = 1);
-    let stored = notify(&srv, "late", "stale").await;
-    assert_eq!(stored["stored"], true);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let time = ManualClock::starting_now();
+    let srv = TestServer::with(|c| {
+        c.inbox_ttl_secs = 1;
+        c.clock = time.clone().into();
+    });
+    let stale = notify(&srv, "late", "stale").await;
+    assert_eq!(stale["stored"], true);
+    time.advance(Duration::from_millis(600));
     let fresh = notify(&srv, "late", "fresh").await;
+    assert_eq!(fresh["stored"], true);
+    // "stale" is 1 s old: expired; "fresh" is 0.4 s old: still waiting.
+    time.advance(Duration::from_millis(400));
     let mut n = Client::connect(&srv.url("/notifications/late")).await;
     assert_eq!(n.expect("notification").await, fresh["notification"]);
     n.send_raw("ping").await;
