@@ -17,7 +17,7 @@ use actix::prelude::*;
 
 use super::{
     Append, Backend, Event, Loaded, Op, Read, Retention, StoreError, StoreResult, Stored,
-    StoredMessage,
+    StoredMessage, to_i64,
 };
 use crate::ids::{RoomId, Seq};
 use crate::protocol::{ServerMessage, timestamp_now};
@@ -171,7 +171,7 @@ impl Writer {
                 result: Ok(self.read(room, *read)?),
             },
             Op::InboxPut { users, frame, tag } => {
-                let expires = now.saturating_add(self.retention.inbox_ttl_ms as i64);
+                let expires = now.saturating_add(to_i64(self.retention.inbox_ttl_ms));
                 for user in users {
                     self.backend
                         .inbox_put(user, frame, expires, self.retention.inbox_max)?;
