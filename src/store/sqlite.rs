@@ -96,9 +96,16 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", level)
             .with_context(what)?;
         conn.execute_batch(SCHEMA).with_context(what)?;
-        // Prove it can be written now rather than at the first message.
-        conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
-            .with_context(what)?;
+        // Prove it can be written now rather than at the first message. An empty
+        // transaction is not enough: on a read-only file in WAL mode `BEGIN IMMEDIATE`
+        // succeeds and only the first write fails. So write a row (room "" cannot exist:
+        // room names are 1-64 characters) and roll it back.
+        conn.execute_batch(
+            "BEGIN IMMEDIATE;
+             INSERT INTO rooms (room_id, last_seq) VALUES ('', 0);
+             ROLLBACK;",
+        )
+        .with_context(what)?;
         log::info!(
             "history store: sqlite {} (synchronous={level})",
             path.display()

@@ -535,7 +535,30 @@ fn roomcast_command_builder(args: &[&str]) -> Command {
 /// Runs the real binary with `args` until it exits (it must, within `TIMEOUT`); returns its
 /// exit code and what it wrote to stderr.
 pub fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
-    let mut child = roomcast_command(args);
+    wait_for_exit(roomcast_command(args), args)
+}
+
+/// The user the binary runs as when the tests run as root: `nobody`.
+const UNPRIVILEGED: u32 = 65534;
+
+/// [`run_to_exit`], as a user whom file permissions bind. Root may write any file, so when
+/// the tests run as root the binary runs as `nobody` (uid and gid 65534, no supplementary
+/// groups); otherwise as the tests' own user.
+pub fn run_to_exit_unprivileged(args: &[&str]) -> (Option<i32>, String) {
+    use std::os::unix::process::CommandExt;
+    let mut command = roomcast_command_builder(args);
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        command.uid(UNPRIVILEGED).gid(UNPRIVILEGED);
+    }
+    let child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn roomcast as an unprivileged user: {e}"));
+    wait_for_exit(child, args)
+}
+
+/// Waits (up to `TIMEOUT`) for `child` to exit; returns its exit code and its stderr.
+fn wait_for_exit(mut child: Child, args: &[&str]) -> (Option<i32>, String) {
     let deadline = std::time::Instant::now() + TIMEOUT;
     loop {
         if let Some(status) = child.try_wait().expect("wait") {

@@ -415,6 +415,30 @@ async fn an_unusable_database_path_stops_start_up_with_a_clear_error() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A database file that cannot be written stops start-up, naming it (it used to start and
+/// then answer every chat `store_unavailable`). Root writes read-only files anyway, so the
+/// binary runs as an unprivileged user (see `run_to_exit_unprivileged`).
+#[tokio::test]
+async fn a_read_only_database_stops_start_up_with_a_clear_error() {
+    use std::fs::Permissions;
+    use std::os::unix::fs::PermissionsExt;
+    let path = db("read-only");
+    // A real roomcast database: a server ran on it and stopped cleanly.
+    TestServer::with(sqlite(&path)).stop().await;
+    let dir = path.parent().unwrap();
+    // Only the file is read-only; the folder is writable by anyone, so nothing else (such
+    // as creating the -wal and -shm files beside it) stands in the way.
+    std::fs::set_permissions(dir, Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&path, Permissions::from_mode(0o444)).unwrap();
+    let arg = format!("sqlite:{}", path.display());
+    let (code, stderr) = run_to_exit_unprivileged(&["--store", &arg]);
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+    assert!(stderr.contains("readonly database"), "{stderr}");
+    assert!(!stderr.contains("listening on"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Reads a room's whole history through `history` pages, oldest first.
 async fn whole_history(c: &mut Client, room: &str) -> Vec<Value> {
     let mut all: Vec<Value> = Vec::new();
