@@ -525,9 +525,19 @@ async fn acknowledged_messages_survive_sigkill() {
     }
     drop(acks_tx);
 
-    // Kill once a good part of the burst is acknowledged, while the rest is in flight.
+    // Kill once a good part of the burst is acknowledged, while at least half of the
+    // writers' windows is sent and not acknowledged. (On a busy machine the writers may not
+    // run between a window's acks and the next check; killing then would catch nothing in
+    // flight.)
     let mut acked: HashMap<String, (u64, String)> = HashMap::new();
-    while acked.len() < WRITERS * EACH / 4 {
+    let unanswered = |acked: &HashMap<String, (u64, String)>| {
+        let sent: usize = tried
+            .iter()
+            .map(|n| n.load(std::sync::atomic::Ordering::SeqCst))
+            .sum();
+        sent.saturating_sub(acked.len())
+    };
+    while acked.len() < WRITERS * EACH / 4 || unanswered(&acked) < WRITERS * WINDOW / 2 {
         let (id, s, m) = tokio::time::timeout(TIMEOUT, acks_rx.recv())
             .await
             .expect("acks keep coming")
