@@ -1,17 +1,19 @@
 //! One `Config` for the whole server: command-line flags, each with a `ROOMCAST_*` environment
 //! variable and a default that suits development.
 //!
-//! Tests build a `Config` with [`Config::for_tests`] or [`Config::parse_from`] and change the
-//! fields they care about; `main` uses [`Config::parse`].
+//! Tests build a `Config` with [`Config::for_tests`] or [`Config::parse_flags_only`] and
+//! change the fields they care about; neither reads `ROOMCAST_*` variables, so what the
+//! caller's shell exports cannot change a test. `main` uses [`Config::parse`].
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 use crate::protocol::{AnnouncedLimits, DecodeLimits};
-use crate::store::{Retention, StoreSpec, SyncMode};
+use crate::store::{Clock, Retention, StoreSpec, SyncMode};
 
 /// roomcast: a realtime room server (WebSocket chat rooms with history, presence and typing).
 #[derive(Debug, Clone, Parser)]
@@ -143,16 +145,58 @@ pub struct Config {
     /// Seconds a stored notification waits for its user before it is dropped.
     #[arg(long, env = "ROOMCAST_INBOX_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     pub inbox_ttl_secs: u64,
+
+    /// The clock the store measures expiry and retention by: the system's, except in tests,
+    /// which move a [`ManualClock`](crate::store::ManualClock) instead of sleeping. Not a flag.
+    #[arg(skip)]
+    pub clock: Clock,
+}
+
+/// Shortest accepted `--heartbeat-interval` and `--client-timeout`, in seconds: a zero
+/// period would make the heartbeat timer panic.
+const MIN_PERIOD_SECS: f64 = 0.001;
+/// Longest accepted `--heartbeat-interval`, `--client-timeout` and `--shutdown-timeout`, in
+/// seconds (a day). Longer is a typo, and far longer (1e30, inf) overflows a `Duration` or
+/// an `Instant`, which panics on a worker thread.
+const MAX_PERIOD_SECS: f64 = 86_400.0;
+
+/// Refuses a number of seconds that is not finite or not within
+/// [`MIN_PERIOD_SECS`]..=[`MAX_PERIOD_SECS`], naming the flag.
+fn check_period(flag: &str, secs: f64) -> Result<(), String> {
+    if secs.is_finite() && (MIN_PERIOD_SECS..=MAX_PERIOD_SECS).contains(&secs) {
+        Ok(())
+    } else {
+        Err(format!(
+            "--{flag} must be a number of seconds from {MIN_PERIOD_SECS} to {MAX_PERIOD_SECS}, \
+             not {secs}"
+        ))
+    }
 }
 
 impl Config {
     /// The defaults, bound to a free port on 127.0.0.1, for in-process tests.
+    /// Never reads `ROOMCAST_*` variables (see [`Config::parse_flags_only`]).
     pub fn for_tests() -> Config {
-        let mut c = Config::parse_from(["roomcast"]);
+        let mut c = Config::parse_flags_only(["roomcast"]).expect("the defaults parse");
         c.bind = "127.0.0.1:0".parse().expect("literal address");
         c.workers = 2;
         c.store = StoreSpec::Memory;
         c
+    }
+
+    /// Parses `args` (the program name first) as flags alone: every `ROOMCAST_*` variable
+    /// is ignored. The derive reads the variables while it builds the command; they are
+    /// dropped from every argument (`env(None)`) before anything is parsed, so no value can
+    /// come from them.
+    pub fn parse_flags_only<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let matches = Config::command()
+            .mut_args(|arg| arg.env(None))
+            .try_get_matches_from(args)?;
+        Config::from_arg_matches(&matches)
     }
 
     pub fn retention(&self) -> Retention {
@@ -161,6 +205,7 @@ impl Config {
             max_age_ms: self.retention_secs.saturating_mul(1000),
             inbox_max: self.inbox_max,
             inbox_ttl_ms: self.inbox_ttl_secs.saturating_mul(1000),
+            clock: self.clock.clone(),
         }
     }
 
@@ -196,11 +241,27 @@ impl Config {
                 self.history_keep, self.history_on_join
             ));
         }
-        if !(self.heartbeat_interval > 0.0 && self.client_timeout > self.heartbeat_interval) {
-            return Err("--client-timeout must be greater than --heartbeat-interval > 0".into());
+        check_period("heartbeat-interval", self.heartbeat_interval)?;
+        check_period("client-timeout", self.client_timeout)?;
+        if self.client_timeout <= self.heartbeat_interval {
+            return Err("--client-timeout must be greater than --heartbeat-interval".into());
         }
-        if self.rate_per_sec < 0.0 || (self.rate_per_sec > 0.0 && self.rate_burst == 0) {
-            return Err("--rate-per-sec must be >= 0, and --rate-burst >= 1 when it is set".into());
+        if self.shutdown_timeout as f64 > MAX_PERIOD_SECS {
+            return Err(format!(
+                "--shutdown-timeout must be at most {MAX_PERIOD_SECS} seconds, not {}",
+                self.shutdown_timeout
+            ));
+        }
+        // NaN or infinity would refill the bucket with NaN tokens and refuse everything.
+        if !self.rate_per_sec.is_finite()
+            || self.rate_per_sec < 0.0
+            || (self.rate_per_sec > 0.0 && self.rate_burst == 0)
+        {
+            return Err(format!(
+                "--rate-per-sec must be a finite number >= 0 (not {}), and --rate-burst >= 1 \
+                 when it is set",
+                self.rate_per_sec
+            ));
         }
         if self.max_pending == 0
             || self.max_pending_bytes < 1024
@@ -224,10 +285,16 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// Parses flags as the binary would, minus the environment.
+    fn flags(args: &[&str]) -> Config {
+        Config::parse_flags_only(std::iter::once("roomcast").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
     #[test]
     fn defaults_are_valid() {
         Config::for_tests().validate().unwrap();
-        let c = Config::parse_from(["roomcast"]);
+        let c = flags(&[]);
         assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
         assert_eq!((c.history_on_join, c.history_keep), (50, 100));
         assert_eq!(c.max_frame_bytes, 65536);
@@ -242,5 +309,85 @@ mod tests {
         c.client_timeout = 1.0;
         c.heartbeat_interval = 2.0;
         assert!(c.validate().is_err());
+    }
+
+    /// Durations that `Duration::from_secs_f64` or `Instant + Duration` would panic on (on a
+    /// worker thread, once a socket opens) are refused at start, naming the flag.
+    #[test]
+    fn unusable_durations_are_refused_naming_the_flag() {
+        for flag in ["client-timeout", "heartbeat-interval"] {
+            for value in ["inf", "-inf", "NaN", "-1", "0", "1e-12", "1e30", "86401"] {
+                let c = flags(&[&format!("--{flag}={value}")]);
+                let err = c.validate().expect_err(&format!("--{flag} {value}"));
+                assert!(
+                    err.contains(&format!("--{flag} ")),
+                    "--{flag} {value}: {err}"
+                );
+            }
+        }
+        // The longest accepted ones still start.
+        flags(&["--heartbeat-interval=3600", "--client-timeout=86400"])
+            .validate()
+            .unwrap();
+        let err = flags(&["--shutdown-timeout=18446744073709551615"])
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("--shutdown-timeout"), "{err}");
+        for value in ["inf", "NaN", "-1"] {
+            let err = flags(&[&format!("--rate-per-sec={value}")])
+                .validate()
+                .unwrap_err();
+            assert!(err.contains("--rate-per-sec"), "{value}: {err}");
+        }
+    }
+
+    /// Set by [`for_tests_ignores_the_environment`] in the child it runs.
+    const CHILD: &str = "ROOMCAST_TEST_CONFIG_CHILD";
+
+    /// `for_tests` ignores `ROOMCAST_*` variables. They cannot be set in this process:
+    /// the environment is shared by every test running beside this one (which is why
+    /// `set_var` is `unsafe` in edition 2024), so a variable set here could leak into other
+    /// tests, and a read could race a write. Instead this test runs the test binary again,
+    /// as a child whose environment holds the variables from its start, and has it run only
+    /// [`for_tests_in_a_child_with_roomcast_variables`].
+    #[test]
+    fn for_tests_ignores_the_environment() {
+        let out = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+            .args([
+                "--exact",
+                "config::tests::for_tests_in_a_child_with_roomcast_variables",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .env("ROOMCAST_API_KEY", "from-the-shell")
+            .env("ROOMCAST_MAX_CONNECTIONS", "7")
+            .env("ROOMCAST_STORE", "sqlite:/nonexistent/roomcast.db")
+            .output()
+            .expect("run the test binary");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        // It really ran (a wrong filter would pass with 0 tests).
+        assert!(stdout.contains("1 passed"), "{stdout}");
+    }
+
+    /// On its own, checks the defaults; run by [`for_tests_ignores_the_environment`], also
+    /// that the variables were there to be ignored.
+    #[test]
+    fn for_tests_in_a_child_with_roomcast_variables() {
+        let c = Config::for_tests();
+        assert_eq!(c.api_key, None);
+        assert_eq!(c.max_connections, 25_000);
+        assert_eq!(c.store, StoreSpec::Memory);
+        let flags_only = flags(&[]);
+        assert_eq!(
+            (flags_only.api_key, flags_only.max_connections),
+            (None, 25_000)
+        );
+        if std::env::var_os(CHILD).is_some() {
+            let from_env = Config::try_parse_from(["roomcast"]).expect("the variables parse");
+            assert_eq!(from_env.api_key.as_deref(), Some("from-the-shell"));
+            assert_eq!(from_env.max_connections, 7);
+        }
     }
 }

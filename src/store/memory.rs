@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::{Backend, Original, Retention, StoreResult, StoredMessage};
+use super::{Backend, Original, Retention, StoreResult, StoredMessage, to_i64};
 use crate::ids::{RoomId, Seq, UserId};
 use crate::protocol::Frame;
 use crate::server::room::HistoryEntry;
@@ -154,6 +154,11 @@ impl Backend for MemoryStore {
         let Some(log) = self.rooms.get(room) else {
             return Ok((after == Seq(0)).then(Vec::new));
         };
+        // Up to date (or ahead): nothing follows, as in SQLite; and `after.next()` below
+        // cannot overflow.
+        if after >= log.last_seq {
+            return Ok(Some(Vec::new()));
+        }
         let start = log.entries.partition_point(|e| e.seq <= after);
         let oldest_kept = log.entries.front().map_or(log.last_seq.next(), |m| m.seq);
         if oldest_kept > after.next() || log.entries.len() - start > max {
@@ -204,7 +209,7 @@ impl Backend for MemoryStore {
                 }
             }
             if policy.max_age_ms > 0 {
-                let cutoff = now_ms.saturating_sub(policy.max_age_ms as i64);
+                let cutoff = now_ms.saturating_sub(to_i64(policy.max_age_ms));
                 while log.entries.front().is_some_and(|m| m.ts_ms < cutoff) {
                     log.entries.pop_front();
                 }
@@ -225,6 +230,7 @@ impl Backend for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Clock;
 
     fn room(s: &str) -> RoomId {
         RoomId::parse(s).unwrap()
@@ -333,6 +339,7 @@ mod tests {
             max_age_ms: 0,
             inbox_max: 10,
             inbox_ttl_ms: 10,
+            clock: Clock::System,
         };
         assert_eq!(store.prune(&policy, 0, &[]).unwrap(), (4, 0));
         let by_age = Retention {

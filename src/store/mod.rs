@@ -16,6 +16,7 @@
 //! ([`MemoryStore`], for tests and throwaway runs). They only store and look up; the
 //! sequencing rules live in [`writer`], once.
 
+mod clock;
 mod memory;
 mod sqlite;
 pub mod writer;
@@ -24,6 +25,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Instant;
 
+pub use clock::{Clock, ManualClock};
 pub use memory::MemoryStore;
 pub use sqlite::{SqliteStore, SyncMode};
 pub use writer::StoreHandle;
@@ -74,8 +76,8 @@ impl std::fmt::Display for StoreSpec {
     }
 }
 
-/// How long history and the inbox are kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How long history and the inbox are kept, and the clock that measures it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retention {
     /// Messages kept per room (0: no limit).
     pub max_messages: u64,
@@ -85,6 +87,8 @@ pub struct Retention {
     pub inbox_max: usize,
     /// Milliseconds a stored notification waits for its user.
     pub inbox_ttl_ms: u64,
+    /// What "now" is for expiry, age and `ts_ms`: the system clock but in tests.
+    pub clock: Clock,
 }
 
 /// One chat message as the store keeps it.
@@ -299,6 +303,14 @@ pub fn open(spec: &StoreSpec, sync: SyncMode, keep: usize) -> anyhow::Result<Box
 /// Rooms the memory store keeps before forgetting the least recently written.
 const MEMORY_MAX_ROOMS: usize = 10_000;
 
+/// A seq, count or number of milliseconds as the store's `i64` (SQLite's integer),
+/// saturating: a value past `i64::MAX` means "beyond anything stored", never a negative
+/// number (a bare `as` cast turned `before_seq` 2^63 into "before seq -2^63", and a huge
+/// retention limit into "delete everything").
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -309,6 +321,98 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn room() -> RoomId {
+        RoomId::parse("r").unwrap()
+    }
+
+    fn message(seq: u64) -> StoredMessage {
+        StoredMessage {
+            room: room(),
+            seq: Seq(seq),
+            user: UserId::parse("u").unwrap(),
+            client_msg_id: None,
+            message_id: format!("m{seq}"),
+            ts_ms: 1_000 + seq as i64,
+            frame: Frame::from(format!("{{\"seq\":{seq}}}")),
+        }
+    }
+
+    /// Runs `check` on both backends (SQLite on a fresh temp file), each holding seqs 1..=5
+    /// of room `r`: the contract is one, so every case must come out the same.
+    fn on_both_backends(check: impl Fn(&str, &mut dyn Backend)) {
+        let dir = std::env::temp_dir().join(format!(
+            "roomcast-store-test-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4()
+        ));
+        let backends: [(&str, Box<dyn Backend>); 2] = [
+            ("memory", Box::new(MemoryStore::new(100, 10))),
+            (
+                "sqlite",
+                Box::new(SqliteStore::open(&dir.join("db"), SyncMode::Normal).unwrap()),
+            ),
+        ];
+        for (name, mut backend) in backends {
+            backend.begin().unwrap();
+            for seq in 1..=5 {
+                backend.insert(&message(seq)).unwrap();
+            }
+            backend.commit().unwrap();
+            check(name, &mut *backend);
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn seqs(page: &[HistoryEntry]) -> Vec<u64> {
+        page.iter().map(|e| e.seq.0).collect()
+    }
+
+    /// "Before a seq past everything" is the newest page on both backends, up to and past
+    /// 2^63 (where SQLite's i64 ends).
+    #[test]
+    fn a_page_before_a_huge_seq_is_the_newest_page_on_both_backends() {
+        on_both_backends(|name, b| {
+            for before in [6, 1 << 62, (1 << 63) - 1, 1 << 63, u64::MAX] {
+                let (page, more) = b.page_before(&room(), Some(Seq(before)), 3).unwrap();
+                assert_eq!(
+                    (seqs(&page), more),
+                    (vec![3, 4, 5], true),
+                    "{name} {before}"
+                );
+            }
+            let (page, more) = b.page_before(&room(), None, 3).unwrap();
+            assert_eq!((seqs(&page), more), (vec![3, 4, 5], true), "{name} None");
+            for after in [5, 1 << 63, u64::MAX] {
+                let since = b.since(&room(), Seq(after), 10).unwrap();
+                assert_eq!(since, Some(vec![]), "{name} since {after}");
+            }
+        });
+    }
+
+    /// Retention limits too large for an i64 mean "keep everything", not "delete all".
+    #[test]
+    fn huge_retention_limits_keep_everything_on_both_backends() {
+        on_both_backends(|name, b| {
+            let policy = Retention {
+                max_messages: u64::MAX,
+                max_age_ms: u64::MAX,
+                inbox_max: 10,
+                inbox_ttl_ms: u64::MAX,
+                clock: Clock::System,
+            };
+            b.begin().unwrap();
+            assert_eq!(
+                b.prune(&policy, 10_000, std::slice::from_ref(&room()))
+                    .unwrap(),
+                (0, 0),
+                "{name}"
+            );
+            b.commit().unwrap();
+            let (page, _) = b.page_before(&room(), None, 10).unwrap();
+            assert_eq!(seqs(&page), [1, 2, 3, 4, 5], "{name}");
+        });
+    }
 
     #[test]
     fn specs_parse() {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::{Backend, Original, Retention, StoreResult, StoredMessage};
+use super::{Backend, Original, Retention, StoreResult, StoredMessage, to_i64};
 use crate::ids::{RoomId, Seq, UserId};
 use crate::protocol::Frame;
 use crate::server::room::HistoryEntry;
@@ -96,9 +96,16 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", level)
             .with_context(what)?;
         conn.execute_batch(SCHEMA).with_context(what)?;
-        // Prove it can be written now rather than at the first message.
-        conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
-            .with_context(what)?;
+        // Prove it can be written now rather than at the first message. An empty
+        // transaction is not enough: on a read-only file in WAL mode `BEGIN IMMEDIATE`
+        // succeeds and only the first write fails. So write a row (room "" cannot exist:
+        // room names are 1-64 characters) and roll it back.
+        conn.execute_batch(
+            "BEGIN IMMEDIATE;
+             INSERT INTO rooms (room_id, last_seq) VALUES ('', 0);
+             ROLLBACK;",
+        )
+        .with_context(what)?;
         log::info!(
             "history store: sqlite {} (synchronous={level})",
             path.display()
@@ -205,7 +212,7 @@ impl Backend for SqliteStore {
         before: Option<Seq>,
         limit: usize,
     ) -> StoreResult<(Vec<HistoryEntry>, bool)> {
-        let before = before.map_or(i64::MAX, |s| s.0 as i64);
+        let before = before.map_or(i64::MAX, |s| to_i64(s.0));
         let mut page = self
             .conn
             .prepare_cached(
@@ -241,7 +248,7 @@ impl Backend for SqliteStore {
             .prepare_cached(
                 "SELECT seq, frame FROM messages WHERE room_id = ?1 AND seq > ?2 ORDER BY seq",
             )?
-            .query_map(params![room.as_str(), after.0 as i64], |r| {
+            .query_map(params![room.as_str(), to_i64(after.0)], |r| {
                 Ok(entry(r.get(0)?, r.get(1)?))
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -296,7 +303,8 @@ impl Backend for SqliteStore {
             // One primary-key range per room written since the last pass: the cost follows
             // the traffic, not the size of the table.
             for room in written {
-                let keep_from = self.last_seq(room)?.0 as i64 - policy.max_messages as i64;
+                let keep_from =
+                    to_i64(self.last_seq(room)?.0).saturating_sub(to_i64(policy.max_messages));
                 if keep_from > 0 {
                     messages += self
                         .conn
@@ -307,7 +315,7 @@ impl Backend for SqliteStore {
             }
         }
         if policy.max_age_ms > 0 {
-            let cutoff = now_ms.saturating_sub(policy.max_age_ms as i64);
+            let cutoff = now_ms.saturating_sub(to_i64(policy.max_age_ms));
             messages += self
                 .conn
                 .execute("DELETE FROM messages WHERE ts_ms < ?1", [cutoff])?
@@ -323,6 +331,7 @@ impl Backend for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Clock;
 
     fn msg(seq: u64, cmid: Option<&str>) -> StoredMessage {
         StoredMessage {
@@ -374,6 +383,7 @@ mod tests {
             max_age_ms: 0,
             inbox_max: 2,
             inbox_ttl_ms: 0,
+            clock: Clock::System,
         };
         // Only the rooms written since the last pass are looked at.
         assert_eq!(s.prune(&policy, 0, &[]).unwrap(), (0, 0));

@@ -17,7 +17,7 @@ use actix::prelude::*;
 
 use super::{
     Append, Backend, Event, Loaded, Op, Read, Retention, StoreError, StoreResult, Stored,
-    StoredMessage, now_ms,
+    StoredMessage, to_i64,
 };
 use crate::ids::{RoomId, Seq};
 use crate::protocol::{ServerMessage, timestamp_now};
@@ -137,7 +137,7 @@ impl Writer {
 
     /// Runs `ops` in one transaction and returns their outcomes.
     fn batch(&mut self, ops: Vec<Op>) -> Vec<Event> {
-        let now = now_ms();
+        let now = self.retention.clock.now_ms();
         let attempt = self
             .backend
             .begin()
@@ -171,7 +171,7 @@ impl Writer {
                 result: Ok(self.read(room, *read)?),
             },
             Op::InboxPut { users, frame, tag } => {
-                let expires = now.saturating_add(self.retention.inbox_ttl_ms as i64);
+                let expires = now.saturating_add(to_i64(self.retention.inbox_ttl_ms));
                 for user in users {
                     self.backend
                         .inbox_put(user, frame, expires, self.retention.inbox_max)?;
@@ -333,12 +333,12 @@ impl Writer {
     }
 
     fn prune(&mut self) {
-        let policy = self.retention;
+        let policy = &self.retention;
         let written: Vec<RoomId> = self.written.drain().collect();
         let result = self
             .backend
             .begin()
-            .and_then(|()| self.backend.prune(&policy, now_ms(), &written))
+            .and_then(|()| self.backend.prune(policy, policy.clock.now_ms(), &written))
             .and_then(|pruned| self.backend.commit().map(|()| pruned));
         match result {
             Ok((0, 0)) => {}

@@ -106,9 +106,11 @@ fn require_browser() {
     if missing.is_empty() {
         return;
     }
-    let how = "install Debian's packages: `apt-get update && apt-get install -y chromium \
-               chromium-driver` (.ci/run does this on a fresh machine), or point \
-               ROOMCAST_TEST_CHROMIUM / ROOMCAST_TEST_CHROMEDRIVER at other builds";
+    let how = "run `scripts/test` from the repository root: it installs Debian's chromium \
+               and chromium-driver with apt when they are missing, then runs every test \
+               (extra arguments go to cargo test, e.g. `scripts/test --test browser`); or \
+               point ROOMCAST_TEST_CHROMIUM / ROOMCAST_TEST_CHROMEDRIVER at another \
+               matching pair";
     if std::env::var_os("CI").is_some() {
         panic!("CI: the browser tests need {missing:?}, which are missing; {how}");
     }

@@ -11,10 +11,10 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{SinkExt, Stream, StreamExt};
 use roomcast::Config;
+use roomcast::procfs::{self, Pid};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -341,7 +341,7 @@ impl Client {
     }
 }
 
-/// A minimal HTTP/1.1 GET (the tests need no HTTP client crate for this).
+/// `GET path`; returns the status and the JSON body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, Value) {
     let (status, body) = http_get_raw(addr, path).await;
     let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
@@ -372,8 +372,52 @@ pub async fn http_request(
     (status, body)
 }
 
+/// An HTTP client for one request (or one event stream), made for each: a client's pool
+/// would outlive the test's tokio runtime, and a kept-alive connection would count among the
+/// server's sockets. No proxy, whatever the caller's environment says; a bounded connect.
+/// Reads are bounded by the callers, with `TIMEOUT` around each.
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .connect_timeout(TIMEOUT)
+        .build()
+        .expect("an HTTP client")
+}
+
+/// `method path` with `headers` (and `Connection: close`, so the server closes its end when
+/// it has answered); `body` is sent as it is, with its length.
+fn http_builder(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::RequestBuilder {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+    let mut request = http_client()
+        .request(method, format!("http://{addr}{path}"))
+        .header(reqwest::header::CONNECTION, "close");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request
+}
+
+/// The status line and headers of `response`, lowercased, one per line, as they would read
+/// on the wire (`http/1.1 200 ok`, `content-type: text/html`).
+fn head_of(response: &reqwest::Response) -> String {
+    let mut head = format!("{:?} {}", response.version(), response.status());
+    for (name, value) in response.headers() {
+        head.push_str(&format!(
+            "\r\n{name}: {}",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
+    }
+    head.to_ascii_lowercase()
+}
+
 /// One HTTP/1.1 request on a fresh connection; returns the status, the response head (status
-/// line and headers, lowercased) and the body as text (de-chunked).
+/// line and headers, lowercased) and the body as text. The whole exchange has a timeout.
 async fn http_exchange(
     addr: SocketAddr,
     method: &str,
@@ -381,43 +425,25 @@ async fn http_exchange(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String, String) {
-    let fut = async {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-        for (name, value) in headers {
-            req.push_str(&format!("{name}: {value}\r\n"));
-        }
-        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.unwrap();
-        String::from_utf8(raw).unwrap()
+    let request = http_builder(addr, method, path, headers).body(body.to_owned());
+    let exchange = async {
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status().as_u16();
+        let head = head_of(&response);
+        let body = response
+            .bytes()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: reading the body: {e}"));
+        let body = String::from_utf8(body.to_vec())
+            .unwrap_or_else(|e| panic!("{method} {path}: the body is not UTF-8: {e}"));
+        (status, head, body)
     };
-    let raw = tokio::time::timeout(TIMEOUT, fut)
+    tokio::time::timeout(TIMEOUT, exchange)
         .await
-        .expect("HTTP request timed out");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let head = head.to_ascii_lowercase();
-    let body = if head.contains("transfer-encoding: chunked") {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    (status, head, body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-    out
+        .unwrap_or_else(|_| panic!("{method} {path}: no answer within {TIMEOUT:?}"))
 }
 
 /// The real binary as a child process, for what needs a process: signals, RSS.
@@ -463,23 +489,14 @@ impl ChildServer {
 
     /// Resident set size of the server process, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("read /proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .expect("VmRSS")
+        procfs::rss_bytes(Pid::Of(self.child.id())).expect("the server's RSS") / 1024
     }
 
     /// Open sockets of the server process (listener included).
     pub fn socket_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
-            .expect("read /proc fd")
-            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-            .filter(|target| target.to_string_lossy().starts_with("socket:"))
-            .count()
+        procfs::socket_inodes(Pid::Of(self.child.id()))
+            .expect("the server's descriptors")
+            .len()
     }
 
     /// Waits until the server holds `want` sockets; fails after `TIMEOUT`.
@@ -495,33 +512,77 @@ impl ChildServer {
         }
     }
 
+    /// Sends signal `sig` ("TERM", "INT", "KILL") at once: with a system call, not by
+    /// running `kill`, whose start-up would give the server milliseconds more to work.
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill")
-            .success();
-        assert!(ok, "kill -{sig} failed");
+        let signo = match sig {
+            "TERM" => libc::SIGTERM,
+            "INT" => libc::SIGINT,
+            "KILL" => libc::SIGKILL,
+            other => panic!("no signal {other} here"),
+        };
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        // SAFETY: a plain system call. `pid` is our child, not yet waited for, so it cannot
+        // name another process.
+        let sent = unsafe { libc::kill(pid, signo) };
+        assert_eq!(sent, 0, "kill -{sig}: {}", std::io::Error::last_os_error());
     }
 }
 
 /// Starts the real binary on 127.0.0.1 port 0 with `args`, stderr piped.
 fn roomcast_command(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_roomcast"))
+    roomcast_command_builder(args)
+        .spawn()
+        .expect("spawn roomcast")
+}
+
+/// The command [`roomcast_command`] runs: the binary configured by `args` alone. It
+/// inherits no `ROOMCAST_*` variable from whoever runs the tests (each flag has one, and a
+/// `ROOMCAST_API_KEY` in a shell would otherwise change what the server answers).
+fn roomcast_command_builder(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_roomcast"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("ROOMCAST_") {
+            command.env_remove(name);
+        }
+    }
+    command
         .args(["--bind", "127.0.0.1:0"])
         .args(args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn roomcast")
+        .stderr(Stdio::piped());
+    command
 }
 
 /// Runs the real binary with `args` until it exits (it must, within `TIMEOUT`); returns its
 /// exit code and what it wrote to stderr.
 pub fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
-    let mut child = roomcast_command(args);
+    wait_for_exit(roomcast_command(args), args)
+}
+
+/// The user the binary runs as when the tests run as root: `nobody`.
+const UNPRIVILEGED: u32 = 65534;
+
+/// [`run_to_exit`], as a user whom file permissions bind. Root may write any file, so when
+/// the tests run as root the binary runs as `nobody` (uid and gid 65534, no supplementary
+/// groups); otherwise as the tests' own user.
+pub fn run_to_exit_unprivileged(args: &[&str]) -> (Option<i32>, String) {
+    use std::os::unix::process::CommandExt;
+    let mut command = roomcast_command_builder(args);
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        command.uid(UNPRIVILEGED).gid(UNPRIVILEGED);
+    }
+    let child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn roomcast as an unprivileged user: {e}"));
+    wait_for_exit(child, args)
+}
+
+/// Waits (up to `TIMEOUT`) for `child` to exit; returns its exit code and its stderr.
+fn wait_for_exit(mut child: Child, args: &[&str]) -> (Option<i32>, String) {
     let deadline = std::time::Instant::now() + TIMEOUT;
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -684,15 +745,13 @@ impl TestServer {
     }
 }
 
-/// A Server-Sent Events stream read over a raw HTTP/1.1 connection. Every read has a
-/// timeout.
+/// A Server-Sent Events stream: the body of a `GET`, read as it arrives and split into
+/// events at blank lines. Every read has a timeout.
 pub struct SseClient {
-    stream: TcpStream,
-    /// Bytes read and not yet de-chunked.
-    raw: Vec<u8>,
-    /// De-chunked text not yet returned as events.
-    text: String,
-    /// The terminating chunk (or the end of the connection) was seen.
+    body: std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    /// Bytes read and not yet returned as events.
+    buf: Vec<u8>,
+    /// The body ended (or failed: the server went away).
     ended: bool,
     /// The response head (lowercased).
     pub head: String,
@@ -702,83 +761,64 @@ pub struct SseClient {
 impl SseClient {
     /// `GET path` with `headers`; reads the response head.
     pub async fn connect(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> SseClient {
-        let mut stream = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
+        let request = http_builder(addr, "GET", path, headers)
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        let response = tokio::time::timeout(TIMEOUT, request.send())
             .await
-            .expect("connect timed out")
-            .expect("connect");
-        let mut req =
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
-        for (name, value) in headers {
-            req.push_str(&format!("{name}: {value}\r\n"));
-        }
-        req.push_str("\r\n");
-        stream.write_all(req.as_bytes()).await.unwrap();
-        let mut sse = SseClient {
-            stream,
-            raw: Vec::new(),
-            text: String::new(),
-            ended: false,
-            head: String::new(),
-            status: 0,
-        };
-        while !sse.raw.windows(4).any(|w| w == b"\r\n\r\n") {
-            assert!(
-                sse.read_more().await,
-                "the connection ended before the head"
-            );
-        }
-        let at = sse.raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-        let head = String::from_utf8(sse.raw[..at].to_vec()).expect("a text head");
-        sse.raw.drain(..at + 4);
-        sse.status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        sse.head = head.to_ascii_lowercase();
+            .unwrap_or_else(|_| panic!("GET {path}: no answer within {TIMEOUT:?}"))
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = response.status().as_u16();
+        let head = head_of(&response);
         assert!(
-            sse.status != 200 || sse.head.contains("transfer-encoding: chunked"),
-            "an event stream is chunked: {}",
-            sse.head
+            status != 200 || !head.contains("content-length:"),
+            "an event stream has no length: {head}"
         );
-        sse
+        SseClient {
+            body: Box::pin(response.bytes_stream()),
+            buf: Vec::new(),
+            ended: false,
+            head,
+            status,
+        }
     }
 
-    /// Reads more bytes; false when the connection ended.
+    /// Reads more of the body; false when it has ended. A failed read (the server went
+    /// away mid-stream) ends it too.
     async fn read_more(&mut self) -> bool {
-        let mut buf = [0u8; 4096];
-        let n = tokio::time::timeout(TIMEOUT, self.stream.read(&mut buf))
+        if self.ended {
+            return false;
+        }
+        match tokio::time::timeout(TIMEOUT, self.body.next())
             .await
             .expect("no data arrived in time")
-            .unwrap_or(0);
-        self.raw.extend_from_slice(&buf[..n]);
-        n > 0
+        {
+            Some(Ok(bytes)) => self.buf.extend_from_slice(&bytes),
+            Some(Err(_)) | None => self.ended = true,
+        }
+        !self.ended
     }
 
-    /// Moves every complete chunk from `raw` to `text`.
-    fn dechunk(&mut self) {
-        loop {
-            let Some(eol) = self.raw.windows(2).position(|w| w == b"\r\n") else {
-                return;
-            };
-            let size = std::str::from_utf8(&self.raw[..eol]).expect("a chunk size");
-            let size = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
-            if size == 0 {
-                self.ended = true;
-                return;
-            }
-            if self.raw.len() < eol + 2 + size + 2 {
-                return;
-            }
-            let data = self.raw[eol + 2..eol + 2 + size].to_vec();
-            self.text
-                .push_str(&String::from_utf8(data).expect("UTF-8 events"));
-            self.raw.drain(..eol + 2 + size + 2);
-        }
+    /// Takes the first complete event (up to and including the blank line that ends it)
+    /// out of `buf`. Lines may end in `\n` or `\r\n`.
+    fn take_event(&mut self) -> Option<String> {
+        let find = |sep: &[u8]| {
+            self.buf
+                .windows(sep.len())
+                .position(|w| w == sep)
+                .map(|at| at + sep.len())
+        };
+        let end = [find(b"\n\n"), find(b"\r\n\r\n")]
+            .into_iter()
+            .flatten()
+            .min()?;
+        let event: Vec<u8> = self.buf.drain(..end).collect();
+        Some(String::from_utf8(event).expect("UTF-8 events"))
     }
 
     /// The next event's `data`, as JSON; `None` when the stream ended.
     pub async fn next_event(&mut self) -> Option<Value> {
         loop {
-            self.dechunk();
-            if let Some(at) = self.text.find("\n\n") {
-                let event: String = self.text.drain(..at + 2).collect();
+            while let Some(event) = self.take_event() {
                 let data: String = event
                     .lines()
                     .filter_map(|l| l.strip_prefix("data:"))
@@ -793,7 +833,7 @@ impl SseClient {
                         .unwrap_or_else(|e| panic!("not JSON ({e}): {data}")),
                 );
             }
-            if self.ended || !self.read_more().await {
+            if !self.read_more().await {
                 return None;
             }
         }

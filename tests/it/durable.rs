@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use roomcast::store::StoreSpec;
+use roomcast::store::{ManualClock, StoreSpec};
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -293,13 +293,22 @@ async fn notifications_for_an_offline_user_wait_and_are_delivered_once() {
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
+/// Expiry is measured by the store's clock, which the test holds: time moves when the test
+/// says, by exactly as much, with no sleep and no race against a slow machine.
 #[tokio::test]
 async fn stored_notifications_expire() {
-    let srv = TestServer::with(|c| c.inbox_ttl_secs = 1);
-    let stored = notify(&srv, "late", "stale").await;
-    assert_eq!(stored["stored"], true);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let time = ManualClock::starting_now();
+    let srv = TestServer::with(|c| {
+        c.inbox_ttl_secs = 1;
+        c.clock = time.clone().into();
+    });
+    let stale = notify(&srv, "late", "stale").await;
+    assert_eq!(stale["stored"], true);
+    time.advance(Duration::from_millis(600));
     let fresh = notify(&srv, "late", "fresh").await;
+    assert_eq!(fresh["stored"], true);
+    // "stale" is 1 s old: expired; "fresh" is 0.4 s old: still waiting.
+    time.advance(Duration::from_millis(400));
     let mut n = Client::connect(&srv.url("/notifications/late")).await;
     assert_eq!(n.expect("notification").await, fresh["notification"]);
     n.send_raw("ping").await;
@@ -406,6 +415,30 @@ async fn an_unusable_database_path_stops_start_up_with_a_clear_error() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A database file that cannot be written stops start-up, naming it (it used to start and
+/// then answer every chat `store_unavailable`). Root writes read-only files anyway, so the
+/// binary runs as an unprivileged user (see `run_to_exit_unprivileged`).
+#[tokio::test]
+async fn a_read_only_database_stops_start_up_with_a_clear_error() {
+    use std::fs::Permissions;
+    use std::os::unix::fs::PermissionsExt;
+    let path = db("read-only");
+    // A real roomcast database: a server ran on it and stopped cleanly.
+    TestServer::with(sqlite(&path)).stop().await;
+    let dir = path.parent().unwrap();
+    // Only the file is read-only; the folder is writable by anyone, so nothing else (such
+    // as creating the -wal and -shm files beside it) stands in the way.
+    std::fs::set_permissions(dir, Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(&path, Permissions::from_mode(0o444)).unwrap();
+    let arg = format!("sqlite:{}", path.display());
+    let (code, stderr) = run_to_exit_unprivileged(&["--store", &arg]);
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+    assert!(stderr.contains("readonly database"), "{stderr}");
+    assert!(!stderr.contains("listening on"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Reads a room's whole history through `history` pages, oldest first.
 async fn whole_history(c: &mut Client, room: &str) -> Vec<Value> {
     let mut all: Vec<Value> = Vec::new();
@@ -427,32 +460,46 @@ async fn whole_history(c: &mut Client, room: &str) -> Vec<Value> {
     }
 }
 
-/// The crash test: SIGKILL mid-burst, restart on the same file; every acknowledged message is
-/// there exactly once, in seq order, and the seq goes on from there.
+/// The crash test: SIGKILL mid-burst, restart on the same file, and then what a client does
+/// after a crash: each writer resends every chat that got no ack, with the same
+/// `client_msg_id`. Afterwards the room holds every chat exactly once, in seq order with no
+/// gap: acknowledged ones at their acked seq; ones stored before the kill whose ack was lost
+/// answered as duplicates (their stored seq and id, delivered to no one again); the rest
+/// stored now. How many of the unacknowledged had been stored depends on where the kill
+/// fell; each is checked whichever it is (and `a_resend_gets_the_original_ack_...` covers
+/// the duplicate answer deterministically).
 #[tokio::test]
 async fn acknowledged_messages_survive_sigkill() {
     const WRITERS: usize = 4;
     const EACH: usize = 2000;
+    /// At most this many chats unacknowledged per writer: the in-flight limit refuses a flood.
+    const WINDOW: usize = 64;
     let path = db("crash");
     let arg = format!("sqlite:{}", path.display());
     let args = ["--store", arg.as_str(), "--rate-per-sec", "0"];
     let server = ChildServer::spawn(&args);
 
-    let (acks_tx, mut acks_rx) = tokio::sync::mpsc::unbounded_channel::<(String, u64)>();
+    // (client_msg_id, seq, message_id) of every ack.
+    let (acks_tx, mut acks_rx) = tokio::sync::mpsc::unbounded_channel::<(String, u64, String)>();
     let mut tasks = Vec::new();
-    for w in 0..WRITERS {
+    // How many chats each writer tried to send (ids w{w}-0 .. w{w}-{n-1}).
+    let tried: Vec<_> = (0..WRITERS)
+        .map(|_| std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)))
+        .collect();
+    for (w, tried) in tried.iter().enumerate() {
         let mut c = Client::connect(&server.url(&format!("/ws/crash/w{w}"))).await;
         c.expect("welcome").await;
         c.read_joined().await;
         let acks = acks_tx.clone();
+        let tried = std::sync::Arc::clone(tried);
         tasks.push(tokio::spawn(async move {
-            // At most 64 unacknowledged at a time: the in-flight limit refuses a flood.
-            let window = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+            let window = std::sync::Arc::new(tokio::sync::Semaphore::new(WINDOW));
             let (mut sink, mut stream) = c.split();
             let permits = window.clone();
             let sending = tokio::spawn(async move {
                 for n in 0..EACH {
                     permits.acquire().await.unwrap().forget();
+                    tried.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let id = format!("w{w}-{n}");
                     let msg = json!({"type": "chat", "text": id, "client_msg_id": id});
                     if sink.send(msg).await.is_err() {
@@ -465,7 +512,8 @@ async fn acknowledged_messages_survive_sigkill() {
                 match f["type"].as_str() {
                     Some("ack") => {
                         let id = f["client_msg_id"].as_str().unwrap().to_owned();
-                        let _ = acks.send((id, seq(&f)));
+                        let message_id = f["message_id"].as_str().unwrap().to_owned();
+                        let _ = acks.send((id, seq(&f), message_id));
                         window.add_permits(1);
                     }
                     Some("chat" | "user_joined" | "user_left") => {}
@@ -477,48 +525,164 @@ async fn acknowledged_messages_survive_sigkill() {
     }
     drop(acks_tx);
 
-    // Kill once a good part of the burst is acknowledged, while the rest is in flight.
-    let mut acked: HashMap<String, u64> = HashMap::new();
-    while acked.len() < WRITERS * EACH / 4 {
-        let (id, s) = tokio::time::timeout(TIMEOUT, acks_rx.recv())
+    // Kill once a good part of the burst is acknowledged, while at least half of the
+    // writers' windows is sent and not acknowledged. (On a busy machine the writers may not
+    // run between a window's acks and the next check; killing then would catch nothing in
+    // flight.)
+    let mut acked: HashMap<String, (u64, String)> = HashMap::new();
+    let unanswered = |acked: &HashMap<String, (u64, String)>| {
+        let sent: usize = tried
+            .iter()
+            .map(|n| n.load(std::sync::atomic::Ordering::SeqCst))
+            .sum();
+        sent.saturating_sub(acked.len())
+    };
+    while acked.len() < WRITERS * EACH / 4 || unanswered(&acked) < WRITERS * WINDOW / 2 {
+        let (id, s, m) = tokio::time::timeout(TIMEOUT, acks_rx.recv())
             .await
             .expect("acks keep coming")
             .expect("writers alive");
-        acked.insert(id, s);
+        acked.insert(id, (s, m));
     }
     server.signal("KILL");
     // Acks already on their way count too.
-    while let Ok(Some((id, s))) = tokio::time::timeout(TIMEOUT, acks_rx.recv()).await {
-        acked.insert(id, s);
+    while let Ok(Some((id, s, m))) = tokio::time::timeout(TIMEOUT, acks_rx.recv()).await {
+        acked.insert(id, (s, m));
     }
     for t in tasks {
         t.await.unwrap();
     }
     drop(server);
-    assert!(acked.len() < WRITERS * EACH, "the kill came mid-burst");
+    let tried: Vec<usize> = tried
+        .iter()
+        .map(|n| n.load(std::sync::atomic::Ordering::SeqCst))
+        .collect();
+    let sent_ids = |w: usize| (0..tried[w]).map(move |n| format!("w{w}-{n}"));
+    let unacked: Vec<Vec<String>> = (0..WRITERS)
+        .map(|w| sent_ids(w).filter(|id| !acked.contains_key(id)).collect())
+        .collect();
+    assert!(
+        unacked.iter().any(|ids| !ids.is_empty()),
+        "the kill came mid-burst: some chat got no ack"
+    );
 
+    // Restart on the same file: every acknowledged chat is there, at its seq.
     let server = ChildServer::spawn(&args);
-    let mut c = Client::connect(&server.url("/ws/crash/checker")).await;
-    c.expect("welcome").await;
-    let joined = c.read_joined().await;
-    let last = joined.frame["last_seq"].as_u64().unwrap();
-    let history = whole_history(&mut c, "crash").await;
-    let seqs: Vec<u64> = history.iter().map(seq).collect();
-    assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "seq order, no gap");
-    let mut by_id: HashMap<&str, u64> = HashMap::new();
-    for m in &history {
-        let id = m["client_msg_id"].as_str().unwrap();
-        assert!(by_id.insert(id, seq(m)).is_none(), "{id} stored twice");
-    }
-    for (id, s) in &acked {
+    let mut checker = Client::connect(&server.url("/ws/crash/checker")).await;
+    checker.expect("welcome").await;
+    let last_before = checker.read_joined().await.frame["last_seq"]
+        .as_u64()
+        .unwrap();
+    let before = stored_chats(&mut checker, "crash", last_before).await;
+    for (id, (s, m)) in &acked {
         assert_eq!(
-            by_id.get(id.as_str()),
-            Some(s),
+            before.get(id),
+            Some(&(*s, m.clone())),
             "acknowledged {id} is kept at its seq"
         );
     }
-    let (chat, _) = post(&mut c, "crash", "after", "after").await;
+    let all_sent: std::collections::HashSet<String> = (0..WRITERS).flat_map(sent_ids).collect();
+    for id in before.keys() {
+        assert!(all_sent.contains(id), "{id} is stored but was never sent");
+    }
+    // It would only watch the resends go by.
+    checker.close().await;
+
+    // Each writer resends what got no ack, at most WINDOW at a time.
+    let mut resent: HashMap<String, (u64, String)> = HashMap::new();
+    let mut delivered: HashMap<String, (u64, String)> = HashMap::new();
+    for (w, ids) in unacked.iter().enumerate() {
+        let mut c = Client::connect(&server.url(&format!("/ws/crash/w{w}"))).await;
+        c.expect("welcome").await;
+        c.read_joined().await;
+        for chunk in ids.chunks(WINDOW) {
+            for id in chunk {
+                c.send(json!({"type": "chat", "text": id, "client_msg_id": id}))
+                    .await;
+            }
+            let mut answered = 0;
+            while answered < chunk.len() {
+                let f = c.recv().await;
+                let id = f["client_msg_id"].as_str().map(str::to_owned);
+                let (s, m) = (seq_of(&f), f["message_id"].as_str().map(str::to_owned));
+                match (f["type"].as_str(), id, s, m) {
+                    (Some("ack"), Some(id), Some(s), Some(m)) => {
+                        assert!(resent.insert(id, (s, m)).is_none(), "two acks: {f}");
+                        answered += 1;
+                    }
+                    // Its own chats come back to it as a member: stored, and delivered.
+                    (Some("chat"), Some(id), Some(s), Some(m)) => {
+                        assert!(
+                            delivered.insert(id, (s, m)).is_none(),
+                            "delivered twice: {f}"
+                        );
+                    }
+                    (Some("user_joined" | "user_left"), ..) => {}
+                    _ => panic!("writer {w} resending: unexpected {f}"),
+                }
+            }
+        }
+        c.close().await;
+    }
+    let mut duplicates = 0;
+    for id in unacked.iter().flatten() {
+        let answer = resent.get(id).unwrap_or_else(|| panic!("no ack for {id}"));
+        match before.get(id) {
+            Some(stored) => {
+                duplicates += 1;
+                assert_eq!(answer, stored, "{id} was stored: the original is answered");
+                assert!(!delivered.contains_key(id), "{id} was delivered again");
+            }
+            None => {
+                assert!(answer.0 > last_before, "{id} stored now, after the rest");
+                assert_eq!(delivered.get(id), Some(answer), "{id} stored and delivered");
+            }
+        }
+    }
+    let resends: usize = unacked.iter().map(Vec::len).sum();
+    eprintln!(
+        "crash: {} acked before the kill; {resends} resent, of which {duplicates} had been \
+         stored",
+        acked.len()
+    );
+
+    // Every chat sent is stored exactly once, in seq order with no gap.
+    let mut checker = Client::connect(&server.url("/ws/crash/checker")).await;
+    checker.expect("welcome").await;
+    let last = checker.read_joined().await.frame["last_seq"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(last, last_before + (resends - duplicates) as u64);
+    let after = stored_chats(&mut checker, "crash", last).await;
+    let ids: std::collections::HashSet<String> = after.keys().cloned().collect();
+    assert_eq!(ids, all_sent, "every chat sent, and nothing else");
+    for (id, stored) in acked.iter().chain(&before).chain(&resent) {
+        assert_eq!(after.get(id), Some(stored), "{id} kept as answered");
+    }
+    let (chat, _) = post(&mut checker, "crash", "after", "after").await;
     assert_eq!(seq(&chat), last + 1);
     drop(server);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+fn seq_of(v: &Value) -> Option<u64> {
+    v["seq"].as_u64()
+}
+
+/// A room's whole history, which must be seqs 1..=`last` with no gap and no `client_msg_id`
+/// twice; returns each id's (seq, message_id).
+async fn stored_chats(c: &mut Client, room: &str, last: u64) -> HashMap<String, (u64, String)> {
+    let history = whole_history(c, room).await;
+    let seqs: Vec<u64> = history.iter().map(seq).collect();
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "seq order, no gap");
+    let mut by_id = HashMap::new();
+    for m in &history {
+        let id = m["client_msg_id"].as_str().expect("every chat has an id");
+        let message_id = m["message_id"].as_str().expect("a message id").to_owned();
+        assert!(
+            by_id.insert(id.to_owned(), (seq(m), message_id)).is_none(),
+            "{id} stored twice"
+        );
+    }
+    by_id
 }

@@ -435,7 +435,9 @@ async fn chat_server_counts_rooms_users_deliveries_fan_outs_and_notifications() 
     }
     c.expect("chat").await;
     assert_eq!(srv.metric("roomcast_deliveries_total").await, 10.0);
-    assert_eq!(srv.metric("roomcast_fanout_seconds_count").await, 5.0);
+    // A fan-out is timed just after its frames are handed to the sessions, which may
+    // already have written them: the last observation can follow the frames it times.
+    srv.wait_metric("roomcast_fanout_seconds_count", 5.0).await;
     assert!(srv.metric("roomcast_fanout_seconds_sum").await > 0.0);
 
     // Two notification sockets for one user, one push: two frames pushed.
