@@ -33,9 +33,11 @@ pub struct Args {
           value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub send: Vec<String>,
 
-    /// With --send: give up (exit 1) when the echoes have not all arrived after SECS seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
-    pub timeout: u64,
+    /// Give up (exit 1) when answers have not all arrived after SECS seconds: with --send,
+    /// the echoes of its texts (default 10); with piped input, at its end, the answers to
+    /// everything sent (default 5).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
 }
 
 /// Whether `name` is a valid room or user name: 1 to 64 characters of `A-Z a-z 0-9 _ - . :`.

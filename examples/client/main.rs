@@ -13,11 +13,35 @@
 //! [lobby] bob is typing…
 //! [lobby] users: alice, bob
 //! [private] bob -> you: psst
+//! [private, pending] you -> bob: see you
+//! [private, sent] you -> bob: see you
+//! [private, pending] you -> carol: hi
+//! [private, failed] you -> carol: hi
+//! ! error user_offline: user 'carol' is not online
 //! ! error not_in_room: you are not in room 'x'
 //! ```
 //!
 //! Times are shown in local time. Frames of unknown types, and frames that are not JSON at all,
 //! are printed as they came.
+//!
+//! A message shows as sent only once the server has it. A chat appears when the server echoes
+//! it (it is stored then); one the server refuses appears as `[ROOM, failed] you: TEXT`
+//! before the error. A private message shows as pending, then sent or failed (see
+//! `pending.rs` for how the client learns that a private message was delivered).
+//!
+//! When stdin and stdout are terminals, the last line is a prompt naming the current room,
+//! `[lobby]> `. Lines typed are acted on once the rooms of `--room` are joined and their
+//! history shown.
+//!
+//! # Piped input
+//!
+//! When stdin is not a terminal (`printf 'hello\n' | client --user u`), there is no prompt, and
+//! at the end of input (or at `/quit`) the client waits for the answers to everything it sent
+//! (joins, chats' `ack`s and echoes, private messages, `/users`, `/history`, `/leave`),
+//! prints them, then closes and exits: 0 when everything was confirmed; 1 when something
+//! failed (stderr names it: `not sent: private message to carol (user_offline)`), or when
+//! answers were still missing after `--timeout SECS` (default 5; stderr names what was
+//! waiting).
 //!
 //! # Usage
 //!
@@ -35,6 +59,8 @@
 //!   are joined, wait until the server has echoed every one of them, then close and exit 0.
 //!   Stdin is not read. Any `error` frame, a close, or `--timeout SECS` (default 10) passing
 //!   first makes the client exit with status 1.
+//! - `--timeout SECS`: with `--send`, the time the whole script may take (default 10); with
+//!   piped input, the wait for answers at its end (default 5).
 //!
 //! # Commands
 //!
@@ -48,7 +74,8 @@
 //! /history [N]    show up to N (1-100, server default 50) messages of the current room older
 //!                 than the oldest one shown so far
 //! /help           show the commands
-//! /quit           close the connection and exit (end of input and Ctrl-C do the same)
+//! /quit           close the connection and exit (end of input and Ctrl-C do the same; with
+//!                 piped input, /quit and its end first wait for the answers)
 //! ```
 //!
 //! Unknown commands are answered locally with a hint and send nothing.
@@ -57,22 +84,28 @@
 //!
 //! 0 after `/quit`, end of input, Ctrl-C, or a completed `--send` script. 1 when the connection
 //! cannot be opened or is lost, and when the server closes it; the close code and its meaning
-//! are printed (for example `1001 (server is shutting down)`). 2 for bad command-line arguments.
+//! are printed (for example `1001 (server is shutting down)`). 1 too when piped input ends with
+//! a message failed or unanswered (see above). 2 for bad command-line arguments.
 //!
 //! # Layout
 //!
 //! - `main.rs`: this page, logging, the exit status.
 //! - `args.rs`: the flags, the name rule, the socket URL.
 //! - `command.rs`: typed lines parsed into a `Command` (pure).
-//! - `state.rs`: `State`, the rooms and the current room; commands become a `Step` (pure).
+//! - `state.rs`: `State`, the rooms and the current room, updated by the server's frames;
+//!   `state/step.rs`: what each command does, a `Step` (both pure).
+//! - `pending.rs`: `Pending`, what was sent and not answered yet: a message's status, and
+//!   what piped input waits for at its end (pure).
 //! - `render.rs`: server frames and close codes as printed lines (pure).
 //! - `connection.rs`: opening, writing to and closing the WebSocket.
-//! - `terminal.rs`: reading stdin, printing lines.
-//! - `session.rs`: the loop over socket, stdin and Ctrl-C, and the `--send` script.
+//! - `terminal.rs`: reading stdin; `Screen`, printing lines under the prompt.
+//! - `session.rs`: the loop over socket, stdin and Ctrl-C; the `--send` script; the wait at
+//!   the end of piped input.
 
 mod args;
 mod command;
 mod connection;
+mod pending;
 mod render;
 mod session;
 mod state;

@@ -1,6 +1,15 @@
-//! The running client: one loop over the socket, stdin and Ctrl-C, turning typed lines into
-//! frames (through `State`) and frames into printed lines (through `render`), plus the
-//! `--send` script.
+//! The running client: one loop over the socket, stdin and Ctrl-C. Typed lines become frames
+//! (through `State`), frames become printed lines (through `render`, and `State` for the
+//! status of what was sent). Two ways to end besides `/quit` and Ctrl-C:
+//!
+//! - Piped input (stdin not a terminal): at its end (or at `/quit`), wait for the answers to
+//!   everything sent (`State::waiting`), then close and exit: 0 when all of it was confirmed,
+//!   1 naming what failed, or what got no answer within the timeout.
+//! - `--send`: once the rooms are joined, send the texts, wait for their echoes, exit.
+//!
+//! Lines are read only once the rooms given with `--room` are joined (or refused) and their
+//! history shown, so what a script prints follows the rooms' history, and a chat finds its
+//! room.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -9,6 +18,7 @@ use anyhow::{Context as _, anyhow, bail};
 use futures_util::StreamExt as _;
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::args::{Args, build_url};
@@ -16,7 +26,12 @@ use crate::command::parse_command;
 use crate::connection::{CLOSE_TIMEOUT, Ws, close, connect, send_json};
 use crate::render::{describe_close_frame, render};
 use crate::state::{State, Step};
-use crate::terminal::{next_line, out, spawn_stdin_reader};
+use crate::terminal::{Screen, Tty, next_line, spawn_stdin_reader};
+
+/// `--timeout` with `--send`: the whole script's.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// `--timeout` for piped input: the wait at its end.
+const PIPED_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The `--send` script: its texts, then the `client_msg_id`s still waiting for their echo.
 struct Script {
@@ -26,28 +41,40 @@ struct Script {
 
 enum Flow {
     Continue,
+    /// End of input, or `/quit`: piped input waits for its answers first.
+    EndOfInput,
+    /// Close and exit 0.
     Quit,
+    /// Close and exit 1 with this error.
+    Fail(anyhow::Error),
 }
 
 struct Client {
     ws: Ws,
     state: State,
+    screen: Screen,
     quiet_typing: bool,
     script: Option<Script>,
+    /// Stdin is not a terminal: at its end, wait for the answers to what was sent.
+    piped: bool,
+    /// With piped input, the messages that failed, which make the exit status 1.
+    failed: Vec<String>,
 }
 
 impl Client {
     async fn on_line(&mut self, line: &str) -> anyhow::Result<Flow> {
         match self.state.handle(parse_command(line)) {
             Step::Nothing => {}
-            Step::Print(text) => out(&text),
-            Step::Send { frame, echo } => {
-                send_json(&mut self.ws, &frame).await?;
+            Step::Print(text) => self.screen.line(&text),
+            Step::Send { frames, echo } => {
                 if let Some(echo) = echo {
-                    out(&echo);
+                    self.screen.line(&echo);
+                }
+                for frame in &frames {
+                    send_json(&mut self.ws, frame).await?;
                 }
             }
-            Step::Quit => return Ok(Flow::Quit),
+            Step::Quit => return Ok(Flow::EndOfInput),
         }
         Ok(Flow::Continue)
     }
@@ -56,7 +83,8 @@ impl Client {
         match message {
             Message::Text(text) => self.on_text(text.as_str()).await,
             Message::Binary(bytes) => {
-                out(&format!("<binary frame, {} bytes>", bytes.len()));
+                self.screen
+                    .line(&format!("<binary frame, {} bytes>", bytes.len()));
                 Ok(Flow::Continue)
             }
             Message::Close(frame) => {
@@ -76,14 +104,20 @@ impl Client {
     async fn on_text(&mut self, raw: &str) -> anyhow::Result<Flow> {
         log::debug!("<- {raw}");
         let frame = serde_json::from_str::<Value>(raw).unwrap_or(Value::Null);
-        let note = self.state.observe(&frame);
-        let kind = frame.get("type").and_then(Value::as_str);
-        let hidden = self.quiet_typing && kind == Some("typing");
-        if !hidden && let Some(line) = render(raw) {
-            out(&line);
+        let seen = self.state.observe(&frame);
+        for line in &seen.before {
+            self.screen.line(line);
         }
-        if let Some(note) = note {
-            out(&note);
+        let kind = frame.get("type").and_then(Value::as_str);
+        let hidden = seen.hide || (self.quiet_typing && kind == Some("typing"));
+        if !hidden && let Some(line) = render(raw) {
+            self.screen.line(&line);
+        }
+        if let Some(note) = seen.note {
+            self.screen.line(&note);
+        }
+        if self.piped {
+            self.failed.extend(seen.failed);
         }
         if self.script.is_some() {
             return self.advance_script(&frame, kind).await;
@@ -142,27 +176,72 @@ impl Client {
         Ok(flow)
     }
 
+    /// With piped input ended: how it ends once nothing is waiting any more.
+    fn verdict(&mut self) -> Flow {
+        if self.failed.is_empty() {
+            Flow::Quit
+        } else {
+            Flow::Fail(anyhow!("not sent: {}", self.failed.join("; ")))
+        }
+    }
+
+    /// With piped input ended: how it ends when the answers did not all come in time.
+    fn unanswered(&mut self, timeout: Duration) -> Flow {
+        let mut error = format!(
+            "no answer from the server within {} s for: {}",
+            timeout.as_secs(),
+            self.state.waiting().join("; ")
+        );
+        if !self.failed.is_empty() {
+            error.push_str(&format!("; not sent: {}", self.failed.join("; ")));
+        }
+        Flow::Fail(anyhow!(error))
+    }
+
     async fn run(
         &mut self,
+        lines: Option<mpsc::Receiver<String>>,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let result = self.run_loop(lines, timeout).await;
+        self.screen.finish();
+        result
+    }
+
+    async fn run_loop(
+        &mut self,
         mut lines: Option<mpsc::Receiver<String>>,
-        deadline: Duration,
+        timeout: Duration,
     ) -> anyhow::Result<()> {
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
         let mut ctrl_c_armed = true;
-        let timeout = tokio::time::sleep(deadline);
-        tokio::pin!(timeout);
         let scripted = self.script.is_some();
+        let script_deadline = tokio::time::sleep(timeout);
+        tokio::pin!(script_deadline);
+        // With piped input ended: when to stop waiting for answers.
+        let mut draining: Option<Instant> = None;
+        // Whether the rooms of `--room` are joined (or refused) and their history shown: lines
+        // wait until then.
+        let mut ready = !self.state.joining();
+        // Piped input is not read before then, so its end cannot be seen: bound that wait too.
+        let ready_deadline = Instant::now() + timeout;
         loop {
+            if ready {
+                self.screen.prompt(self.state.current.as_deref());
+            }
             let flow = tokio::select! {
                 incoming = self.ws.next() => match incoming {
                     Some(Ok(message)) => self.on_message(message).await?,
                     Some(Err(error)) => bail!("lost the connection: {error}"),
                     None => bail!("the server closed the connection without a close frame"),
                 },
-                line = next_line(&mut lines) => match line {
-                    Some(line) => self.on_line(&line).await?,
-                    None => Flow::Quit, // end of input
+                line = next_line(&mut lines), if ready => match line {
+                    Some(line) => {
+                        self.screen.entered();
+                        self.on_line(&line).await?
+                    }
+                    None => Flow::EndOfInput,
                 },
                 result = &mut ctrl_c, if ctrl_c_armed => {
                     ctrl_c_armed = false;
@@ -175,13 +254,42 @@ impl Client {
                         }
                     }
                 },
-                () = &mut timeout, if scripted => {
-                    bail!("--send: no echo for every message within {} s", deadline.as_secs())
+                () = &mut script_deadline, if scripted => {
+                    bail!("--send: no echo for every message within {} s", timeout.as_secs())
+                },
+                () = tokio::time::sleep_until(draining.unwrap_or_else(Instant::now)),
+                    if draining.is_some() => self.unanswered(timeout),
+                () = tokio::time::sleep_until(ready_deadline), if self.piped && !ready => {
+                    self.unanswered(timeout)
                 },
             };
-            if matches!(flow, Flow::Quit) {
-                close(&mut self.ws).await;
-                return Ok(());
+            ready = ready || !self.state.joining();
+            let flow = match flow {
+                Flow::EndOfInput if self.piped => {
+                    // Stop reading; what was sent still has its answers coming.
+                    lines = None;
+                    draining.get_or_insert(Instant::now() + timeout);
+                    Flow::Continue
+                }
+                Flow::EndOfInput => Flow::Quit,
+                flow => flow,
+            };
+            let flow = match flow {
+                Flow::Continue if draining.is_some() && self.state.waiting().is_empty() => {
+                    self.verdict()
+                }
+                flow => flow,
+            };
+            match flow {
+                Flow::Continue | Flow::EndOfInput => {}
+                Flow::Quit => {
+                    close(&mut self.ws).await;
+                    return Ok(());
+                }
+                Flow::Fail(error) => {
+                    close(&mut self.ws).await;
+                    return Err(error);
+                }
             }
         }
     }
@@ -212,16 +320,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         texts: send,
         awaiting: None,
     });
-    let lines = if script.is_some() {
-        None
+    let tty = Tty::detect();
+    let scripted = script.is_some();
+    let lines = (!scripted).then(spawn_stdin_reader);
+    let default_timeout = if scripted {
+        SCRIPT_TIMEOUT
     } else {
-        Some(spawn_stdin_reader())
+        PIPED_TIMEOUT
     };
     let mut client = Client {
         ws,
         state,
+        screen: Screen::new(!scripted && tty.stdin && tty.stdout),
         quiet_typing,
         script,
+        piped: !scripted && !tty.stdin,
+        failed: Vec::new(),
     };
-    client.run(lines, Duration::from_secs(timeout)).await
+    let timeout = timeout.map_or(default_timeout, Duration::from_secs);
+    client.run(lines, timeout).await
 }

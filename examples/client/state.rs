@@ -1,29 +1,21 @@
 //! The client's view of its rooms ([`State`]): which rooms it is in or joining, the current
-//! room, how far back `/history` has paged, and the server's text limit. Commands turn into a
-//! [`Step`] here, and every frame from the server updates it; no I/O, so it is unit-tested.
+//! room, how far back `/history` has paged, the server's text limit, and (in `Pending`) what
+//! was sent and not answered yet. Every frame from the server updates it ([`Seen`] says what
+//! else to show); commands turn into a [`Step`] in `state/step.rs`. No I/O, so it is
+//! unit-tested.
 
 use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use crate::command::{Command, HELP};
-use crate::render::clean;
+use crate::pending::Pending;
 
 /// `max_text_chars` until the server's `welcome` says otherwise.
 const DEFAULT_MAX_TEXT_CHARS: usize = 4000;
 
-/// What to do for one command.
-#[derive(Debug, PartialEq)]
-pub enum Step {
-    Nothing,
-    Print(String),
-    /// Send `frame`; print `echo` (if any) locally.
-    Send {
-        frame: Value,
-        echo: Option<String>,
-    },
-    Quit,
-}
+mod step;
+
+pub use step::Step;
 
 /// The client's view of its rooms; updated by commands and by the frames the server sends.
 #[derive(Debug)]
@@ -39,6 +31,25 @@ pub struct State {
     max_text_chars: usize,
     msg_id_prefix: String,
     msg_counter: u64,
+    /// Requests sent and not answered yet.
+    pending: Pending,
+    /// The room last joined and how many of the history frames announced by its `joined` are
+    /// still to come. Nothing comes between `joined` and its history (`docs/PROTOCOL.md`), so
+    /// these are simply the next frames.
+    history_to_come: Option<(String, u64)>,
+}
+
+/// What a frame from the server changes, besides the frame's own line.
+#[derive(Debug, Default, PartialEq)]
+pub struct Seen {
+    /// The frame answers a request the client made on its own: do not show it.
+    pub hide: bool,
+    /// Lines to show before the frame's own: the new status of a message sent.
+    pub before: Vec<String>,
+    /// A note to show after it (the current room changed).
+    pub note: Option<String>,
+    /// Messages that failed or could not be confirmed, one description each.
+    pub failed: Vec<String>,
 }
 
 impl State {
@@ -55,7 +66,22 @@ impl State {
             max_text_chars: DEFAULT_MAX_TEXT_CHARS,
             msg_id_prefix: format!("rc-{:x}-{nanos:x}", std::process::id()),
             msg_counter: 0,
+            pending: Pending::default(),
+            history_to_come: None,
         }
+    }
+
+    /// Whether a join is unanswered, or its history still coming.
+    pub fn joining(&self) -> bool {
+        !self.pending_joins.is_empty() || self.history_to_come.is_some()
+    }
+
+    /// What is still waiting for an answer, one description each (empty: nothing).
+    pub fn waiting(&self) -> Vec<String> {
+        let joins = self.pending_joins.iter().map(|room| format!("join {room}"));
+        let history = (self.history_to_come.iter())
+            .map(|(room, left)| format!("{left} history messages of {room}"));
+        joins.chain(history).chain(self.pending.waiting()).collect()
     }
 
     fn is_member(&self, room: &str) -> bool {
@@ -72,10 +98,11 @@ impl State {
         json!({"type": "join", "room_id": room})
     }
 
-    /// A `chat` frame for `room` and its `client_msg_id`.
+    /// A `chat` frame for `room` and its `client_msg_id`, recorded as waiting for its answer.
     pub fn chat_frame(&mut self, room: &str, text: &str) -> (Value, String) {
         self.msg_counter += 1;
         let id = format!("{}-{}", self.msg_id_prefix, self.msg_counter);
+        self.pending.chat(&id, room, text);
         (
             json!({"type": "chat", "room_id": room, "text": text, "client_msg_id": id}),
             id,
@@ -91,100 +118,6 @@ impl State {
                 self.max_text_chars
             )
         })
-    }
-
-    fn current_or(&self, room: Option<String>) -> Result<String, Step> {
-        room.or_else(|| self.current.clone())
-            .ok_or_else(|| Step::Print("! you are not in any room: /join ROOM first".to_owned()))
-    }
-
-    fn switch_to(&mut self, room: String) -> Step {
-        let note = format!("now talking in {room}");
-        self.current = Some(room);
-        Step::Print(note)
-    }
-
-    /// What to do for a command typed by the user.
-    pub fn handle(&mut self, command: Command) -> Step {
-        match command {
-            Command::Nothing => Step::Nothing,
-            Command::Quit => Step::Quit,
-            Command::Help => Step::Print(HELP.to_owned()),
-            Command::Usage(usage) => Step::Print(format!("! {usage}")),
-            Command::Unknown(name) => Step::Print(format!(
-                "! unknown command /{}: type /help for the list of commands",
-                clean(&name)
-            )),
-            Command::Say(text) => {
-                let room = match self.current_or(None) {
-                    Ok(room) => room,
-                    Err(step) => return step,
-                };
-                if let Some(error) = self.check_length(&text) {
-                    return Step::Print(error);
-                }
-                Step::Send {
-                    frame: self.chat_frame(&room, &text).0,
-                    echo: None,
-                }
-            }
-            Command::Join(room) => {
-                if self.is_member(&room) {
-                    self.switch_to(room)
-                } else {
-                    Step::Send {
-                        frame: self.request_join(&room),
-                        echo: None,
-                    }
-                }
-            }
-            Command::Room(room) => {
-                if self.is_member(&room) {
-                    self.switch_to(room)
-                } else {
-                    Step::Print(format!("! you are not in room {room}: /join {room} first"))
-                }
-            }
-            Command::Leave(room) => match self.current_or(room) {
-                Ok(room) if self.is_member(&room) => Step::Send {
-                    frame: json!({"type": "leave", "room_id": room}),
-                    echo: None,
-                },
-                Ok(room) => Step::Print(format!("! you are not in room {room}")),
-                Err(step) => step,
-            },
-            Command::Users(room) => match self.current_or(room) {
-                Ok(room) => Step::Send {
-                    frame: json!({"type": "get_users", "room_id": room}),
-                    echo: None,
-                },
-                Err(step) => step,
-            },
-            Command::Msg { to, text } => {
-                if let Some(error) = self.check_length(&text) {
-                    return Step::Print(error);
-                }
-                let echo = format!("[private] you -> {to}: {}", clean(&text));
-                Step::Send {
-                    frame: json!({"type": "private", "to_user": to, "content": text}),
-                    echo: Some(echo),
-                }
-            }
-            Command::History(limit) => {
-                let room = match self.current_or(None) {
-                    Ok(room) => room,
-                    Err(step) => return step,
-                };
-                let mut frame = json!({"type": "history", "room_id": room});
-                if let Some(before) = self.oldest_seq.get(&room) {
-                    frame["before_seq"] = json!(before);
-                }
-                if let Some(limit) = limit {
-                    frame["limit"] = json!(limit);
-                }
-                Step::Send { frame, echo: None }
-            }
-        }
     }
 
     fn note_seq(&mut self, room: &str, seq: Option<u64>) {
@@ -210,8 +143,38 @@ impl State {
         })
     }
 
-    /// Updates the state from a frame the server sent; returns a note for the user, if any.
-    pub fn observe(&mut self, frame: &Value) -> Option<String> {
+    /// Updates the state from a frame the server sent.
+    pub fn observe(&mut self, frame: &Value) -> Seen {
+        let kind = frame.get("type").and_then(Value::as_str);
+        let room = frame.get("room_id").and_then(Value::as_str);
+        // An error naming a room being joined, and no chat, is about the join.
+        let about_a_join = kind == Some("error")
+            && frame.get("client_msg_id").is_none()
+            && room.is_some_and(|room| self.pending_joins.iter().any(|r| r == room));
+        let note = self.observe_rooms(frame);
+        if about_a_join {
+            return Seen {
+                note,
+                ..Seen::default()
+            };
+        }
+        let outcome = self.pending.observe(frame, &self.user);
+        Seen {
+            hide: outcome.hide,
+            before: outcome.lines,
+            note,
+            failed: outcome.failed,
+        }
+    }
+
+    /// Updates the rooms from a frame the server sent; returns a note for the user, if any.
+    fn observe_rooms(&mut self, frame: &Value) -> Option<String> {
+        if let Some((_, left)) = &mut self.history_to_come {
+            *left -= 1;
+            if *left == 0 {
+                self.history_to_come = None;
+            }
+        }
         let kind = frame.get("type").and_then(Value::as_str)?;
         let room = frame.get("room_id").and_then(Value::as_str);
         match (kind, room) {
@@ -225,6 +188,8 @@ impl State {
                 None
             }
             ("joined", Some(room)) => {
+                let history = frame.get("history").and_then(Value::as_u64).unwrap_or(0);
+                self.history_to_come = (history > 0).then(|| (room.to_owned(), history));
                 self.pending_joins.retain(|r| r != room);
                 if !self.joined.iter().any(|r| r == room) {
                     self.joined.push(room.to_owned());
@@ -275,7 +240,9 @@ impl State {
                         }
                         None
                     }
-                    "too_many_rooms" | "invalid_room" if self.pending_joins.contains(&room) => {
+                    "too_many_rooms" | "invalid_room" | "store_unavailable"
+                        if self.pending_joins.contains(&room) =>
+                    {
                         self.pending_joins.retain(|r| *r != room);
                         self.fix_current()
                     }
@@ -295,49 +262,12 @@ impl State {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::command::Command;
 
-    fn joined(room: &str) -> Value {
+    pub fn joined(room: &str) -> Value {
         json!({"type": "joined", "room_id": room, "users": ["alice"], "history": 0})
-    }
-
-    #[test]
-    fn tracks_rooms_and_the_current_room() {
-        let mut state = State::new("alice");
-        state.request_join("lobby");
-        state.request_join("dev");
-        assert_eq!(state.current.as_deref(), Some("dev"));
-        state.observe(&joined("lobby"));
-        state.observe(&joined("dev"));
-        assert_eq!(state.joined, ["lobby", "dev"]);
-
-        assert_eq!(
-            state.handle(Command::Room("lobby".into())),
-            Step::Print("now talking in lobby".into())
-        );
-        assert!(
-            matches!(state.handle(Command::Room("nope".into())), Step::Print(p) if p.starts_with('!'))
-        );
-        let Step::Send { frame, .. } = state.handle(Command::Say("hi".into())) else {
-            panic!("no chat")
-        };
-        assert_eq!(
-            (frame["type"].as_str(), frame["room_id"].as_str()),
-            (Some("chat"), Some("lobby"))
-        );
-
-        let note = state.observe(&json!({"type": "left", "room_id": "lobby"}));
-        assert_eq!(note.as_deref(), Some("now talking in dev"));
-        let note = state.observe(&json!({"type": "left", "room_id": "dev"}));
-        assert_eq!(
-            note.as_deref(),
-            Some("you are not in any room now: /join ROOM")
-        );
-        assert!(matches!(
-            state.handle(Command::Say("hi".into())),
-            Step::Print(_)
-        ));
     }
 
     #[test]
@@ -345,13 +275,14 @@ mod tests {
         let mut state = State::new("alice");
         state.request_join("lobby");
         state.observe(&joined("lobby"));
-        let Step::Send { frame, .. } = state.handle(Command::Join("dev".into())) else {
+        let Step::Send { frames, .. } = state.handle(Command::Join("dev".into())) else {
             panic!("no join")
         };
-        assert_eq!(frame, json!({"type": "join", "room_id": "dev"}));
+        assert_eq!(frames, [json!({"type": "join", "room_id": "dev"})]);
         assert_eq!(state.current.as_deref(), Some("dev"));
-        let note =
-            state.observe(&json!({"type": "error", "code": "too_many_rooms", "message": "…"}));
+        let note = (state
+            .observe(&json!({"type": "error", "code": "too_many_rooms", "message": "…"})))
+        .note;
         assert_eq!(note.as_deref(), Some("now talking in lobby"));
         assert!(state.pending_joins.is_empty());
     }
@@ -363,63 +294,49 @@ mod tests {
         state.request_join("dev");
         state.observe(&joined("lobby"));
         // The `join` for dev was dropped (say, by the rate limit).
-        let note = state.observe(
+        let note = (state.observe(
             &json!({"type": "error", "code": "not_in_room", "message": "…", "room_id": "dev"}),
-        );
+        ))
+        .note;
         assert_eq!(note.as_deref(), Some("now talking in lobby"));
         assert!(!state.is_member("dev"));
         // An error about something else changes nothing.
         assert_eq!(
             state.observe(&json!({"type": "error", "code": "rate_limited", "message": "…"})),
-            None
+            Seen::default()
         );
         assert_eq!(state.current.as_deref(), Some("lobby"));
     }
 
     #[test]
-    fn history_pages_back_from_the_oldest_message_seen() {
+    fn a_join_is_done_once_its_history_came() {
         let mut state = State::new("alice");
         state.request_join("lobby");
-        state.observe(&joined("lobby"));
-        let Step::Send { frame, .. } = state.handle(Command::History(None)) else {
-            panic!("no request")
-        };
-        assert_eq!(frame, json!({"type": "history", "room_id": "lobby"}));
-        for seq in [51, 52] {
-            state.observe(&json!({"type": "chat", "room_id": "lobby", "user_id": "bob", "text": "x", "seq": seq}));
-        }
-        let Step::Send { frame, .. } = state.handle(Command::History(Some(10))) else {
-            panic!("no request")
-        };
-        assert_eq!(
-            frame,
-            json!({"type": "history", "room_id": "lobby", "before_seq": 51, "limit": 10})
+        assert!(state.joining());
+        state.observe(
+            &json!({"type": "joined", "room_id": "lobby", "users": ["alice"], "history": 2}),
         );
+        assert_eq!(state.waiting(), ["2 history messages of lobby"]);
+        let chat =
+            json!({"type": "chat", "room_id": "lobby", "user_id": "bob", "text": "x", "seq": 1});
+        state.observe(&chat);
+        assert!(state.joining());
+        state.observe(&chat);
+        assert!(!state.joining());
+        assert!(state.waiting().is_empty());
     }
 
     #[test]
-    fn local_checks_send_nothing() {
+    fn a_join_the_store_could_not_answer_is_not_waited_for() {
         let mut state = State::new("alice");
-        state.observe(&json!({"type": "welcome", "limits": {"max_text_chars": 5}}));
         state.request_join("lobby");
-        assert!(matches!(
-            state.handle(Command::Say("too long".into())),
-            Step::Print(_)
-        ));
-        assert!(matches!(
-            state.handle(Command::Unknown("x".into())),
-            Step::Print(_)
-        ));
-        assert!(matches!(
-            state.handle(Command::Leave(Some("dev".into()))),
-            Step::Print(_)
-        ));
-        let Step::Send { echo, .. } = state.handle(Command::Msg {
-            to: "bob".into(),
-            text: "psst".into(),
-        }) else {
-            panic!("no private message")
-        };
-        assert_eq!(echo.as_deref(), Some("[private] you -> bob: psst"));
+        assert_eq!(state.waiting(), ["join lobby"]);
+        let seen = state.observe(&json!({"type": "error", "code": "store_unavailable",
+                                         "message": "…", "room_id": "lobby"}));
+        assert_eq!(
+            seen.note.as_deref(),
+            Some("you are not in any room now: /join ROOM")
+        );
+        assert!(state.waiting().is_empty());
     }
 }

@@ -11,3 +11,4 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod notify;
+mod terminal_client;
