@@ -12,3 +12,4 @@ mod limits;
 mod metrics;
 mod notify;
 mod overload;
+mod terminal_client;

@@ -1,0 +1,132 @@
+//! A terminal client for roomcast.
+//!
+//! It opens one multi-room socket (`{url}/ws?user_id=USER`, see `docs/PROTOCOL.md`), joins the
+//! rooms given with `--room`, then sends every line typed on stdin as a chat message to the
+//! *current room* (the room joined or switched to last) and prints what the server sends, one
+//! line per event:
+//!
+//! ```text
+//! connected as alice (session 17, roomcast/0.1.0)
+//! joined lobby (2 users, 5 history messages)
+//! [lobby #42 09:15] alice: hello
+//! [lobby] * bob joined
+//! [lobby] bob is typing…
+//! [lobby] users: alice, bob
+//! [private] bob -> you: psst
+//! [private, pending] you -> bob: see you
+//! [private, sent] you -> bob: see you
+//! [private, pending] you -> carol: hi
+//! [private, failed] you -> carol: hi
+//! ! error user_offline: user 'carol' is not online
+//! ! error not_in_room: you are not in room 'x'
+//! ```
+//!
+//! Times are shown in local time. Frames of unknown types, and frames that are not JSON at all,
+//! are printed as they came.
+//!
+//! A message shows as sent only once the server has it. A chat appears when the server echoes
+//! it (it is stored then); one the server refuses appears as `[ROOM, failed] you: TEXT`
+//! before the error. A private message shows as pending, then sent or failed (see
+//! `pending.rs` for how the client learns that a private message was delivered).
+//!
+//! When stdin and stdout are terminals, the last line is a prompt naming the current room,
+//! `[lobby]> `. Lines typed are acted on once the rooms of `--room` are joined and their
+//! history shown.
+//!
+//! # Piped input
+//!
+//! When stdin is not a terminal (`printf 'hello\n' | client --user u`), there is no prompt, and
+//! at the end of input (or at `/quit`) the client waits for the answers to everything it sent
+//! (joins, chats' `ack`s and echoes, private messages, `/users`, `/history`, `/leave`),
+//! prints them, then closes and exits: 0 when everything was confirmed; 1 when something
+//! failed (stderr names it: `not sent: private message to carol (user_offline)`), or when
+//! answers were still missing after `--timeout SECS` (default 5; stderr names what was
+//! waiting).
+//!
+//! # Usage
+//!
+//! ```text
+//! cargo run --example client -- --user alice --room lobby [--room dev] [--url ws://HOST:PORT]
+//!                               [--quiet-typing] [--send TEXT]... [--timeout SECS]
+//! ```
+//!
+//! - `--user NAME` (env `ROOMCAST_USER`): your user name.
+//! - `--room ROOM` (repeatable, default `lobby`): rooms to join; the last one is the current room.
+//! - `--url URL` (env `ROOMCAST_URL`, default `ws://127.0.0.1:8080`): the server's base URL
+//!   (`http://` and `https://` are accepted as `ws://` and `wss://`).
+//! - `--quiet-typing`: do not print typing notifications.
+//! - `--send TEXT` (repeatable): script mode. Send each TEXT to the current room once all rooms
+//!   are joined, wait until the server has echoed every one of them, then close and exit 0.
+//!   Stdin is not read. Any `error` frame, a close, or `--timeout SECS` (default 10) passing
+//!   first makes the client exit with status 1.
+//! - `--timeout SECS`: with `--send`, the time the whole script may take (default 10); with
+//!   piped input, the wait for answers at its end (default 5).
+//!
+//! # Commands
+//!
+//! ```text
+//! TEXT            send TEXT to the current room (start it with // to send a line beginning with /)
+//! /join ROOM      join ROOM and make it the current room
+//! /leave [ROOM]   leave ROOM (default: the current room)
+//! /room ROOM      make ROOM, one you have joined, the current room
+//! /users [ROOM]   list the users in ROOM (default: the current room)
+//! /msg USER TEXT  send a private message to USER
+//! /history [N]    show up to N (1-100, server default 50) messages of the current room older
+//!                 than the oldest one shown so far
+//! /help           show the commands
+//! /quit           close the connection and exit (end of input and Ctrl-C do the same; with
+//!                 piped input, /quit and its end first wait for the answers)
+//! ```
+//!
+//! Unknown commands are answered locally with a hint and send nothing.
+//!
+//! # Exit status
+//!
+//! 0 after `/quit`, end of input, Ctrl-C, or a completed `--send` script. 1 when the connection
+//! cannot be opened or is lost, and when the server closes it; the close code and its meaning
+//! are printed (for example `1001 (server is shutting down)`). 1 too when piped input ends with
+//! a message failed or unanswered (see above). 2 for bad command-line arguments.
+//!
+//! # Layout
+//!
+//! - `main.rs`: this page, logging, the exit status.
+//! - `args.rs`: the flags, the name rule, the socket URL.
+//! - `command.rs`: typed lines parsed into a `Command` (pure).
+//! - `state.rs`: `State`, the rooms and the current room, updated by the server's frames;
+//!   `state/step.rs`: what each command does, a `Step` (both pure).
+//! - `pending.rs`: `Pending`, what was sent and not answered yet: a message's status, and
+//!   what piped input waits for at its end (pure).
+//! - `render.rs`: server frames and close codes as printed lines (pure).
+//! - `connection.rs`: opening, writing to and closing the WebSocket.
+//! - `terminal.rs`: reading stdin; `Screen`, printing lines under the prompt.
+//! - `session.rs`: the loop over socket, stdin and Ctrl-C; the `--send` script; the wait at
+//!   the end of piped input.
+
+mod args;
+mod command;
+mod connection;
+mod pending;
+mod render;
+mod session;
+mod state;
+mod terminal;
+
+use clap::Parser;
+
+use crate::args::Args;
+
+#[tokio::main]
+async fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let args = Args::parse();
+    let status = match session::run(args).await {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("roomcast-client: {error:#}");
+            1
+        }
+    };
+    // The task reading stdin is stuck in a blocking read that cannot be cancelled; exit
+    // directly instead of waiting for the runtime to shut down.
+    std::process::exit(status);
+}

@@ -1,0 +1,346 @@
+//! The terminal client (`examples/client/`), run as the real binary against a server in this
+//! process: stdin piped (or a pseudo-terminal, for the prompt), stdout compared line by line.
+//!
+//! The binary is the one `cargo build --example client` leaves in `target/debug/examples/`,
+//! beside this test binary's `deps/` folder. `cargo test --all-targets` builds examples only as
+//! test harnesses, so `scripts/test` builds it first; a missing binary, or one older than its
+//! sources, fails the test and says how to build it.
+
+use std::io::{Read as _, Write as _};
+use std::os::fd::{FromRawFd as _, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde_json::json;
+use tokio::process::Command;
+
+use crate::common::*;
+
+/// `server` in the `welcome` frame, as the client prints it.
+const SERVER: &str = concat!("roomcast/", env!("CARGO_PKG_VERSION"));
+
+/// The client binary, checked to exist and to be newer than every one of its sources.
+fn client_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary is in target/<profile>/deps")
+        .join("examples")
+        .join("client");
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| {
+            panic!(
+                "no terminal client at {} ({e}): build it with `cargo build --example client` \
+                 (scripts/test does)",
+                bin.display()
+            )
+        });
+    let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/client");
+    for entry in std::fs::read_dir(&sources).expect("examples/client/ is readable") {
+        let source = entry.expect("a directory entry").path();
+        let changed = std::fs::metadata(&source)
+            .and_then(|m| m.modified())
+            .expect("a source's modification time");
+        assert!(
+            changed <= built,
+            "{} is older than {}: rebuild it with `cargo build --example client`",
+            bin.display(),
+            source.display()
+        );
+    }
+    bin
+}
+
+/// A client process for user `u`, connected to `url`, with `args` after that.
+fn client_command(url: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(client_binary());
+    command
+        .args(["--url", url, "--user", "u"])
+        .args(args)
+        .env_remove("ROOMCAST_USER")
+        .env_remove("ROOMCAST_URL")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    command
+}
+
+/// How a client run ended.
+#[derive(Debug)]
+struct Ran {
+    code: Option<i32>,
+    /// Stdout's lines, with what varies from run to run replaced (see [`steady`]).
+    lines: Vec<String>,
+    stderr: String,
+}
+
+/// Runs the client with `input` as its whole stdin (then end of input) until it exits, which
+/// it must within `TIMEOUT`.
+async fn run_piped(url: &str, args: &[&str], input: &str) -> Ran {
+    let mut child = client_command(url, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, input.as_bytes())
+        .await
+        .expect("write the client's stdin");
+    drop(stdin);
+    let output = tokio::time::timeout(TIMEOUT, child.wait_with_output())
+        .await
+        .expect("the client exits by itself")
+        .expect("wait for the client");
+    Ran {
+        code: output.status.code(),
+        lines: String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(steady)
+            .collect(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// `line` with the session number (`session 7` → `session N`) and a chat line's local time
+/// (`[r #1 09:15]` → `[r #1]`) taken out.
+fn steady(line: &str) -> String {
+    if let Some(rest) = line.strip_prefix("connected as u (session ")
+        && let Some((_number, rest)) = rest.split_once(',')
+    {
+        return format!("connected as u (session N,{rest}");
+    }
+    if let Some(rest) = line.strip_prefix('[')
+        && let Some((head, tail)) = rest.split_once(']')
+        && let Some((head, time)) = head.rsplit_once(' ')
+        && time.len() == 5
+        && time.as_bytes()[2] == b':'
+    {
+        return format!("[{head}]{tail}");
+    }
+    line.to_owned()
+}
+
+fn connected() -> String {
+    format!("connected as u (session N, {SERVER})")
+}
+
+#[tokio::test]
+async fn piped_input_prints_the_join_and_the_echo_before_it_exits() {
+    let srv = TestServer::start();
+    let ran = run_piped(&srv.url(""), &["--room", "r"], "one line\n").await;
+    assert_eq!(
+        ran.lines,
+        [
+            connected(),
+            "joined r (1 user, 0 history messages)".into(),
+            "[r #1] u: one line".into(),
+        ],
+        "{ran:?}"
+    );
+    assert_eq!((ran.code, ran.stderr.as_str()), (Some(0), ""), "{ran:?}");
+    let (status, page) = api(srv.addr, "GET", "/api/rooms/r/history", None).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["messages"][0]["text"], "one line", "{page}");
+}
+
+#[tokio::test]
+async fn a_private_message_to_nobody_shows_pending_then_failed() {
+    let srv = TestServer::start();
+    let ran = run_piped(&srv.url(""), &["--room", "r"], "/msg nobody_here hi\n").await;
+    assert_eq!(
+        ran.lines,
+        [
+            connected(),
+            "joined r (1 user, 0 history messages)".into(),
+            "[private, pending] you -> nobody_here: hi".into(),
+            "[private, failed] you -> nobody_here: hi".into(),
+            "! error user_offline: user 'nobody_here' is not online".into(),
+        ],
+        "{ran:?}"
+    );
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert_eq!(
+        ran.stderr,
+        "roomcast-client: not sent: private message to nobody_here (user_offline)\n"
+    );
+}
+
+#[tokio::test]
+async fn a_private_message_to_someone_online_shows_pending_then_sent() {
+    let srv = TestServer::start();
+    let mut bob = srv.client("bob").await;
+    let ran = run_piped(&srv.url(""), &["--room", "r"], "/msg bob psst\n").await;
+    assert_eq!(
+        ran.lines,
+        [
+            connected(),
+            "joined r (1 user, 0 history messages)".into(),
+            "[private, pending] you -> bob: psst".into(),
+            "[private, sent] you -> bob: psst".into(),
+        ],
+        "{ran:?}"
+    );
+    assert_eq!((ran.code, ran.stderr.as_str()), (Some(0), ""), "{ran:?}");
+    let private = bob.expect("private").await;
+    assert_eq!(
+        (&private["from"], &private["message"]),
+        (&json!("u"), &json!("psst"))
+    );
+}
+
+fn welcome() -> serde_json::Value {
+    json!({"type": "welcome", "user_id": "u", "session_id": 1, "server": "silent"})
+}
+
+fn joined_r() -> serde_json::Value {
+    json!({"type": "joined", "room_id": "r", "user_id": "u", "users": ["u"], "history": 0})
+}
+
+/// A peer that accepts one WebSocket, sends `frames`, then never answers anything.
+async fn silent_server(frames: Vec<serde_json::Value>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let mut ws = tokio_tungstenite::accept_async(tcp).await.expect("upgrade");
+        use futures_util::{SinkExt as _, StreamExt as _};
+        for frame in frames {
+            ws.send(frame.to_string().into()).await.expect("send");
+        }
+        // Read (and so answer the close) without ever answering a request.
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    format!("ws://{addr}")
+}
+
+#[tokio::test]
+async fn piped_input_names_what_got_no_answer_and_exits_1() {
+    // Only a peer that never answers can show this without racing a real server.
+    let url = silent_server(vec![welcome(), joined_r()]).await;
+    let ran = run_piped(&url, &["--room", "r", "--timeout", "1"], "hello\n").await;
+    assert_eq!(
+        ran.lines,
+        [
+            "connected as u (session N, silent)",
+            "joined r (1 user, 0 history messages)"
+        ],
+        "{ran:?}"
+    );
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert_eq!(
+        ran.stderr,
+        "roomcast-client: no answer from the server within 1 s for: chat \"hello\" in r\n"
+    );
+}
+
+#[tokio::test]
+async fn piped_input_gives_up_on_a_join_that_gets_no_answer() {
+    let url = silent_server(vec![welcome()]).await;
+    let ran = run_piped(&url, &["--room", "r", "--timeout", "1"], "hello\n").await;
+    assert_eq!(ran.lines, ["connected as u (session N, silent)"], "{ran:?}");
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert_eq!(
+        ran.stderr,
+        "roomcast-client: no answer from the server within 1 s for: join r\n"
+    );
+}
+
+/// The master side of a pseudo-terminal, read on a thread of its own.
+struct Pty {
+    master: std::fs::File,
+    output: std::sync::mpsc::Receiver<Vec<u8>>,
+    /// What was read and not yet matched by [`Pty::until`].
+    seen: String,
+}
+
+impl Pty {
+    /// A new pseudo-terminal: its master, and its slave for the child.
+    fn open() -> (Pty, OwnedFd) {
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty writes two descriptors into the integers it is given; the null
+        // name, termios and window size pointers mean "none".
+        let ok = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(ok, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors were just opened by openpty and are owned by nobody else.
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let master = std::fs::File::from(master);
+        let mut reader = master.try_clone().expect("clone the master");
+        let (tx, output) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0; 4096];
+            // Ends with an error (EIO) once every slave descriptor is closed.
+            while let Ok(n @ 1..) = reader.read(&mut buf) {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let pty = Pty {
+            master,
+            output,
+            seen: String::new(),
+        };
+        (pty, slave)
+    }
+
+    /// Waits (at most `TIMEOUT`) until the terminal shows `text`; forgets what came up to it.
+    fn until(&mut self, text: &str) {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            if let Some(at) = self.seen.find(text) {
+                self.seen.drain(..at + text.len());
+                return;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.output.recv_timeout(left) {
+                Ok(bytes) => self.seen.push_str(&String::from_utf8_lossy(&bytes)),
+                Err(_) => panic!(
+                    "the terminal never showed {text:?}; it shows {:?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        writeln!(self.master, "{line}").expect("type into the terminal");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_gets_a_prompt_naming_the_current_room() {
+    let srv = TestServer::start();
+    let (mut pty, slave) = Pty::open();
+    let mut child = client_command(&srv.url(""), &["--room", "r"])
+        .stdin(Stdio::from(slave.try_clone().expect("dup")))
+        .stdout(Stdio::from(slave.try_clone().expect("dup")))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .expect("start the client");
+    tokio::task::block_in_place(|| {
+        pty.until("joined r (1 user, 0 history messages)");
+        pty.until("[r]> ");
+        pty.type_line("/join dev");
+        pty.until("joined dev (1 user, 0 history messages)");
+        pty.until("[dev]> ");
+        pty.type_line("/quit");
+    });
+    let status = tokio::time::timeout(TIMEOUT, child.wait())
+        .await
+        .expect("the client exits after /quit")
+        .expect("wait for the client");
+    assert!(status.success(), "{status}");
+}
