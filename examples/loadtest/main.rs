@@ -41,8 +41,9 @@
 //! - `conn.rs`: opening connections, `welcome`, `join`.
 //! - `wire.rs`: the receive path's byte-level frame reading and the `seq` checker.
 //! - `stats.rs`: histograms and per-second counters shared by the tasks.
-//! - `proc.rs`: `/proc` sampling; `http.rs`: a minimal HTTP/1.1 client; `target.rs`: `--url`
-//!   and the loopback rule; `progress.rs`: the progress bar; `report.rs`: the outputs.
+//! - `proc.rs`: `/proc` sampling (parsed by `roomcast::procfs`); `http.rs`: a minimal HTTP/1.1
+//!   client; `target.rs`: `--url` and the loopback rule; `progress.rs`: the progress bar;
+//!   `report.rs`: the outputs.
 //!
 //! The tool must not be the bottleneck of the machine it runs on: it runs on a multi-threaded
 //! tokio runtime, one task per connection (plus a writer task per sender), reads frames as
