@@ -25,13 +25,15 @@
 //!   server has a notification endpoint (exit status 2 while `/notifications/x` is a 404).
 //!
 //! Common flags: `--url` (env `ROOMCAST_URL`, default `ws://127.0.0.1:8080`; only loopback
-//! hosts unless `--allow-remote`), `--server-pid PID` (server CPU and RSS from `/proc`),
-//! `--json PATH` / `--html PATH` (default `loadtest-SCENARIO.json` / `.html`), `--quiet`,
-//! `--threads`, `--connect-timeout`, `--connect-concurrency`, `--setup-timeout`, `--drain`.
+//! hosts unless `--allow-remote`), `--server-pid PID` (server CPU and RSS from `/proc`; the
+//! run is refused unless that process listens on the URL's port), `--json PATH` /
+//! `--html PATH` (default `loadtest-SCENARIO.json` / `.html`), `--quiet`, `--threads`,
+//! `--connect-timeout`, `--connect-concurrency`, `--setup-timeout`, `--drain`.
 //!
 //! Output: a summary on stdout, the JSON and HTML reports, a progress bar on stderr. Exit
 //! status: 0 when the run completed without loss, duplication, disorder or connection failures;
-//! 1 otherwise; 2 when the run could not start (bad flags, non-loopback host, no server).
+//! 1 otherwise; 2 when the run could not start (bad flags, non-loopback host, no server, a
+//! `--server-pid` that is not the server).
 //!
 //! # Layout
 //!
@@ -41,9 +43,9 @@
 //! - `conn.rs`: opening connections, `welcome`, `join`.
 //! - `wire.rs`: the receive path's byte-level frame reading and the `seq` checker.
 //! - `stats.rs`: histograms and per-second counters shared by the tasks.
-//! - `proc.rs`: `/proc` sampling (parsed by `roomcast::procfs`); `http.rs`: a minimal HTTP/1.1
-//!   client; `target.rs`: `--url` and the loopback rule; `progress.rs`: the progress bar;
-//!   `report.rs`: the outputs.
+//! - `proc.rs`: the `--server-pid` check and `/proc` sampling (parsed by `roomcast::procfs`);
+//!   `http.rs`: a minimal HTTP/1.1 client; `target.rs`: `--url` and the loopback rule;
+//!   `progress.rs`: the progress bar; `report.rs`: the outputs.
 //!
 //! The tool must not be the bottleneck of the machine it runs on: it runs on a multi-threaded
 //! tokio runtime, one task per connection (plus a writer task per sender), reads frames as
@@ -134,7 +136,8 @@ pub struct Common {
     /// Allow a host that is not a loopback address (127.0.0.0/8, localhost, ::1).
     #[arg(long, global = true)]
     pub allow_remote: bool,
-    /// The server's process id, to report its CPU time and RSS (from /proc).
+    /// The server's process id, to report its CPU time and RSS (from /proc). The run is
+    /// refused unless this process listens on the --url port.
     #[arg(long, global = true)]
     pub server_pid: Option<u32>,
     /// Where to write the JSON report [default: loadtest-SCENARIO.json].
@@ -417,10 +420,13 @@ async fn run(cli: Cli, target: Target, threads: usize) -> anyhow::Result<Report>
     )
     .await?;
     let server = match cli.common.server_pid {
-        Some(pid) => Some(
-            Sampler::start(pid)
-                .with_context(|| format!("--server-pid {pid}: cannot read /proc/{pid}"))?,
-        ),
+        Some(pid) => {
+            proc::check_server_pid(pid, addr)?;
+            Some(
+                Sampler::start(pid)
+                    .with_context(|| format!("--server-pid {pid}: cannot read /proc/{pid}"))?,
+            )
+        }
         None => None,
     };
     let epoch = Instant::now();
@@ -441,15 +447,6 @@ async fn run(cli: Cli, target: Target, threads: usize) -> anyhow::Result<Report>
         server,
         threads,
     };
-    if let Some(s) = &ctx.server
-        && !s.name().contains("roomcast")
-    {
-        ctx.progress.warn(format!(
-            "--server-pid {} is {:?}, not roomcast: the server figures are of that process",
-            cli.common.server_pid.unwrap_or_default(),
-            s.name()
-        ));
-    }
     let started_at = chrono::Utc::now();
     let tool_cpu0 = proc::sample_self();
     let mut report = match &cli.scenario {

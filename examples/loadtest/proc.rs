@@ -1,5 +1,5 @@
-//! The server's process (`--server-pid`) and the tool's own: CPU time and resident memory
-//! over the run.
+//! The server's process (`--server-pid`) and the tool's own: the check that the PID is the
+//! server being loaded, and its CPU time and resident memory over the run.
 //!
 //! Reading `/proc` is `roomcast::procfs`'s job (CPU time is `utime + stime`, assuming
 //! [`procfs::CLK_TCK`] ticks per second; RSS is `VmRSS`); this module keeps what the tool does
@@ -7,9 +7,11 @@
 //! first reading, the peak RSS, the latest, and a per-second series (CPU % and RSS) for the
 //! HTML report.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, bail};
 use roomcast::procfs::{self, Pid};
 use serde::Serialize;
 
@@ -42,6 +44,31 @@ fn name_of(pid: u32) -> String {
     procfs::process_name(Pid::Of(pid)).unwrap_or_else(|_| "?".to_string())
 }
 
+/// Fails unless process `pid` holds the socket listening on `addr`'s port: figures of any
+/// other process would be reported as the server's. The error names both processes when it
+/// can find the one that listens.
+pub fn check_server_pid(pid: u32, addr: SocketAddr) -> anyhow::Result<()> {
+    let listens = procfs::is_listening_on(Pid::Of(pid), addr.port())
+        .with_context(|| format!("--server-pid {pid}: cannot read /proc/{pid}"))?;
+    if listens {
+        return Ok(());
+    }
+    let others: Vec<String> = procfs::listening_pids(addr.port())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| format!("pid {p} ({})", name_of(p)))
+        .collect();
+    let who = match others.len() {
+        0 => String::new(),
+        1 => format!("; {} does", others[0]),
+        _ => format!("; {} do", others.join(", ")),
+    };
+    bail!(
+        "--server-pid {pid} ({}) does not listen on {addr}{who}",
+        name_of(pid)
+    )
+}
+
 /// One point of the per-second series.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct SeriesPoint {
@@ -56,7 +83,7 @@ pub struct SeriesPoint {
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerStats {
     pub pid: u32,
-    /// The process's name (`/proc/PID/comm`), to catch a wrong `--server-pid`.
+    /// The process's name (`/proc/PID/comm`).
     pub name: String,
     /// CPU seconds (user + system) used during the run.
     pub cpu_secs: f64,
@@ -127,10 +154,6 @@ impl Sampler {
             state,
             task,
         })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     /// Reads the process now (and records the reading).
