@@ -44,8 +44,11 @@
 //! - `wire.rs`: the receive path's byte-level frame reading and the `seq` checker.
 //! - `stats.rs`: histograms and per-second counters shared by the tasks.
 //! - `proc.rs`: the `--server-pid` check and `/proc` sampling (parsed by `roomcast::procfs`);
-//!   `http.rs`: a minimal HTTP/1.1 client; `target.rs`: `--url` and the loopback rule;
-//!   `progress.rs`: the progress bar; `report.rs`: the outputs.
+//!   `target.rs`: `--url` and the loopback rule; `progress.rs`: the progress bar; `report.rs`:
+//!   the outputs.
+//!
+//! HTTP calls (`/health`, the notify scenario's probe and pushes) go through one `reqwest`
+//! client, pinned to the address `--url` resolved to and never through a proxy.
 //!
 //! The tool must not be the bottleneck of the machine it runs on: it runs on a multi-threaded
 //! tokio runtime, one task per connection (plus a writer task per sender), reads frames as
@@ -55,7 +58,6 @@ mod acks;
 mod churn;
 mod conn;
 mod fanout;
-mod http;
 mod idle;
 mod notify;
 mod proc;
@@ -79,7 +81,7 @@ use serde::Serialize;
 use crate::conn::Connector;
 use crate::proc::{ProcSample, Sampler};
 use crate::progress::Progress;
-use crate::report::Report;
+use crate::report::{Health, Report};
 use crate::target::Target;
 
 /// roomcast load tool: fan-out, idle, churn and notification load with loss/order checks.
@@ -208,6 +210,8 @@ pub struct Ctx {
     pub progress: Progress,
     pub server: Option<Sampler>,
     pub threads: usize,
+    /// For `/health` and the notify scenario: resolves the host to `addr`, uses no proxy.
+    pub http: reqwest::Client,
 }
 
 impl Ctx {
@@ -231,13 +235,19 @@ impl Ctx {
         self.server.as_ref().and_then(Sampler::now)
     }
 
-    pub async fn health(&self) -> Option<http::Health> {
-        http::health(
-            self.addr,
-            &self.target.authority(),
-            &self.target.http_path("/health"),
-        )
-        .await
+    /// The server's `/health` counts, when it answers within 3 s.
+    pub async fn health(&self) -> Option<Health> {
+        let resp = self
+            .http
+            .get(self.target.http_url("/health"))
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await
+            .ok()?;
+        if resp.status() != reqwest::StatusCode::OK {
+            return None;
+        }
+        resp.json().await.ok()
     }
 
     /// A room or user name for this run: `lt{run}{kind}{i}`.
@@ -429,6 +439,14 @@ async fn run(cli: Cli, target: Target, threads: usize) -> anyhow::Result<Report>
         }
         None => None,
     };
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .resolve(&target.host, addr)
+        .connect_timeout(Duration::from_secs_f64(cli.common.connect_timeout))
+        .tcp_nodelay(true)
+        .user_agent("roomcast-loadtest")
+        .build()
+        .context("cannot set up the HTTP client")?;
     let epoch = Instant::now();
     let run_id = {
         let ms = chrono::Utc::now().timestamp_millis() as u64;
@@ -446,6 +464,7 @@ async fn run(cli: Cli, target: Target, threads: usize) -> anyhow::Result<Report>
         progress: Progress::new(cli.common.quiet),
         server,
         threads,
+        http,
     };
     let started_at = chrono::Utc::now();
     let tool_cpu0 = proc::sample_self();

@@ -13,9 +13,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::http::Health;
 use crate::proc::ServerStats;
 use crate::stats::{Bucket, Percentiles, fmt_bytes, fmt_us};
 
@@ -142,6 +141,14 @@ pub struct AckSection {
     /// Send → ack, for messages sent in the measured window.
     pub latency: Latency,
     pub timeline: TimelineSection,
+}
+
+/// The server's `/health` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub connections: u64,
+    pub users: u64,
+    pub rooms: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
