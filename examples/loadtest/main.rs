@@ -27,8 +27,9 @@
 //! Common flags: `--url` (env `ROOMCAST_URL`, default `ws://127.0.0.1:8080`; only loopback
 //! hosts unless `--allow-remote`), `--server-pid PID` (server CPU and RSS from `/proc`; the
 //! run is refused unless that process listens on the URL's port), `--json PATH` /
-//! `--html PATH` (default `loadtest-SCENARIO.json` / `.html`), `--quiet`, `--threads`,
-//! `--connect-timeout`, `--connect-concurrency`, `--setup-timeout`, `--drain`.
+//! `--html PATH` (default `loadtest-reports/SCENARIO.json` / `.html`, a folder git ignores),
+//! `--quiet`, `--threads`, `--connect-timeout`, `--connect-concurrency`, `--setup-timeout`,
+//! `--drain`.
 //!
 //! Output: a summary on stdout, the JSON and HTML reports, a progress bar on stderr. Exit
 //! status: 0 when the run completed without loss, duplication, disorder or connection failures;
@@ -68,7 +69,7 @@ mod target;
 mod wire;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -142,10 +143,11 @@ pub struct Common {
     /// refused unless this process listens on the --url port.
     #[arg(long, global = true)]
     pub server_pid: Option<u32>,
-    /// Where to write the JSON report [default: loadtest-SCENARIO.json].
+    /// Where to write the JSON report [default: loadtest-reports/SCENARIO.json, under the
+    /// current folder; the repository's .gitignore lists loadtest-reports/].
     #[arg(long, global = true)]
     pub json: Option<PathBuf>,
-    /// Where to write the HTML report [default: loadtest-SCENARIO.html].
+    /// Where to write the HTML report [default: loadtest-reports/SCENARIO.html].
     #[arg(long, global = true)]
     pub html: Option<PathBuf>,
     /// No progress bar.
@@ -197,6 +199,10 @@ pub fn check_count(flag: &str, v: usize, lo: usize, hi: usize) -> Result<(), Str
         Err(format!("{flag} must be between {lo} and {hi} (got {v})"))
     }
 }
+
+/// Where the reports go without `--json` / `--html`: a folder `.gitignore` names, so runs
+/// leave nothing to commit.
+const REPORT_DIR: &str = "loadtest-reports";
 
 /// What every scenario gets.
 pub struct Ctx {
@@ -519,12 +525,12 @@ async fn run(cli: Cli, target: Target, threads: usize) -> anyhow::Result<Report>
         .common
         .json
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("loadtest-{scenario}.json")));
+        .unwrap_or_else(|| Path::new(REPORT_DIR).join(format!("{scenario}.json")));
     let html = cli
         .common
         .html
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("loadtest-{scenario}.html")));
+        .unwrap_or_else(|| Path::new(REPORT_DIR).join(format!("{scenario}.html")));
     report::write_json(&report, &json).with_context(|| format!("writing {}", json.display()))?;
     report::write_html(&report, &html).with_context(|| format!("writing {}", html.display()))?;
     eprintln!("reports: {} {}", json.display(), html.display());

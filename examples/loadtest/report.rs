@@ -573,13 +573,23 @@ pub fn text(r: &Report) -> String {
 
 pub fn write_json(r: &Report, path: &Path) -> anyhow::Result<()> {
     let json = serde_json::to_string_pretty(r)?;
+    create_parent(path)?;
     std::fs::write(path, json + "\n")?;
     Ok(())
 }
 
 pub fn write_html(r: &Report, path: &Path) -> anyhow::Result<()> {
+    create_parent(path)?;
     std::fs::write(path, html(r))?;
     Ok(())
+}
+
+/// Creates the folder `path` goes in, if it has one and it is missing.
+fn create_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir),
+        _ => Ok(()),
+    }
 }
 
 fn esc(s: &str) -> String {
