@@ -46,7 +46,7 @@
 //! - `stats.rs`: histograms and per-second counters shared by the tasks.
 //! - `proc.rs`: the `--server-pid` check and `/proc` sampling (parsed by `roomcast::procfs`);
 //!   `target.rs`: `--url` and the loopback rule; `progress.rs`: the progress bar; `report.rs`:
-//!   the outputs.
+//!   the outputs; `charts.rs`: the HTML report's SVG charts, drawn with plotters.
 //!
 //! HTTP calls (`/health`, the notify scenario's probe and pushes) go through one `reqwest`
 //! client, pinned to the address `--url` resolved to and never through a proxy.
@@ -56,6 +56,7 @@
 //! bytes (see `wire.rs`), and records measurements in batches (see `stats.rs`).
 
 mod acks;
+mod charts;
 mod churn;
 mod conn;
 mod fanout;
