@@ -9,5 +9,6 @@ mod common;
 mod durable;
 mod lifecycle;
 mod limits;
+mod loadtool;
 mod metrics;
 mod notify;
