@@ -141,7 +141,8 @@ pub struct Common {
     #[arg(long, global = true)]
     pub allow_remote: bool,
     /// The server's process id, to report its CPU time and RSS (from /proc). The run is
-    /// refused unless this process listens on the --url port.
+    /// refused unless this process listens on the --url port; while it runs but does not
+    /// listen yet, the tool waits up to --connect-timeout for it.
     #[arg(long, global = true)]
     pub server_pid: Option<u32>,
     /// Where to write the JSON report [default: loadtest-reports/SCENARIO.json, under the
@@ -396,33 +397,57 @@ fn main() -> ExitCode {
 }
 
 /// Resolves the target and checks that something listens there; the first address that
-/// accepts a TCP connection wins.
+/// accepts a TCP connection wins. While `starting` (the `--server-pid`) is a running process,
+/// refused connections are tried again every 50 ms for up to `timeout`: the server may have
+/// been started a moment ago (`roomcast ... & loadtest --server-pid $!`).
 async fn resolve(
     target: &Target,
     allow_remote: bool,
     timeout: Duration,
+    starting: Option<u32>,
 ) -> anyhow::Result<SocketAddr> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(target.authority())
         .await
         .with_context(|| format!("cannot resolve {}", target.host))?
         .collect();
-    let mut last_err = None;
-    for addr in addrs {
-        if !allow_remote && !target::is_loopback_ip(addr.ip()) {
-            bail!(
-                "{} resolves to {}, which is not a loopback address; pass --allow-remote",
-                target.host,
-                addr.ip()
-            );
-        }
-        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
-            Ok(Ok(_)) => return Ok(addr),
-            Ok(Err(e)) => last_err = Some(format!("{addr}: {e}")),
-            Err(_) => last_err = Some(format!("{addr}: no answer within {timeout:?}")),
-        }
+    if let Some(addr) = addrs
+        .iter()
+        .find(|a| !allow_remote && !target::is_loopback_ip(a.ip()))
+    {
+        bail!(
+            "{} resolves to {}, which is not a loopback address; pass --allow-remote",
+            target.host,
+            addr.ip()
+        );
     }
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        let mut refused = false;
+        for &addr in &addrs {
+            match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+                Ok(Ok(_)) => return Ok(addr),
+                Ok(Err(e)) => {
+                    refused |= e.kind() == std::io::ErrorKind::ConnectionRefused;
+                    last_err = Some(format!("{addr}: {e}"));
+                }
+                Err(_) => last_err = Some(format!("{addr}: no answer within {timeout:?}")),
+            }
+        }
+        let may_be_starting = starting.is_some_and(proc::is_running);
+        if !refused || !may_be_starting || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let exited = match starting {
+        Some(pid) if !proc::is_running(pid) => {
+            format!(" (--server-pid {pid} is not running: did it fail to start?)")
+        }
+        _ => String::new(),
+    };
     bail!(
-        "cannot reach the server at {}: {}",
+        "cannot reach the server at {}: {}{exited}",
         target.authority(),
         last_err.unwrap_or_else(|| "no address".to_string())
     )
@@ -434,6 +459,7 @@ async fn run(cli: Cli, target: Target, threads: usize) -> anyhow::Result<Report>
         &target,
         cli.common.allow_remote,
         Duration::from_secs_f64(cli.common.connect_timeout),
+        cli.common.server_pid,
     )
     .await?;
     let server = match cli.common.server_pid {

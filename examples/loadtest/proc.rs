@@ -48,25 +48,41 @@ fn name_of(pid: u32) -> String {
 /// other process would be reported as the server's. The error names both processes when it
 /// can find the one that listens.
 pub fn check_server_pid(pid: u32, addr: SocketAddr) -> anyhow::Result<()> {
-    let listens = procfs::is_listening_on(Pid::Of(pid), addr.port())
-        .with_context(|| format!("--server-pid {pid}: cannot read /proc/{pid}"))?;
-    if listens {
-        return Ok(());
+    let running = is_running(pid);
+    if running {
+        let listens = procfs::is_listening_on(Pid::Of(pid), addr.port())
+            .with_context(|| format!("--server-pid {pid}: cannot read /proc/{pid}"))?;
+        if listens {
+            return Ok(());
+        }
     }
-    let others: Vec<String> = procfs::listening_pids(addr.port())
+    let listeners: Vec<String> = procfs::listening_pids(addr.port())
         .unwrap_or_default()
         .into_iter()
         .map(|p| format!("pid {p} ({})", name_of(p)))
         .collect();
-    let who = match others.len() {
-        0 => String::new(),
-        1 => format!("; {} does", others[0]),
-        _ => format!("; {} do", others.join(", ")),
-    };
-    bail!(
-        "--server-pid {pid} ({}) does not listen on {addr}{who}",
-        name_of(pid)
-    )
+    let one = listeners.len() == 1;
+    let listed = listeners.join(", ");
+    if !running {
+        // Typically a server that could not start (its port taken) while an older one still
+        // answers on that port.
+        if listeners.is_empty() {
+            bail!("--server-pid {pid} is not running");
+        }
+        let verb = if one { "listens" } else { "listen" };
+        bail!("--server-pid {pid} is not running; {listed} {verb} on {addr}");
+    }
+    let name = name_of(pid);
+    if listeners.is_empty() {
+        bail!("--server-pid {pid} ({name}) does not listen on {addr}");
+    }
+    let verb = if one { "does" } else { "do" };
+    bail!("--server-pid {pid} ({name}) does not listen on {addr}; {listed} {verb}")
+}
+
+/// Whether process `pid` exists (and this user may see it).
+pub fn is_running(pid: u32) -> bool {
+    procfs::process_name(Pid::Of(pid)).is_ok()
 }
 
 /// One point of the per-second series.
