@@ -1,13 +1,16 @@
 //! The load tool (`examples/loadtest/`) reports server figures only for the process that
 //! listens on the port it loads.
 //!
-//! These tests run the built tool, which `cargo test --all-targets` builds beside this test
-//! binary (`target/debug/examples/loadtest`); every run is bounded by [`RUN_LIMIT`].
+//! These tests run the built tool, `target/debug/examples/loadtest`. `cargo test --all-targets`
+//! builds examples only as unit-test harnesses, and a test cannot run cargo itself (cargo
+//! holds the build directory's lock while tests run), so `scripts/test` builds it first
+//! (`cargo build --example loadtest`); a missing or out-of-date binary fails the tests with
+//! that command. Every run is bounded by [`RUN_LIMIT`].
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
@@ -16,19 +19,50 @@ use crate::common::*;
 /// The longest one run of the load tool may take here (its scenarios last a second).
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 
-/// The built load tool: `target/debug/examples/loadtest`, beside `target/debug/deps/it-…`.
+/// The built load tool: `target/debug/examples/loadtest`, beside `target/debug/deps/it-…`;
+/// fails when it is missing or older than the sources it is built from.
 fn loadtest_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let bin = exe.parent().and_then(|deps| deps.parent()).map(|dir| {
-        dir.join("examples")
-            .join(format!("loadtest{}", std::env::consts::EXE_SUFFIX))
-    });
-    match bin {
-        Some(bin) if bin.is_file() => bin,
-        _ => panic!(
-            "the load tool is not built ({bin:?} is missing): run `cargo build --example loadtest`, \
-             or `cargo test --all-targets`, which builds it"
-        ),
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| {
+            dir.join("examples")
+                .join(format!("loadtest{}", std::env::consts::EXE_SUFFIX))
+        })
+        .expect("the test binary is in target/PROFILE/deps");
+    let built = bin
+        .metadata()
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "the load tool is not built ({} is missing): run `cargo build --example loadtest` \
+             (scripts/test does)",
+                bin.display()
+            )
+        });
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sources = ["examples/loadtest", "src", "Cargo.toml", "Cargo.lock"].map(|p| root.join(p));
+    if let Some(newer) = sources.iter().find_map(|p| newer_file(p, built)) {
+        panic!(
+            "the load tool at {} is older than {}: run `cargo build --example loadtest`",
+            bin.display(),
+            newer.display()
+        );
+    }
+    bin
+}
+
+/// A file at or under `path` modified after `than`, if any.
+fn newer_file(path: &Path, than: SystemTime) -> Option<PathBuf> {
+    if path.is_dir() {
+        std::fs::read_dir(path)
+            .ok()?
+            .filter_map(Result::ok)
+            .find_map(|entry| newer_file(&entry.path(), than))
+    } else {
+        let modified = path.metadata().and_then(|m| m.modified()).ok()?;
+        (modified > than).then(|| path.to_path_buf())
     }
 }
 
