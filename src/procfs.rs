@@ -164,17 +164,47 @@ pub fn socket_inodes(pid: Pid) -> io::Result<Vec<u64>> {
     Ok(inodes)
 }
 
-/// Whether process `pid` holds a socket listening on TCP `port` (IPv4 or IPv6): the check
-/// that a PID given to a measuring tool is really the server it measures.
-pub fn is_listening_on(pid: Pid, port: u16) -> io::Result<bool> {
+/// The inodes of this machine's sockets listening on TCP `port` (IPv4 or IPv6).
+fn listening_inodes(port: u16) -> Vec<u64> {
     let mut listening = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         if let Ok(text) = std::fs::read_to_string(table) {
             listening.extend(parse_listening_inodes(&text, port));
         }
     }
+    listening
+}
+
+/// Whether process `pid` holds a socket listening on TCP `port` (IPv4 or IPv6): the check
+/// that a PID given to a measuring tool is really the server it measures.
+pub fn is_listening_on(pid: Pid, port: u16) -> io::Result<bool> {
+    let listening = listening_inodes(port);
     let held = socket_inodes(pid)?;
     Ok(listening.iter().any(|inode| held.contains(inode)))
+}
+
+/// The processes holding a socket listening on TCP `port`, in PID order: who a wrong PID
+/// should have been. Processes whose descriptors this user may not read are not seen.
+pub fn listening_pids(port: u16) -> io::Result<Vec<u32>> {
+    let listening = listening_inodes(port);
+    let mut pids = Vec::new();
+    if listening.is_empty() {
+        return Ok(pids);
+    }
+    for entry in std::fs::read_dir("/proc")? {
+        let Some(pid) = entry?.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        // A process may exit, or hide its descriptors from us: skip it.
+        let Ok(held) = socket_inodes(Pid::Of(pid)) else {
+            continue;
+        };
+        if held.iter().any(|inode| listening.contains(inode)) {
+            pids.push(pid);
+        }
+    }
+    pids.sort_unstable();
+    Ok(pids)
 }
 
 /// TCP sockets in use on this machine and the memory their buffers hold in the kernel
@@ -235,6 +265,24 @@ mod tests {
             "sockets: used 300\nTCP: inuse 12 orphan 0 tw 3 alloc 20 mem 7\nUDP: inuse 1 mem 0\n";
         assert_eq!(parse_sockstat_tcp(sockstat, 4096), Some((12, 7 * 4096)));
         assert_eq!(parse_sockstat_tcp("UDP: inuse 1 mem 0\n", 4096), None);
+    }
+
+    #[test]
+    fn a_listener_of_this_process_is_found_by_port_and_by_pid() {
+        if cfg!(target_os = "linux") {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            assert!(is_listening_on(Pid::Current, port).unwrap());
+            assert!(is_listening_on(Pid::Of(std::process::id()), port).unwrap());
+            assert!(listening_pids(port).unwrap().contains(&std::process::id()));
+            // Once the listener is closed, an accepted connection still holds the port, in
+            // this process, but it is not listening.
+            let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let _accepted = listener.accept().unwrap();
+            drop(listener);
+            assert!(!is_listening_on(Pid::Current, port).unwrap());
+            assert!(!listening_pids(port).unwrap().contains(&std::process::id()));
+        }
     }
 
     #[test]

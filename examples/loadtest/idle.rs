@@ -22,8 +22,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::conn::{self, Connector};
-use crate::http::Health;
-use crate::report::{Connections, IdleSection, Report, TimelineSection};
+use crate::report::{Connections, Health, IdleSection, Report, TimelineSection};
 use crate::stats::{Percentiles, Timeline, log_buckets, new_histogram};
 use crate::{Ctx, check_count, check_range, ns_since};
 

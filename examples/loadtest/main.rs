@@ -25,13 +25,16 @@
 //!   server has a notification endpoint (exit status 2 while `/notifications/x` is a 404).
 //!
 //! Common flags: `--url` (env `ROOMCAST_URL`, default `ws://127.0.0.1:8080`; only loopback
-//! hosts unless `--allow-remote`), `--server-pid PID` (server CPU and RSS from `/proc`),
-//! `--json PATH` / `--html PATH` (default `loadtest-SCENARIO.json` / `.html`), `--quiet`,
-//! `--threads`, `--connect-timeout`, `--connect-concurrency`, `--setup-timeout`, `--drain`.
+//! hosts unless `--allow-remote`), `--server-pid PID` (server CPU and RSS from `/proc`; the
+//! run is refused unless that process listens on the URL's port), `--json PATH` /
+//! `--html PATH` (default `loadtest-reports/SCENARIO.json` / `.html`, a folder git ignores),
+//! `--quiet`, `--threads`, `--connect-timeout`, `--connect-concurrency`, `--setup-timeout`,
+//! `--drain`.
 //!
 //! Output: a summary on stdout, the JSON and HTML reports, a progress bar on stderr. Exit
 //! status: 0 when the run completed without loss, duplication, disorder or connection failures;
-//! 1 otherwise; 2 when the run could not start (bad flags, non-loopback host, no server).
+//! 1 otherwise; 2 when the run could not start (bad flags, non-loopback host, no server, a
+//! `--server-pid` that is not the server).
 //!
 //! # Layout
 //!
@@ -41,18 +44,22 @@
 //! - `conn.rs`: opening connections, `welcome`, `join`.
 //! - `wire.rs`: the receive path's byte-level frame reading and the `seq` checker.
 //! - `stats.rs`: histograms and per-second counters shared by the tasks.
-//! - `proc.rs`: `/proc` sampling; `http.rs`: a minimal HTTP/1.1 client; `target.rs`: `--url`
-//!   and the loopback rule; `progress.rs`: the progress bar; `report.rs`: the outputs.
+//! - `proc.rs`: the `--server-pid` check and `/proc` sampling (parsed by `roomcast::procfs`);
+//!   `target.rs`: `--url` and the loopback rule; `progress.rs`: the progress bar; `report.rs`:
+//!   the outputs; `charts.rs`: the HTML report's SVG charts, drawn with plotters.
+//!
+//! HTTP calls (`/health`, the notify scenario's probe and pushes) go through one `reqwest`
+//! client, pinned to the address `--url` resolved to and never through a proxy.
 //!
 //! The tool must not be the bottleneck of the machine it runs on: it runs on a multi-threaded
 //! tokio runtime, one task per connection (plus a writer task per sender), reads frames as
 //! bytes (see `wire.rs`), and records measurements in batches (see `stats.rs`).
 
 mod acks;
+mod charts;
 mod churn;
 mod conn;
 mod fanout;
-mod http;
 mod idle;
 mod notify;
 mod proc;
@@ -63,7 +70,7 @@ mod target;
 mod wire;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,7 +83,7 @@ use serde::Serialize;
 use crate::conn::Connector;
 use crate::proc::{ProcSample, Sampler};
 use crate::progress::Progress;
-use crate::report::Report;
+use crate::report::{Health, Report};
 use crate::target::Target;
 
 /// roomcast load tool: fan-out, idle, churn and notification load with loss/order checks.
@@ -133,13 +140,16 @@ pub struct Common {
     /// Allow a host that is not a loopback address (127.0.0.0/8, localhost, ::1).
     #[arg(long, global = true)]
     pub allow_remote: bool,
-    /// The server's process id, to report its CPU time and RSS (from /proc).
+    /// The server's process id, to report its CPU time and RSS (from /proc). The run is
+    /// refused unless this process listens on the --url port; while it runs but does not
+    /// listen yet, the tool waits up to --connect-timeout for it.
     #[arg(long, global = true)]
     pub server_pid: Option<u32>,
-    /// Where to write the JSON report [default: loadtest-SCENARIO.json].
+    /// Where to write the JSON report [default: loadtest-reports/SCENARIO.json, under the
+    /// current folder; the repository's .gitignore lists loadtest-reports/].
     #[arg(long, global = true)]
     pub json: Option<PathBuf>,
-    /// Where to write the HTML report [default: loadtest-SCENARIO.html].
+    /// Where to write the HTML report [default: loadtest-reports/SCENARIO.html].
     #[arg(long, global = true)]
     pub html: Option<PathBuf>,
     /// No progress bar.
@@ -192,6 +202,10 @@ pub fn check_count(flag: &str, v: usize, lo: usize, hi: usize) -> Result<(), Str
     }
 }
 
+/// Where the reports go without `--json` / `--html`: a folder `.gitignore` names, so runs
+/// leave nothing to commit.
+const REPORT_DIR: &str = "loadtest-reports";
+
 /// What every scenario gets.
 pub struct Ctx {
     pub common: Common,
@@ -204,6 +218,8 @@ pub struct Ctx {
     pub progress: Progress,
     pub server: Option<Sampler>,
     pub threads: usize,
+    /// For `/health` and the notify scenario: resolves the host to `addr`, uses no proxy.
+    pub http: reqwest::Client,
 }
 
 impl Ctx {
@@ -227,13 +243,19 @@ impl Ctx {
         self.server.as_ref().and_then(Sampler::now)
     }
 
-    pub async fn health(&self) -> Option<http::Health> {
-        http::health(
-            self.addr,
-            &self.target.authority(),
-            &self.target.http_path("/health"),
-        )
-        .await
+    /// The server's `/health` counts, when it answers within 3 s.
+    pub async fn health(&self) -> Option<Health> {
+        let resp = self
+            .http
+            .get(self.target.http_url("/health"))
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await
+            .ok()?;
+        if resp.status() != reqwest::StatusCode::OK {
+            return None;
+        }
+        resp.json().await.ok()
     }
 
     /// A room or user name for this run: `lt{run}{kind}{i}`.
@@ -375,33 +397,57 @@ fn main() -> ExitCode {
 }
 
 /// Resolves the target and checks that something listens there; the first address that
-/// accepts a TCP connection wins.
+/// accepts a TCP connection wins. While `starting` (the `--server-pid`) is a running process,
+/// refused connections are tried again every 50 ms for up to `timeout`: the server may have
+/// been started a moment ago (`roomcast ... & loadtest --server-pid $!`).
 async fn resolve(
     target: &Target,
     allow_remote: bool,
     timeout: Duration,
+    starting: Option<u32>,
 ) -> anyhow::Result<SocketAddr> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(target.authority())
         .await
         .with_context(|| format!("cannot resolve {}", target.host))?
         .collect();
-    let mut last_err = None;
-    for addr in addrs {
-        if !allow_remote && !target::is_loopback_ip(addr.ip()) {
-            bail!(
-                "{} resolves to {}, which is not a loopback address; pass --allow-remote",
-                target.host,
-                addr.ip()
-            );
-        }
-        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
-            Ok(Ok(_)) => return Ok(addr),
-            Ok(Err(e)) => last_err = Some(format!("{addr}: {e}")),
-            Err(_) => last_err = Some(format!("{addr}: no answer within {timeout:?}")),
-        }
+    if let Some(addr) = addrs
+        .iter()
+        .find(|a| !allow_remote && !target::is_loopback_ip(a.ip()))
+    {
+        bail!(
+            "{} resolves to {}, which is not a loopback address; pass --allow-remote",
+            target.host,
+            addr.ip()
+        );
     }
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        let mut refused = false;
+        for &addr in &addrs {
+            match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+                Ok(Ok(_)) => return Ok(addr),
+                Ok(Err(e)) => {
+                    refused |= e.kind() == std::io::ErrorKind::ConnectionRefused;
+                    last_err = Some(format!("{addr}: {e}"));
+                }
+                Err(_) => last_err = Some(format!("{addr}: no answer within {timeout:?}")),
+            }
+        }
+        let may_be_starting = starting.is_some_and(proc::is_running);
+        if !refused || !may_be_starting || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let exited = match starting {
+        Some(pid) if !proc::is_running(pid) => {
+            format!(" (--server-pid {pid} is not running: did it fail to start?)")
+        }
+        _ => String::new(),
+    };
     bail!(
-        "cannot reach the server at {}: {}",
+        "cannot reach the server at {}: {}{exited}",
         target.authority(),
         last_err.unwrap_or_else(|| "no address".to_string())
     )
@@ -413,15 +459,27 @@ async fn run(cli: Cli, target: Target, threads: usize) -> anyhow::Result<Report>
         &target,
         cli.common.allow_remote,
         Duration::from_secs_f64(cli.common.connect_timeout),
+        cli.common.server_pid,
     )
     .await?;
     let server = match cli.common.server_pid {
-        Some(pid) => Some(
-            Sampler::start(pid)
-                .with_context(|| format!("--server-pid {pid}: cannot read /proc/{pid}"))?,
-        ),
+        Some(pid) => {
+            proc::check_server_pid(pid, addr)?;
+            Some(
+                Sampler::start(pid)
+                    .with_context(|| format!("--server-pid {pid}: cannot read /proc/{pid}"))?,
+            )
+        }
         None => None,
     };
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .resolve(&target.host, addr)
+        .connect_timeout(Duration::from_secs_f64(cli.common.connect_timeout))
+        .tcp_nodelay(true)
+        .user_agent("roomcast-loadtest")
+        .build()
+        .context("cannot set up the HTTP client")?;
     let epoch = Instant::now();
     let run_id = {
         let ms = chrono::Utc::now().timestamp_millis() as u64;
@@ -439,16 +497,8 @@ async fn run(cli: Cli, target: Target, threads: usize) -> anyhow::Result<Report>
         progress: Progress::new(cli.common.quiet),
         server,
         threads,
+        http,
     };
-    if let Some(s) = &ctx.server
-        && !s.name().contains("roomcast")
-    {
-        ctx.progress.warn(format!(
-            "--server-pid {} is {:?}, not roomcast: the server figures are of that process",
-            cli.common.server_pid.unwrap_or_default(),
-            s.name()
-        ));
-    }
     let started_at = chrono::Utc::now();
     let tool_cpu0 = proc::sample_self();
     let mut report = match &cli.scenario {
@@ -502,12 +552,12 @@ async fn run(cli: Cli, target: Target, threads: usize) -> anyhow::Result<Report>
         .common
         .json
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("loadtest-{scenario}.json")));
+        .unwrap_or_else(|| Path::new(REPORT_DIR).join(format!("{scenario}.json")));
     let html = cli
         .common
         .html
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("loadtest-{scenario}.html")));
+        .unwrap_or_else(|| Path::new(REPORT_DIR).join(format!("{scenario}.html")));
     report::write_json(&report, &json).with_context(|| format!("writing {}", json.display()))?;
     report::write_html(&report, &html).with_context(|| format!("writing {}", html.display()))?;
     eprintln!("reports: {} {}", json.display(), html.display());

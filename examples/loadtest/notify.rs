@@ -6,8 +6,9 @@
 //!
 //! 1. `--sockets N` WebSocket connections to `/notifications/{user_i}` (no `welcome` assumed);
 //! 2. `--pushes M` `POST /send-notification/?user_id=…&title=…&message=…`, round-robin over the
-//!    users, from `--http-concurrency` keep-alive HTTP/1.1 connections (optionally at `--rate`
-//!    pushes/s in total). The `message` is a stamp (`lt:{user}:{push}:{send_ns}`);
+//!    users, from `--http-concurrency` tasks sharing the tool's HTTP client, so as many
+//!    keep-alive HTTP/1.1 connections (optionally at `--rate` pushes/s in total). The
+//!    `message` is a stamp (`lt:{user}:{push}:{send_ns}`);
 //! 3. every socket looks for a stamp in each frame it receives (byte search, whatever the
 //!    frame's shape), marks the push as received (a second time is a duplicate) and records
 //!    push → receive latency. Pushes answered 2xx but never received by the end of the drain
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::Args;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
@@ -28,7 +29,6 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::conn::{self, Connector};
-use crate::http::{self, HttpConn};
 use crate::report::{Connections, Latency, NotifySection, Report, TimelineSection};
 use crate::stats::{
     LatencyBatch, LatencySink, Percentiles, Timeline, TimelineBatch, log_buckets, new_histogram,
@@ -88,16 +88,14 @@ struct Outcome {
 }
 
 pub async fn run(ctx: &Ctx, a: &NotifyArgs) -> anyhow::Result<Report> {
-    let host = ctx.target.authority();
-    let probe = http::request_once(
-        ctx.addr,
-        &host,
-        "GET",
-        &ctx.target.http_path("/notifications/x"),
-        Duration::from_secs_f64(ctx.common.connect_timeout),
-    )
-    .await?;
-    if probe.status == 404 {
+    let probe = ctx
+        .http
+        .get(ctx.target.http_url("/notifications/x"))
+        .timeout(Duration::from_secs_f64(ctx.common.connect_timeout))
+        .send()
+        .await
+        .context("GET /notifications/x")?;
+    if probe.status() == reqwest::StatusCode::NOT_FOUND {
         bail!("the server does not expose /notifications yet (GET /notifications/x answered 404)");
     }
     ctx.check_fd_limit(a.sockets + a.http_concurrency);
@@ -137,13 +135,13 @@ pub async fn run(ctx: &Ctx, a: &NotifyArgs) -> anyhow::Result<Report> {
     let mut pushers = Vec::new();
     for k in 0..a.http_concurrency {
         let (sh, ok, failures) = (Arc::clone(&sh), Arc::clone(&ok), Arc::clone(&failures));
-        let (addr, host) = (ctx.addr, host.clone());
+        let http = ctx.http.clone();
         let users: Vec<String> = (0..n).map(|i| ctx.name("n", i)).collect();
-        let path = ctx.target.http_path("/send-notification/");
+        let url = reqwest::Url::parse(&ctx.target.http_url("/send-notification/"))
+            .context("the push URL")?;
         let (pushes, step, rate) = (a.pushes, a.http_concurrency as u64, a.rate);
         let timeout = Duration::from_secs_f64(ctx.common.connect_timeout);
         pushers.push(tokio::spawn(async move {
-            let mut conn: Option<HttpConn> = None;
             let mut text = String::new();
             let mut j = k as u64;
             while j < pushes {
@@ -163,34 +161,21 @@ pub async fn run(ctx: &Ctx, a: &NotifyArgs) -> anyhow::Result<Report> {
                     },
                     0,
                 );
-                let target = format!(
-                    "{path}?user_id={}&title=loadtest&message={}",
-                    http::query_escape(&users[user_idx]),
-                    http::query_escape(&text)
-                );
-                let result = tokio::time::timeout(timeout, async {
-                    if conn.as_ref().is_none_or(|c| !c.reusable()) {
-                        conn = Some(HttpConn::connect(addr, &host).await?);
-                    }
-                    match conn.as_mut() {
-                        Some(c) => c.request("POST", &target, None).await,
-                        None => bail!("no connection"),
-                    }
-                })
-                .await;
+                let mut target = url.clone();
+                target
+                    .query_pairs_mut()
+                    .append_pair("user_id", &users[user_idx])
+                    .append_pair("title", "loadtest")
+                    .append_pair("message", &text);
+                let result = http.post(target).timeout(timeout).send().await;
                 let reason = match result {
-                    Ok(Ok(resp)) if (200..300).contains(&resp.status) => None,
-                    Ok(Ok(resp)) => Some(format!("HTTP {}", resp.status)),
-                    Ok(Err(e)) => {
-                        conn = None;
-                        let mut s = e.to_string();
-                        s.truncate(80);
-                        Some(s)
+                    Ok(resp) if resp.status().is_success() => {
+                        // Read the (small) answer, so the connection goes back to the pool.
+                        let _ = resp.bytes().await;
+                        None
                     }
-                    Err(_) => {
-                        conn = None;
-                        Some("timeout".to_string())
-                    }
+                    Ok(resp) => Some(format!("HTTP {}", resp.status().as_u16())),
+                    Err(e) => Some(failure_reason(e)),
                 };
                 match reason {
                     None => {
@@ -319,6 +304,22 @@ pub async fn run(ctx: &Ctx, a: &NotifyArgs) -> anyhow::Result<Report> {
         per_sec: push_ok as f64 / push_secs.max(0.001),
     });
     Ok(r)
+}
+
+/// A push's failure, short and without its URL, so that failures group by cause.
+fn failure_reason(e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timeout".to_string();
+    }
+    let e = e.without_url();
+    let mut reason = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        reason.push_str(": ");
+        reason.push_str(&s.to_string());
+        source = s.source();
+    }
+    reason.chars().take(120).collect()
 }
 
 async fn socket(sh: Arc<Shared>, path: String, mut stop: watch::Receiver<bool>) -> Outcome {

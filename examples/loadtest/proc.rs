@@ -1,96 +1,88 @@
-//! Process figures from Linux `/proc`: CPU time and resident memory of the server
-//! (`--server-pid`) and of the tool itself.
+//! The server's process (`--server-pid`) and the tool's own: the check that the PID is the
+//! server being loaded, and its CPU time and resident memory over the run.
 //!
-//! CPU time is `utime + stime` from `/proc/PID/stat`, in clock ticks. The tick rate is
-//! `sysconf(_SC_CLK_TCK)`, which is 100 on every Linux configuration in practice; reading it
-//! needs libc, which this example does not depend on, so [`CLK_TCK`] assumes 100. RSS is
-//! `VmRSS` from `/proc/PID/status`.
-//!
-//! [`Sampler`] reads the server's figures every 250 ms on a tokio task, keeping the first, the
-//! peak RSS, the latest, and a per-second series (CPU % and RSS) for the HTML report.
+//! Reading `/proc` is `roomcast::procfs`'s job (CPU time is `utime + stime`, assuming
+//! [`procfs::CLK_TCK`] ticks per second; RSS is `VmRSS`); this module keeps what the tool does
+//! with the readings. [`Sampler`] reads the server every 250 ms on a tokio task, keeping the
+//! first reading, the peak RSS, the latest, and a per-second series (CPU % and RSS) for the
+//! HTML report.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, bail};
+use roomcast::procfs::{self, Pid};
 use serde::Serialize;
 
-/// Clock ticks per second of `/proc/PID/stat` times: assumed 100 (see the module docs).
-pub const CLK_TCK: f64 = 100.0;
+pub use roomcast::procfs::Sample as ProcSample;
 
 /// How often the sampler reads `/proc`.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct ProcSample {
-    pub cpu_secs: f64,
-    pub rss_bytes: u64,
-}
-
-fn read_sample(dir: &str) -> std::io::Result<ProcSample> {
-    let stat = std::fs::read_to_string(format!("{dir}/stat"))?;
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "unexpected /proc format");
-    // The command name is in parentheses and may hold spaces: fields start after the last ')'.
-    let after = &stat[stat.rfind(')').ok_or_else(bad)? + 1..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // After the name: state is field 3, utime field 14, stime field 15 (1-based, man proc).
-    let tick = |i: usize| -> std::io::Result<f64> {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|v| v as f64 / CLK_TCK)
-            .ok_or_else(bad)
-    };
-    let cpu_secs = tick(11)? + tick(12)?;
-    let status = std::fs::read_to_string(format!("{dir}/status"))?;
-    let rss_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    Ok(ProcSample {
-        cpu_secs,
-        rss_bytes: rss_kb * 1024,
-    })
-}
-
 pub fn sample_pid(pid: u32) -> std::io::Result<ProcSample> {
-    read_sample(&format!("/proc/{pid}"))
+    procfs::sample(Pid::Of(pid))
 }
 
-/// The process's command name, from `/proc/PID/comm`.
-pub fn process_name(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
+/// This process's CPU time and RSS (zeros if `/proc` cannot be read).
 pub fn sample_self() -> ProcSample {
-    read_sample("/proc/self").unwrap_or_default()
+    procfs::sample(Pid::Current).unwrap_or_default()
 }
 
-/// This process's peak RSS (`VmHWM`), in bytes.
+/// This process's peak RSS (`VmHWM`), in bytes (0 if unknown).
 pub fn self_peak_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    procfs::peak_rss_bytes(Pid::Current).unwrap_or(0)
 }
 
-/// The soft limit on open files of this process, from `/proc/self/limits`.
+/// This process's soft limit on open files.
 pub fn open_files_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line["Max open files".len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    procfs::open_files_limit(Pid::Current)
+}
+
+/// A process's name, or `?` when it cannot be read.
+fn name_of(pid: u32) -> String {
+    procfs::process_name(Pid::Of(pid)).unwrap_or_else(|_| "?".to_string())
+}
+
+/// Fails unless process `pid` holds the socket listening on `addr`'s port: figures of any
+/// other process would be reported as the server's. The error names both processes when it
+/// can find the one that listens.
+pub fn check_server_pid(pid: u32, addr: SocketAddr) -> anyhow::Result<()> {
+    let running = is_running(pid);
+    if running {
+        let listens = procfs::is_listening_on(Pid::Of(pid), addr.port())
+            .with_context(|| format!("--server-pid {pid}: cannot read /proc/{pid}"))?;
+        if listens {
+            return Ok(());
+        }
+    }
+    let listeners: Vec<String> = procfs::listening_pids(addr.port())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| format!("pid {p} ({})", name_of(p)))
+        .collect();
+    let one = listeners.len() == 1;
+    let listed = listeners.join(", ");
+    if !running {
+        // Typically a server that could not start (its port taken) while an older one still
+        // answers on that port.
+        if listeners.is_empty() {
+            bail!("--server-pid {pid} is not running");
+        }
+        let verb = if one { "listens" } else { "listen" };
+        bail!("--server-pid {pid} is not running; {listed} {verb} on {addr}");
+    }
+    let name = name_of(pid);
+    if listeners.is_empty() {
+        bail!("--server-pid {pid} ({name}) does not listen on {addr}");
+    }
+    let verb = if one { "does" } else { "do" };
+    bail!("--server-pid {pid} ({name}) does not listen on {addr}; {listed} {verb}")
+}
+
+/// Whether process `pid` exists (and this user may see it).
+pub fn is_running(pid: u32) -> bool {
+    procfs::process_name(Pid::Of(pid)).is_ok()
 }
 
 /// One point of the per-second series.
@@ -107,7 +99,7 @@ pub struct SeriesPoint {
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerStats {
     pub pid: u32,
-    /// The process's name (`/proc/PID/comm`), to catch a wrong `--server-pid`.
+    /// The process's name (`/proc/PID/comm`).
     pub name: String,
     /// CPU seconds (user + system) used during the run.
     pub cpu_secs: f64,
@@ -173,15 +165,11 @@ impl Sampler {
         });
         Ok(Sampler {
             pid,
-            name: process_name(pid),
+            name: name_of(pid),
             started,
             state,
             task,
         })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     /// Reads the process now (and records the reading).

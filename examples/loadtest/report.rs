@@ -3,8 +3,8 @@
 //!
 //! Every scenario fills one [`Report`]; sections that do not apply stay `None` and are left out
 //! everywhere. The text summary and the HTML table come from the same [`sections`] list, so the
-//! two always agree. The HTML page loads nothing: its charts are SVG written here (bars with
-//! native `<title>` tooltips, no script), its style is inline.
+//! two always agree. The HTML page loads nothing: its charts are inline SVG from `charts.rs`
+//! (bars with native `<title>` tooltips, no script), its style is inline.
 //!
 //! The verdict is computed by the scenario (a list of `problems`): an empty list means the run
 //! passed and the tool exits 0.
@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::http::Health;
+use crate::charts::{self, Unit};
 use crate::proc::ServerStats;
 use crate::stats::{Bucket, Percentiles, fmt_bytes, fmt_us};
 
@@ -142,6 +142,14 @@ pub struct AckSection {
     /// Send → ack, for messages sent in the measured window.
     pub latency: Latency,
     pub timeline: TimelineSection,
+}
+
+/// The server's `/health` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub connections: u64,
+    pub users: u64,
+    pub rooms: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -566,16 +574,27 @@ pub fn text(r: &Report) -> String {
 
 pub fn write_json(r: &Report, path: &Path) -> anyhow::Result<()> {
     let json = serde_json::to_string_pretty(r)?;
+    create_parent(path)?;
     std::fs::write(path, json + "\n")?;
     Ok(())
 }
 
 pub fn write_html(r: &Report, path: &Path) -> anyhow::Result<()> {
+    create_parent(path)?;
     std::fs::write(path, html(r))?;
     Ok(())
 }
 
-fn esc(s: &str) -> String {
+/// Creates the folder `path` goes in, if it has one and it is missing.
+fn create_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir),
+        _ => Ok(()),
+    }
+}
+
+/// `s` with HTML's special characters escaped, for text and attribute values.
+pub fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -596,240 +615,8 @@ table{border-collapse:collapse;width:100%}td{padding:3px 8px;border-bottom:1px s
 td.k{color:#555;white-space:nowrap;width:1%}tr.sec td{font-weight:600;background:#f4f6f8;color:#222}
 pre{background:#f4f6f8;padding:8px;white-space:pre-wrap;word-break:break-all}
 .pass{color:#0a7a2f;font-weight:700}.fail{color:#b00020;font-weight:700}
-svg{background:#fcfcfd;border:1px solid #e4e4e8}
-svg text{font:11px system-ui,sans-serif;fill:#555}
-.b{fill:#3b6fd8}.w{fill:#b9c4d8}.d{fill:#9fb6e8}.grid{stroke:#e6e6ea}.ax{stroke:#888}
-.mark{stroke:#d33;stroke-dasharray:3 3}svg text.mk{fill:#d33}.line{fill:none;stroke:#3b6fd8;stroke-width:1.5}
+svg{border:1px solid #e4e4e8;max-width:100%;height:auto}
 .warn{color:#9a6700}";
-
-/// One bar of a chart.
-struct Bar {
-    value: f64,
-    class: &'static str,
-    tip: String,
-}
-
-const W: f64 = 860.0;
-const H: f64 = 240.0;
-const ML: f64 = 64.0;
-const MR: f64 = 12.0;
-const MT: f64 = 12.0;
-const MB: f64 = 34.0;
-
-fn y_label(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{:.1}M", v / 1e6)
-    } else if v >= 1e3 {
-        format!("{:.1}k", v / 1e3)
-    } else {
-        format!("{v:.0}")
-    }
-}
-
-/// A bar chart; `ticks` are (bar index, label) drawn under the bars' left edges;
-/// `marks` are (fractional bar position, label) drawn as dashed vertical lines.
-fn bar_chart(
-    bars: &[Bar],
-    ticks: &[(f64, String)],
-    marks: &[(f64, String)],
-    x_title: &str,
-) -> String {
-    let mut s = String::new();
-    let pw = W - ML - MR;
-    let ph = H - MT - MB;
-    let max = bars.iter().map(|b| b.value).fold(0.0, f64::max).max(1.0);
-    let _ = write!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}">"#
-    );
-    for i in 0..=4 {
-        let v = max * f64::from(i) / 4.0;
-        let y = MT + ph - ph * f64::from(i) / 4.0;
-        let _ = write!(
-            s,
-            r#"<line class="grid" x1="{ML}" x2="{}" y1="{y:.1}" y2="{y:.1}"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
-            W - MR,
-            ML - 6.0,
-            y + 4.0,
-            y_label(v)
-        );
-    }
-    let n = bars.len().max(1) as f64;
-    let bw = pw / n;
-    for (i, b) in bars.iter().enumerate() {
-        let h = ph * b.value / max;
-        let x = ML + bw * i as f64;
-        let _ = write!(
-            s,
-            r#"<rect class="{}" x="{x:.2}" y="{:.2}" width="{:.2}" height="{h:.2}"><title>{}</title></rect>"#,
-            b.class,
-            MT + ph - h,
-            (bw - if bw > 3.0 { 1.0 } else { 0.0 }).max(0.5),
-            esc(&b.tip)
-        );
-    }
-    for (pos, label) in ticks {
-        let x = ML + bw * pos;
-        let _ = write!(
-            s,
-            r#"<line class="ax" x1="{x:.1}" x2="{x:.1}" y1="{}" y2="{}"/><text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"#,
-            MT + ph,
-            MT + ph + 4.0,
-            MT + ph + 16.0,
-            esc(label)
-        );
-    }
-    for (i, (pos, label)) in marks.iter().enumerate() {
-        let x = ML + bw * pos;
-        // Labels are staggered so that close marks (p99, p99.9) stay readable.
-        let _ = write!(
-            s,
-            r#"<line class="mark" x1="{x:.1}" x2="{x:.1}" y1="{MT}" y2="{}"/><text class="mk" x="{:.1}" y="{}">{}</text>"#,
-            MT + ph,
-            x + 3.0,
-            MT + 10.0 + 12.0 * i as f64,
-            esc(label)
-        );
-    }
-    let _ = write!(
-        s,
-        r#"<line class="ax" x1="{ML}" x2="{}" y1="{}" y2="{}"/><text x="{}" y="{}" text-anchor="middle">{}</text></svg>"#,
-        W - MR,
-        MT + ph,
-        MT + ph,
-        ML + pw / 2.0,
-        H - 4.0,
-        esc(x_title)
-    );
-    s
-}
-
-/// A latency histogram over log-scaled buckets, with p50/p99/p99.9 marked.
-fn latency_chart(buckets: &[Bucket], p: &Percentiles) -> String {
-    if buckets.is_empty() {
-        return "<p>No samples.</p>".to_string();
-    }
-    let bars: Vec<Bar> = buckets
-        .iter()
-        .map(|b| Bar {
-            value: b.count as f64,
-            class: "b",
-            tip: format!("{} – {}: {}", fmt_us(b.lo_us), fmt_us(b.hi_us), b.count),
-        })
-        .collect();
-    let first = buckets[0].lo_us.log10();
-    let pos = |us: f64| (us.max(1.0).log10() - first) * 10.0;
-    let mut ticks = Vec::new();
-    let mut decade = first.ceil() as i32;
-    while f64::from(decade) <= buckets[buckets.len() - 1].hi_us.log10() {
-        let v = 10f64.powi(decade);
-        ticks.push((pos(v), fmt_us(v)));
-        decade += 1;
-    }
-    let marks = vec![
-        (pos(p.p50 as f64), "p50".to_string()),
-        (pos(p.p99 as f64), "p99".to_string()),
-        (pos(p.p999 as f64), "p99.9".to_string()),
-    ];
-    bar_chart(
-        &bars,
-        &ticks,
-        &marks,
-        "latency (log scale, 10 buckets per decade)",
-    )
-}
-
-fn timeline_chart(t: &TimelineSection) -> String {
-    let bars: Vec<Bar> = t
-        .per_second
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            let (from, to) = (i as f64, i as f64 + 1.0);
-            let class = if to <= t.measure_from_s + 1e-9 {
-                "w"
-            } else if from >= t.measure_to_s - 1e-9 {
-                "d"
-            } else {
-                "b"
-            };
-            Bar {
-                value: v as f64,
-                class,
-                tip: format!("second {i}–{}: {v} {}", i + 1, t.what),
-            }
-        })
-        .collect();
-    let step = (t.per_second.len() / 15).max(1);
-    let ticks: Vec<(f64, String)> = (0..=t.per_second.len())
-        .step_by(step)
-        .map(|i| (i as f64, format!("{i}s")))
-        .collect();
-    let mut marks = Vec::new();
-    if t.measure_from_s > 0.0 {
-        marks.push((t.measure_from_s, "measuring".to_string()));
-    }
-    if t.measure_to_s < t.per_second.len() as f64 {
-        marks.push((t.measure_to_s, "stop".to_string()));
-    }
-    let pale = t.measure_from_s > 0.0 || t.measure_to_s < t.per_second.len() as f64;
-    bar_chart(
-        &bars,
-        &ticks,
-        &marks,
-        &format!(
-            "{} per second{}",
-            t.what,
-            if pale {
-                " (pale: warm-up and drain, not measured)"
-            } else {
-                ""
-            }
-        ),
-    )
-}
-
-fn line_chart(points: &[(f64, f64)], x_title: &str, fmt: fn(f64) -> String) -> String {
-    if points.len() < 2 {
-        return "<p>Too few samples.</p>".to_string();
-    }
-    let pw = W - ML - MR;
-    let ph = (H - MT - MB) * 0.6;
-    let h = ph + MT + MB;
-    let xmax = points.iter().map(|p| p.0).fold(0.0, f64::max).max(1.0);
-    let ymax = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1.0);
-    let mut s = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" viewBox="0 0 {W} {h}">"#
-    );
-    for i in 0..=2 {
-        let v = ymax * f64::from(i) / 2.0;
-        let y = MT + ph - ph * f64::from(i) / 2.0;
-        let _ = write!(
-            s,
-            r#"<line class="grid" x1="{ML}" x2="{}" y1="{y:.1}" y2="{y:.1}"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
-            W - MR,
-            ML - 6.0,
-            y + 4.0,
-            esc(&fmt(v))
-        );
-    }
-    let pts: Vec<String> = points
-        .iter()
-        .map(|&(x, y)| format!("{:.1},{:.1}", ML + pw * x / xmax, MT + ph - ph * y / ymax))
-        .collect();
-    let _ = write!(
-        s,
-        r#"<polyline class="line" points="{}"/><text x="{}" y="{}" text-anchor="middle">{}</text><text x="{}" y="{}" text-anchor="end">{:.0}s</text></svg>"#,
-        pts.join(" "),
-        ML + pw / 2.0,
-        h - 4.0,
-        esc(x_title),
-        W - MR,
-        h - 4.0,
-        xmax
-    );
-    s
-}
 
 pub fn html(r: &Report) -> String {
     let mut s = String::new();
@@ -890,7 +677,7 @@ pub fn html(r: &Report) -> String {
             s,
             "<h2>Latency histogram ({})</h2>\n{}\n",
             esc(&l.what),
-            latency_chart(&l.buckets, &l.us)
+            charts::latency_histogram(&l.buckets, &l.us)
         );
     }
     if let Some(t) = &r.timeline {
@@ -898,7 +685,7 @@ pub fn html(r: &Report) -> String {
             s,
             "<h2>{} per second</h2>\n{}\n",
             esc(&capitalize(&t.what)),
-            timeline_chart(t)
+            charts::timeline(t)
         );
     }
     if let Some(a) = &r.acks {
@@ -906,16 +693,16 @@ pub fn html(r: &Report) -> String {
             s,
             "<h2>Ack latency histogram ({})</h2>\n{}\n<h2>{} per second</h2>\n{}\n",
             esc(&a.latency.what),
-            latency_chart(&a.latency.buckets, &a.latency.us),
+            charts::latency_histogram(&a.latency.buckets, &a.latency.us),
             esc(&capitalize(&a.timeline.what)),
-            timeline_chart(&a.timeline)
+            charts::timeline(&a.timeline)
         );
     }
     if r.connections.connect_latency_us.count > 0 {
         let _ = write!(
             s,
             "<h2>Connect latency histogram (TCP connect + WebSocket upgrade)</h2>\n{}\n",
-            latency_chart(
+            charts::latency_histogram(
                 &r.connections.connect_buckets,
                 &r.connections.connect_latency_us
             )
@@ -931,10 +718,8 @@ pub fn html(r: &Report) -> String {
         let _ = write!(
             s,
             "<h2>Server CPU (% of one core)</h2>\n{}\n<h2>Server RSS</h2>\n{}\n",
-            line_chart(&cpu, "seconds since the sampler started", |v| format!(
-                "{v:.0}%"
-            )),
-            line_chart(&rss, "seconds since the sampler started", fmt_bytes)
+            charts::line(&cpu, "seconds since the sampler started", Unit::Percent),
+            charts::line(&rss, "seconds since the sampler started", Unit::Bytes)
         );
     }
     let _ = write!(

@@ -98,9 +98,9 @@ impl Target {
         format!("ws://{}{}{}", self.authority(), self.base_path, path)
     }
 
-    /// The request target for plain HTTP requests to `path`.
-    pub fn http_path(&self, path: &str) -> String {
-        format!("{}{}", self.base_path, path)
+    /// The plain HTTP URL of `path` (which starts with `/`).
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{}{}", self.authority(), self.base_path, path)
     }
 }
 
@@ -184,6 +184,7 @@ mod tests {
             ("::1", 9000, "/chat")
         );
         assert_eq!(t.authority(), "[::1]:9000");
+        assert_eq!(t.http_url("/health"), "http://[::1]:9000/chat/health");
         assert!(t.is_loopback());
 
         let t = Target::parse("ws://chat.example.com").unwrap();

@@ -9,6 +9,7 @@ mod common;
 mod durable;
 mod lifecycle;
 mod limits;
+mod loadtool;
 mod metrics;
 mod notify;
 mod overload;
