@@ -36,6 +36,7 @@ const FILES: &[(&str, &str)] = embed![
     "dashboard.html",
     "dashboard.css",
     "dashboard.js",
+    "js/chart.js",
 ];
 
 /// The pages, also served at these paths.

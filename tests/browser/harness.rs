@@ -186,6 +186,8 @@ fn target_dir() -> PathBuf {
 #[derive(Clone)]
 pub struct Browser {
     client: Client,
+    /// chromedriver's address, for the commands fantoccini has no method for.
+    driver_url: String,
     profile: PathBuf,
     pages: Arc<Mutex<Vec<(String, WindowHandle)>>>,
 }
@@ -234,6 +236,7 @@ impl Browser {
         .unwrap_or_else(|e| panic!("cannot start Chromium through chromedriver: {e}"));
         Browser {
             client,
+            driver_url: driver.url.clone(),
             profile,
             pages: Arc::new(Mutex::new(Vec::new())),
         }
@@ -242,6 +245,21 @@ impl Browser {
     /// A window showing `url`, labelled `label` in artifacts. The first call uses the window
     /// the browser opened with; later calls open new windows.
     pub async fn page(&self, label: &str, url: &str) -> Page {
+        let page = self.window(label).await;
+        page.goto(url).await;
+        page
+    }
+
+    /// Like [`Browser::page`], but `script` runs in the window before the page's own scripts,
+    /// on this and every later load (see [`Page::add_init_script`]).
+    pub async fn page_with_init_script(&self, label: &str, script: &str, url: &str) -> Page {
+        let page = self.window(label).await;
+        page.add_init_script(script).await;
+        page.goto(url).await;
+        page
+    }
+
+    async fn window(&self, label: &str) -> Page {
         let first = self.pages.lock().unwrap().is_empty();
         let handle = if first {
             self.client.window().await.expect("the first window")
@@ -256,13 +274,12 @@ impl Browser {
             .lock()
             .unwrap()
             .push((label.to_owned(), handle.clone()));
-        let page = Page {
+        Page {
             client: self.client.clone(),
+            driver_url: self.driver_url.clone(),
             handle,
             label: label.to_owned(),
-        };
-        page.goto(url).await;
-        page
+        }
     }
 
     async fn uncaught_errors(&self) -> Vec<String> {
@@ -357,6 +374,7 @@ if (!window.__log) {
 /// One browser window. Every call first makes this window the current one.
 pub struct Page {
     client: Client,
+    driver_url: String,
     handle: WindowHandle,
     pub label: String,
 }
@@ -379,6 +397,39 @@ impl Page {
             .execute(LOG_HOOK, vec![])
             .await
             .expect("install the console hook");
+    }
+
+    /// Makes `script` run in this window before the page's own scripts, on every document
+    /// loaded from now on (so it survives a reload): a fake a test installs before the page
+    /// starts. DevTools' `Page.addScriptToEvaluateOnNewDocument`, through chromedriver's
+    /// `goog/cdp/execute` (a command fantoccini has no method for).
+    pub async fn add_init_script(&self, script: &str) {
+        self.focus().await;
+        let session = self
+            .client
+            .session_id()
+            .await
+            .expect("the WebDriver session id")
+            .expect("a WebDriver session");
+        let url = format!("{}/session/{session}/goog/cdp/execute", self.driver_url);
+        let body = json!({
+            "cmd": "Page.addScriptToEvaluateOnNewDocument",
+            "params": {"source": script},
+        });
+        let response = tokio::time::timeout(
+            TIMEOUT,
+            reqwest::Client::new().post(&url).json(&body).send(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{}: chromedriver did not answer {url}", self.label))
+        .unwrap_or_else(|e| panic!("{}: {url}: {e}", self.label));
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert!(
+            status.is_success(),
+            "{}: {url}: {status} {text}",
+            self.label
+        );
     }
 
     /// Runs `script` (a function body; `arguments` holds `args`) and returns its result.
