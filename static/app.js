@@ -26,7 +26,8 @@
  *   #errors        div.error[data-code] with .error-code, .error-message, button.error-dismiss
  *   #toasts        div.toast[data-id] per notification (from /notifications/{name}), with
  *                  .toast-title, .toast-message and button.toast-dismiss; data-notify on <body>
- *                  is "connected" while the notification socket is open
+ *                  is "connected" while the notification socket is open; toasts never cover
+ *                  the composer
  *
  * Everything from the network or the user is put in the page as text nodes (see `h` in
  * js/dom.js), never as HTML.
