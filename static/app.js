@@ -20,7 +20,9 @@
  *                  li.notice[data-user] for joined/left notices; .text holds the message
  *   #typing        "bob is typing…" (empty when nobody is)
  *   #message-input, #send-btn   Enter or the button sends; "/msg USER text" sends privately
- *   #members       li[data-user]; button.member-pm opens "private to USER" mode
+ *   #members       li[data-user]; button.member-pm opens "private to USER" mode;
+ *                  class "stale" (and #members-stale shown) from a lost connection until the
+ *                  room is joined again, when the list is refreshed
  *   #private-mode (hidden unless in private mode), #private-target, #private-cancel (or Escape)
  *   #privates      li.private.in / li.private.out[data-from][data-to]; "failed" on user_offline
  *   #errors        div.error[data-code] with .error-code, .error-message, button.error-dismiss

@@ -14,7 +14,8 @@ export const ui = {
   messages: $('#messages'), typing: $('#typing'), composer: $('#composer'),
   privateMode: $('#private-mode'), privateTarget: $('#private-target'),
   privateCancel: $('#private-cancel'), messageInput: $('#message-input'),
-  sendBtn: $('#send-btn'), members: $('#members'), privates: $('#privates'),
+  sendBtn: $('#send-btn'), members: $('#members'), membersStale: $('#members-stale'),
+  privates: $('#privates'),
   toasts: $('#toasts'),
 };
 

@@ -1,7 +1,8 @@
 // Rendering: modules change `state` and mark regions dirty with `invalidate`; once per task
 // `flush` calls each dirty region's renderer. This module owns that schedule and the
-// renderers of the connection state, the room list, the members and the typing line; the
-// message list, composer, private messages, errors and toasts render in their own modules.
+// renderers of the connection state, the room list, the members (marked stale while the
+// room is not joined) and the typing line; the message list, composer, private messages,
+// errors and toasts render in their own modules.
 
 import { h, keepFocus, ui } from './dom.js';
 import { renderComposer, setPrivateTarget } from './composer.js';
@@ -81,6 +82,11 @@ function renderRooms() {
 function renderMembers() {
   const room = state.rooms.get(state.current);
   const names = room ? [...room.members].sort() : [];
+  // Until the room is joined again (reconnecting, rejoining) the list may be out of date.
+  const stale = Boolean(room) && room.status !== 'joined' && room.loadedOnce;
+  ui.members.classList.toggle('stale', stale);
+  ui.members.setAttribute('aria-busy', String(stale));
+  ui.membersStale.hidden = !stale;
   keepFocus(ui.members, () => ui.members.replaceChildren(...names.map((name) => (name === state.me
     ? h('li', { dataset: { user: name }, class: 'self' }, h('span', { class: 'member-name' }, name), ' (you)')
     : h('li', { dataset: { user: name } },
