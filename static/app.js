@@ -2,7 +2,9 @@
  * roomcast browser chat. Wire protocol: docs/PROTOCOL.md (one multi-room socket on /ws).
  *
  * Hooks for automated browser tests (ids and data attributes are stable):
- *   #name-input, #connect-btn, #disconnect-btn   pick a name, connect / disconnect
+ *   #name-input, #connect-btn    pick a name and connect; both disabled while signed in
+ *   #disconnect-btn               "Sign out": disconnects and forgets the user's rooms,
+ *                                 threads and unsent chats (shown while signed in)
  *   #conn-state    text is exactly "connected", "reconnecting" or "offline" (also data-state);
  *                  the detail ("attempt 3, next try in 2 s", "connecting…") is in #conn-detail
  *                  and in the title attribute of #conn-state
@@ -11,25 +13,40 @@
  *                  "joining" (join sent) / "idle" (offline, join not sent yet); inside: button.room-select, button.room-leave and
  *                  span.unread (text = count, data-unread = count, hidden when 0)
  *                  (below 720 px the list becomes a horizontal strip of chips above the chat)
- *   #room-title, #leave-btn (leaves the current room), #load-older
+ *   #thread-list   li.thread[data-peer="NAME"], one private conversation per person, like a
+ *                  room: "current" while shown; button.thread-select, button.thread-close,
+ *                  span.unread (as in #room-list); #threads-heading hidden while empty
+ *   #room-title    "# ROOM", or "Private with NAME" (class "private") while a thread is shown
+ *   #leave-btn (leaves the current room; hidden in a thread), #load-older
  *   #messages      li.msg[data-seq][data-user] for chat ("own" added for your own messages);
  *                  your own messages sent from this page carry data-client-msg-id and the class
  *                  "pending" until the server's `ack` (stored durably), then "acked";
  *                  li.msg.own.pending without data-seq until the echo arrives ("failed" +
  *                  button.retry-btn when neither echo nor ack came in 10 s);
- *                  li.notice[data-user] for joined/left notices; .text holds the message
+ *                  li.notice[data-user] for joined/left notices; .text holds the message;
+ *                  in a thread, li.private (as in #privates) instead; li.date-divider[data-date=
+ *                  "YYYY-MM-DD"] (local day) above each day's first item, li.unread-divider
+ *                  above the first message that was unread when the room/thread was opened;
+ *                  every time.time has the full date and time as its title
  *   #typing        "bob is typing…" (empty when nobody is)
- *   #message-input, #send-btn   Enter or the button sends; "/msg USER text" sends privately
- *   #members       li[data-user]; button.member-pm opens "private to USER" mode;
+ *   #composer      class "private" in private mode; data-target "#ROOM" or "@NAME"
+ *   #message-input, #send-btn   Enter or the button sends; "/msg USER text" sends privately;
+ *                  the placeholder says where it goes ("Message #lobby" / "Private to bob")
+ *                  and so does the button ("Send to #lobby" / "Send to bob")
+ *   #members       li[data-user]; button.member-pm opens that person's thread (private mode);
  *                  class "stale" (and #members-stale shown) from a lost connection until the
  *                  room is joined again, when the list is refreshed
  *   #private-mode (hidden unless in private mode), #private-target, #private-cancel (or Escape)
+ *                  go back to the room
  *   #privates      li.private.in / li.private.out[data-from][data-to]; "failed" on user_offline
  *   #errors        div.error[data-code] with .error-code, .error-message, button.error-dismiss
  *   #toasts        div.toast[data-id] per notification (from /notifications/{name}), with
  *                  .toast-title, .toast-message and button.toast-dismiss; data-notify on <body>
  *                  is "connected" while the notification socket is open; toasts never cover
  *                  the composer
+ *
+ * A reload signs this tab in again as the same name and rejoins its rooms with `since_seq`,
+ * with their messages, unread counts and the private threads as they were (js/storage.js).
  *
  * Everything from the network or the user is put in the page as text nodes (see `h` in
  * js/dom.js), never as HTML.
@@ -45,19 +62,20 @@
  *   frames.js      what each server frame does to the state
  *   rooms.js       rooms and their messages: join, rejoin, leave, select, unread, presence
  *   composer.js    sending: chats until acked, /msg, private mode, our typing
- *   privates.js    private messages
+ *   privates.js    private messages, one thread per person
  *   notify.js      the notification socket and its toasts
  *   errors.js      the error banner
- *   storage.js     localStorage
+ *   storage.js     what survives a reload (localStorage, sessionStorage)
  */
 
-import { clearPrivateTarget, noteTyping, submitMessage } from './js/composer.js';
-import { connectAs, disconnect, retryNow, tick } from './js/connection.js';
+import { noteTyping, submitMessage } from './js/composer.js';
+import { connectAs, retryNow, signOut, tick } from './js/connection.js';
 import { ui } from './js/dom.js';
+import { closeThread } from './js/privates.js';
 import { invalidateAll } from './js/render.js';
 import { joinRoom, leaveRoom, loadOlder } from './js/rooms.js';
 import { state } from './js/state.js';
-import { loadName } from './js/storage.js';
+import { loadName, saveNow, tabUser } from './js/storage.js';
 
 function init() {
   ui.nameInput.value = loadName();
@@ -65,7 +83,10 @@ function init() {
     ev.preventDefault();
     connectAs(ui.nameInput.value.trim());
   });
-  ui.disconnectBtn.addEventListener('click', disconnect);
+  ui.disconnectBtn.addEventListener('click', () => {
+    signOut();
+    ui.nameInput.focus();
+  });
   ui.joinForm.addEventListener('submit', (ev) => {
     ev.preventDefault();
     if (joinRoom(ui.roomInput.value.trim())) ui.roomInput.value = '';
@@ -78,16 +99,20 @@ function init() {
   });
   ui.messageInput.addEventListener('input', noteTyping);
   ui.messageInput.addEventListener('keydown', (ev) => {
-    if (ev.key === 'Escape' && state.privateTo) clearPrivateTarget();
+    if (ev.key === 'Escape' && state.privateTo !== null) closeThread();
   });
   ui.privateCancel.addEventListener('click', () => {
-    clearPrivateTarget();
+    closeThread();
     ui.messageInput.focus();
   });
   // Back online: don't wait out the backoff.
   window.addEventListener('online', retryNow);
+  window.addEventListener('pagehide', saveNow);
   setInterval(tick, 1000);
   invalidateAll();
+  // Signed in before a reload: sign in again, with the rooms and threads as they were.
+  const user = tabUser();
+  if (user) connectAs(user);
 }
 
 init();

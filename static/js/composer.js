@@ -1,12 +1,13 @@
 // The composer: what Enter / Send does (a /msg command, a private message in private mode,
 // or a chat to the current room), our chats until the server acknowledges them (pending,
 // failed, Retry, resent after a reconnect), our own typing announcements, and the composer's
-// look (placeholder, private mode).
+// look, which says where a message goes: placeholder, colour and the Send button's label
+// ("Message #lobby" / "Send to #lobby", or "Private to bob" / "Send to bob").
 
 import { isOnline, send } from './connection.js';
 import { ui } from './dom.js';
 import { pushError } from './errors.js';
-import { sendPrivate } from './privates.js';
+import { openThread, sendPrivate } from './privates.js';
 import { invalidate } from './render.js';
 import { state } from './state.js';
 import { scrollToEndNext } from './timeline.js';
@@ -15,17 +16,6 @@ const TYPING_IDLE_MS = 3000;       // we send is_typing:false after this long wi
 const PENDING_FAIL_MS = 10000;     // a sent message with no echo by then is marked failed
 
 let clientMsgCounter = 0;
-
-export function setPrivateTarget(user) {
-  state.privateTo = user;
-  invalidate('composer');
-  ui.messageInput.focus();
-}
-
-export function clearPrivateTarget() {
-  state.privateTo = null;
-  invalidate('composer');
-}
 
 export function validText(text) {
   if (!text.trim()) return false;
@@ -44,7 +34,7 @@ export function submitMessage() {
   if (command) {
     const [, user, body] = command;
     if (!user) pushError('usage', 'Usage: /msg USER text');
-    else if (!body || !body.trim()) { setPrivateTarget(user); ok = true; }  // "/msg bob" opens the mode
+    else if (!body || !body.trim()) { openThread(user); ok = true; }  // "/msg bob" opens the thread
     else ok = sendPrivate(user, body);
   } else if (state.privateTo) {
     ok = sendPrivate(state.privateTo, text);
@@ -121,11 +111,25 @@ export function stopTyping(announce) {
 
 export function renderComposer() {
   const room = state.rooms.get(state.current);
-  ui.privateMode.hidden = !state.privateTo;
-  ui.privateTarget.textContent = state.privateTo || '';
+  const to = state.privateTo;
+  ui.privateMode.hidden = !to;
+  ui.privateTarget.textContent = to || '';
   ui.messageInput.disabled = !state.me;
   ui.sendBtn.disabled = !state.me;
-  if (state.privateTo) ui.messageInput.placeholder = `Private message to ${state.privateTo}`;
-  else if (room) ui.messageInput.placeholder = `Message #${room.id} (or /msg USER text)`;
-  else ui.messageInput.placeholder = 'Join a room, or /msg USER text';
+  ui.composer.classList.toggle('private', Boolean(to));
+  ui.composer.dataset.target = to ? `@${to}` : room ? `#${room.id}` : '';
+  let placeholder = 'Join a room, or /msg USER text';
+  let label = 'Send';
+  if (to) {
+    placeholder = `Private to ${to}`;
+    label = `Send to ${to}`;
+  } else if (room) {
+    placeholder = `Message #${room.id}`;
+    label = `Send to #${room.id}`;
+  }
+  ui.messageInput.placeholder = placeholder;
+  ui.messageInput.title = to ? `Private to ${to}; Escape goes back to the room`
+    : 'Enter sends; /msg USER text sends privately';
+  ui.sendBtn.textContent = label;
+  ui.sendBtn.title = label;
 }

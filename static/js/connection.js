@@ -1,6 +1,7 @@
-// The chat socket (/ws): connecting as a name and disconnecting, sending frames, the
-// heartbeat and timeouts that notice a dead link, and reconnecting with backoff. Frames
-// received go to `frames.js`; a lost socket leaves every room 'idle' until the rejoin.
+// The chat socket (/ws): signing in as a name (with what was saved for it) and signing out
+// (forgetting it), sending frames, the heartbeat and timeouts that notice a dead link, and
+// reconnecting with backoff. Frames received go to `frames.js`; a lost socket leaves every
+// room 'idle' until the rejoin.
 
 import { stopTyping, failOverduePending } from './composer.js';
 import { ui } from './dom.js';
@@ -9,8 +10,8 @@ import { onFrameText } from './frames.js';
 import { closeNotifySocket, openNotifySocket } from './notify.js';
 import { clearRemoteTyping } from './rooms.js';
 import { invalidate, invalidateAll } from './render.js';
-import { NAME_RE, state } from './state.js';
-import { saveName } from './storage.js';
+import { NAME_RE, resetSession, state } from './state.js';
+import { forgetUser, restoreUser, saveName, setTabUser } from './storage.js';
 
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 15000;
@@ -33,6 +34,7 @@ export function send(frame) {
 
 export function isOnline() { return state.conn === 'connected'; }
 
+/** Signs in as `name`, with the rooms and threads saved for it; rejoins them once welcomed. */
 export function connectAs(name) {
   if (!NAME_RE.test(name)) {
     pushError('invalid_user', 'A name is 1-64 characters of A-Z a-z 0-9 _ - . :');
@@ -41,28 +43,32 @@ export function connectAs(name) {
     return;
   }
   ui.nameInput.removeAttribute('aria-invalid');
+  if (state.wantOnline) return;  // signed in already: Sign out first
   saveName(name);
-  if (name === state.me && state.wantOnline) return;  // already connected (or trying) as this name
-  closeSocket();
-  stopTyping(false);
   state.me = name;
+  resetSession();
+  restoreUser(name);
+  setTabUser(name);
   state.wantOnline = true;
   state.attempt = 0;
   state.conn = 'connecting';
-  for (const room of state.rooms.values()) room.status = 'idle';
   openSocket();
   closeNotifySocket();
   openNotifySocket();
   invalidateAll();
 }
 
-export function disconnect() {
+/** Sign out: disconnects, and forgets this user's rooms, threads and unsent chats. */
+export function signOut() {
   state.wantOnline = false;
   clearTimeout(state.reconnectTimer);
   state.reconnectTimer = null;
   stopTyping(true);
   closeSocket();
   closeNotifySocket();
+  forgetUser(state.me);
+  resetSession();
+  state.me = null;
   onSocketLost(1000);
 }
 

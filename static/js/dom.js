@@ -1,15 +1,17 @@
 // The page's elements and how this page makes new ones: `ui` (every element the code
 // touches, by id), `h` (the only way elements are created: text always goes in as a text
 // node, never as HTML), `keepFocus` (re-rendered lists keep the focused control) and
-// `timeNode` (a <time> with the full date and time on hover).
+// `timeNode` (a <time> showing the time, with the full date and time on hover).
 
 export const $ = (sel) => document.querySelector(sel);
 
 export const ui = {
-  loginForm: $('#login-form'), nameInput: $('#name-input'), disconnectBtn: $('#disconnect-btn'),
+  loginForm: $('#login-form'), nameInput: $('#name-input'), connectBtn: $('#connect-btn'),
+  disconnectBtn: $('#disconnect-btn'),
   connState: $('#conn-state'), connDetail: $('#conn-detail'), errors: $('#errors'),
   joinForm: $('#join-form'),
   roomInput: $('#room-input'), roomList: $('#room-list'), roomTitle: $('#room-title'),
+  threadList: $('#thread-list'), threadsHeading: $('#threads-heading'),
   leaveBtn: $('#leave-btn'), loadOlder: $('#load-older'), emptyState: $('#empty-state'),
   messages: $('#messages'), typing: $('#typing'), composer: $('#composer'),
   privateMode: $('#private-mode'), privateTarget: $('#private-target'),
@@ -50,9 +52,12 @@ export function keepFocus(container, render) {
 
 function pad2(n) { return String(n).padStart(2, '0'); }
 
+const FULL_TIME = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'medium' });
+
+/** "14:05", with the full date and time (to the second) as its title. */
 export function timeNode(ts) {
   const d = ts ? new Date(ts) : new Date();
   if (Number.isNaN(d.getTime())) return h('time', { class: 'time' }, '');
-  return h('time', { class: 'time', datetime: d.toISOString(), title: d.toLocaleString() },
+  return h('time', { class: 'time', datetime: d.toISOString(), title: FULL_TIME.format(d) },
     `${pad2(d.getHours())}:${pad2(d.getMinutes())}`);
 }

@@ -1,16 +1,18 @@
 // Rendering: modules change `state` and mark regions dirty with `invalidate`; once per task
-// `flush` calls each dirty region's renderer. This module owns that schedule and the
-// renderers of the connection state, the room list, the members (marked stale while the
-// room is not joined) and the typing line; the message list, composer, private messages,
-// errors and toasts render in their own modules.
+// `flush` calls each dirty region's renderer, then the state is saved (soon) for a reload.
+// This module owns that schedule and the renderers of the connection state and the name
+// field, the room list and title, the members (marked stale while not joined) and the
+// typing line; the message list, composer, private threads, errors and toasts render in
+// their own modules.
 
 import { h, keepFocus, ui } from './dom.js';
-import { renderComposer, setPrivateTarget } from './composer.js';
+import { renderComposer } from './composer.js';
 import { renderErrors } from './errors.js';
 import { renderToasts } from './notify.js';
-import { renderPrivates } from './privates.js';
+import { openThread, renderPrivates } from './privates.js';
 import { leaveRoom, selectRoom } from './rooms.js';
 import { state } from './state.js';
+import { scheduleSave } from './storage.js';
 import { renderMessages } from './timeline.js';
 
 const renderers = {
@@ -39,6 +41,7 @@ function flush() {
   const regions = [...dirty];
   dirty.clear();
   regions.forEach((r) => renderers[r]());
+  scheduleSave();
 }
 
 function renderConn() {
@@ -54,12 +57,16 @@ function renderConn() {
   ui.connState.dataset.state = label;
   ui.connState.title = detail;
   ui.connDetail.textContent = detail;
+  // Signed in: the name is fixed until Sign out (no switching identity by typing a new one).
   ui.disconnectBtn.hidden = !state.wantOnline;
+  ui.nameInput.disabled = state.wantOnline;
+  ui.connectBtn.disabled = state.wantOnline;
+  if (state.wantOnline) ui.nameInput.value = state.me;
   document.body.dataset.conn = label;
 }
 
 function roomItem(room) {
-  const isCurrent = room.id === state.current;
+  const isCurrent = room.id === state.current && state.privateTo === null;
   const badge = h('span', { class: 'unread', dataset: { unread: room.unread },
     hidden: room.unread === 0 }, room.unread);
   return h('li', { class: `room ${isCurrent ? 'current' : ''} ${room.status}`.trim(),
@@ -73,9 +80,13 @@ function roomItem(room) {
 function renderRooms() {
   const rooms = [...state.rooms.values()];
   keepFocus(ui.roomList, () => ui.roomList.replaceChildren(...rooms.map(roomItem)));
-  ui.roomTitle.textContent = state.current ? `# ${state.current}` : 'No room selected';
+  if (state.privateTo !== null) ui.roomTitle.textContent = `Private with ${state.privateTo}`;
+  else ui.roomTitle.textContent = state.current ? `# ${state.current}` : 'No room selected';
+  ui.roomTitle.classList.toggle('private', state.privateTo !== null);
   ui.leaveBtn.disabled = !state.current;
-  const unread = rooms.reduce((sum, r) => sum + r.unread, 0);
+  ui.leaveBtn.hidden = state.privateTo !== null;
+  const unread = rooms.reduce((sum, r) => sum + r.unread, 0)
+    + [...state.threads.values()].reduce((sum, t) => sum + t.unread, 0);
   document.title = unread ? `(${unread}) roomcast` : 'roomcast';
 }
 
@@ -91,11 +102,11 @@ function renderMembers() {
     ? h('li', { dataset: { user: name }, class: 'self' }, h('span', { class: 'member-name' }, name), ' (you)')
     : h('li', { dataset: { user: name } },
       h('button', { type: 'button', class: 'member-pm', 'aria-label': `Send a private message to ${name}`,
-        onclick: () => setPrivateTarget(name) }, name))))));
+        onclick: () => openThread(name) }, name))))));
 }
 
 function renderTyping() {
-  const room = state.rooms.get(state.current);
+  const room = state.privateTo === null ? state.rooms.get(state.current) : null;
   const names = room ? [...room.typing.keys()].sort() : [];
   let text = '';
   if (names.length === 1) text = `${names[0]} is typing…`;

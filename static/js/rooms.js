@@ -1,14 +1,20 @@
-// Rooms and their messages: joining (and rejoining with `since_seq`), leaving, selecting,
-// storing chat by seq (deduplicated, unread counted), notices, presence and who is typing.
+// Rooms and their messages: joining (and rejoining with `since_seq`), leaving, selecting
+// (with a "new messages" divider where the unread ones begin), storing chat by seq
+// (deduplicated, unread counted), notices, presence and who is typing.
 
 import { stopTyping, transmitPending } from './composer.js';
 import { isOnline, send } from './connection.js';
 import { pushError } from './errors.js';
 import { invalidate, invalidateAll } from './render.js';
-import { NAME_RE, newRoom, state } from './state.js';
+import { NAME_RE, clearDividers, newRoom, state } from './state.js';
 import { scrollToEndNext } from './timeline.js';
 
 const REMOTE_TYPING_MS = 6000;     // a remote "typing" expires without an update
+
+/** Whether `room` is what the page shows now (not another room, nor a private thread). */
+function isShown(room) {
+  return room.id === state.current && state.privateTo === null;
+}
 
 export function minSeq(room) {
   let min = Infinity;
@@ -35,7 +41,8 @@ export function addChat(room, f) {
   }
   room.messages.set(f.seq, f);
   room.maxSeq = Math.max(room.maxSeq, f.seq);
-  if (f.seq > room.countFrom && room.id !== state.current && f.user_id !== state.me) {
+  if (f.seq > room.countFrom && !isShown(room) && f.user_id !== state.me) {
+    if (room.unread === 0 || f.seq < room.firstUnread) room.firstUnread = f.seq;
     room.unread += 1;
     invalidate('rooms');
   }
@@ -86,7 +93,8 @@ export function presence(f, joined) {
 
 function addNotice(room, { user, text, timestamp }) {
   room.noticeOrder += 1;
-  room.notices.push({ afterSeq: room.maxSeq, order: room.noticeOrder, user, text, timestamp });
+  room.notices.push({ afterSeq: room.maxSeq, order: room.noticeOrder, user, text,
+    timestamp: timestamp || new Date().toISOString() });
   invalidate('messages');
 }
 
@@ -144,21 +152,35 @@ export function removeRoom(id) {
   if (state.current === id) {
     const next = state.rooms.keys().next();
     state.current = next.done ? null : next.value;
-    if (state.current) state.rooms.get(state.current).unread = 0;
+    if (state.current && state.privateTo === null) markRead(state.rooms.get(state.current));
     scrollToEndNext();
   }
   invalidateAll();
 }
 
+/** Shows room `id` (leaving private mode); its unread messages get a divider above them. */
 export function selectRoom(id) {
   const room = state.rooms.get(id);
   if (!room) return;
-  if (state.current !== id) stopTyping(true);
+  if (!isShown(room)) stopTyping(true);
   state.current = id;
-  room.unread = 0;
+  state.privateTo = null;
+  markRead(room);
   if (room.status === 'joined') send({ type: 'get_users', room_id: id });  // refresh members
   scrollToEndNext();
-  invalidate('rooms', 'messages', 'members', 'typing', 'composer');
+  invalidateAll();
+}
+
+/** The room is shown: its unread count goes, the divider marks where they began. */
+function markRead(room) {
+  if (room.unread > 0) {
+    clearDividers();
+    room.divider = room.firstUnread;
+  } else if (room.divider === null) {
+    clearDividers();
+  }
+  room.unread = 0;
+  room.firstUnread = null;
 }
 
 /** "Load older messages": a page of history before the oldest message shown. */

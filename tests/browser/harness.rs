@@ -42,6 +42,7 @@ const POLL: Duration = Duration::from_millis(50);
 pub const ENTER: &str = "\u{e007}";
 pub const TAB: &str = "\u{e004}";
 pub const BACKSPACE: &str = "\u{e003}";
+pub const ESCAPE: &str = "\u{e00c}";
 
 /// Chromium on 2 cores is slow to start and the tests share one machine: one test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -430,6 +431,19 @@ impl Page {
             "{}: {url}: {status} {text}",
             self.label
         );
+    }
+
+    /// Reloads the page, as the browser's reload button would.
+    pub async fn reload(&self) {
+        self.focus().await;
+        self.client
+            .refresh()
+            .await
+            .unwrap_or_else(|e| panic!("{}: reload: {e}", self.label));
+        self.client
+            .execute(LOG_HOOK, vec![])
+            .await
+            .expect("install the console hook");
     }
 
     /// Runs `script` (a function body; `arguments` holds `args`) and returns its result.
