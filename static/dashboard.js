@@ -1,18 +1,54 @@
 // roomcast dashboard: reads /live/stats (Server-Sent Events, one event a second) and shows
-// the figures as numbers and as rolling charts of the last 5 minutes. No dependencies.
+// the figures as numbers (with the locale's thousands separators) and as charts with axes
+// over the last 60 s, or 5 min on request. When no event has come for STALE_MS, or the feed
+// failed, the page says its figures are stale. No dependencies.
+//
+// Hooks for browser tests: #stat-* (the figures), .card[data-series] svg.chart with
+// g.axis-y / g.axis-x text.tick and text.axis-title; .window-toggle button[data-window]
+// (aria-pressed on the chosen one) and data-window on <body> (seconds charted); #live-state
+// (data-state "connecting", "connected", "stale" or "reconnecting"); #stale-banner (hidden
+// while the figures are live) and the class "stale" on <body>.
 
-const POINTS = 300; // 5 minutes at one point a second
-const STALE_MS = 5000; // no event for this long: the stream is considered dead
+import { drawChart } from "./js/chart.js";
+
+const KEEP_MS = 300 * 1000; // the longest window
+const STALE_MS = 3000; // no event for this long: the figures are stale
+const SILENT_RECONNECT_MS = 10000; // no event for this long: open the stream again
+const WINDOWS = [60, 300]; // seconds; the first is the default
+
+const number = (digits) =>
+  new Intl.NumberFormat(undefined, { minimumFractionDigits: digits, maximumFractionDigits: digits });
+const INT = number(0);
+const ONE = number(1);
+const TWO_SIGNIFICANT = new Intl.NumberFormat(undefined, { maximumSignificantDigits: 2 });
+const COMPACT = new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 });
+
+function int(v) { return v == null ? "–" : INT.format(Math.round(v)); }
+function rate(v) {
+  if (v == null) return "–";
+  return v >= 100 ? INT.format(Math.round(v)) : ONE.format(v);
+}
+function ms(v) {
+  if (v == null) return "–";
+  return v >= 10 ? ONE.format(v) : TWO_SIGNIFICANT.format(v);
+}
+function mib(v) { return v == null ? "–" : ONE.format(v); }
+
+/** A value tick: compact ("1.5K"), with the unit after it when there is one. */
+const tickWith = (suffix) => (v) => `${COMPACT.format(v)}${suffix}`;
 
 const SERIES = {
-  connections: { value: (d) => d.connections, format: int },
-  rooms: { value: (d) => d.rooms, format: int },
-  users: { value: (d) => d.users, format: int },
-  frames_in: { value: (d) => d.frames_in_per_sec, format: rate },
-  frames_out: { value: (d) => d.frames_out_per_sec, format: rate },
-  deliveries: { value: (d) => d.deliveries_per_sec, format: rate },
-  fanout_p99: { value: (d) => d.fanout_p99_ms, format: ms },
-  rss: { value: (d) => (d.rss_bytes == null ? null : d.rss_bytes / 1048576), format: mib },
+  connections: { value: (d) => d.connections, format: int, tick: tickWith(""), minStep: 1, unit: "sockets" },
+  rooms: { value: (d) => d.rooms, format: int, tick: tickWith(""), minStep: 1, unit: "rooms" },
+  users: { value: (d) => d.users, format: int, tick: tickWith(""), minStep: 1, unit: "users" },
+  frames_in: { value: (d) => d.frames_in_per_sec, format: rate, tick: tickWith("/s"), unit: "frames/s" },
+  frames_out: { value: (d) => d.frames_out_per_sec, format: rate, tick: tickWith("/s"), unit: "frames/s" },
+  deliveries: { value: (d) => d.deliveries_per_sec, format: rate, tick: tickWith("/s"), unit: "deliveries/s" },
+  fanout_p99: { value: (d) => d.fanout_p99_ms, format: ms, tick: tickWith(" ms"), unit: "ms" },
+  rss: {
+    value: (d) => (d.rss_bytes == null ? null : d.rss_bytes / 1048576),
+    format: mib, tick: tickWith(" MiB"), unit: "MiB",
+  },
 };
 
 const OUTPUT_IDS = {
@@ -26,17 +62,6 @@ const OUTPUT_IDS = {
   rss: "stat-rss",
 };
 
-function int(v) { return v == null ? "–" : String(Math.round(v)); }
-function rate(v) {
-  if (v == null) return "–";
-  return v >= 100 ? String(Math.round(v)) : v.toFixed(1);
-}
-function ms(v) {
-  if (v == null) return "–";
-  return v >= 10 ? v.toFixed(1) : v.toPrecision(2);
-}
-function mib(v) { return v == null ? "–" : v.toFixed(1); }
-
 function duration(secs) {
   const d = Math.floor(secs / 86400), h = Math.floor(secs / 3600) % 24;
   const m = Math.floor(secs / 60) % 60, s = secs % 60;
@@ -46,109 +71,53 @@ function duration(secs) {
   return `${s}s`;
 }
 
-/** A fixed-size window of the last POINTS values (null: no value that second). */
-class Window {
-  constructor() { this.values = []; }
-  push(v) {
-    this.values.push(v);
-    if (this.values.length > POINTS) this.values.splice(0, this.values.length - POINTS);
-  }
-}
-
 const charts = {};
 for (const card of document.querySelectorAll(".card[data-series]")) {
   const name = card.dataset.series;
   charts[name] = {
-    window: new Window(),
-    canvas: card.querySelector("canvas"),
+    series: SERIES[name],
+    points: [], // { t, v }, oldest first, the last KEEP_MS
+    svg: card.querySelector("svg.chart"),
     output: document.getElementById(OUTPUT_IDS[name]),
   };
 }
 
-function draw(chart) {
-  const canvas = chart.canvas;
-  const ratio = window.devicePixelRatio || 1;
-  const w = canvas.clientWidth, h = canvas.clientHeight;
-  if (w === 0 || h === 0) return;
-  if (canvas.width !== Math.round(w * ratio) || canvas.height !== Math.round(h * ratio)) {
-    canvas.width = Math.round(w * ratio);
-    canvas.height = Math.round(h * ratio);
-  }
-  const ctx = canvas.getContext("2d");
-  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
-  ctx.clearRect(0, 0, w, h);
-
-  const values = chart.window.values;
-  let max = 0;
-  for (const v of values) if (v != null && v > max) max = v;
-  const top = max > 0 ? max * 1.15 : 1;
-  const step = w / (POINTS - 1);
-  const x0 = w - (values.length - 1) * step; // newest point at the right edge
-  const y = (v) => h - 2 - (v / top) * (h - 14);
-
-  const style = getComputedStyle(document.documentElement);
-  const accent = style.getPropertyValue("--accent").trim() || "#2f6fdf";
-  const soft = style.getPropertyValue("--accent-soft").trim() || "rgba(47,111,223,0.12)";
-  const muted = style.getPropertyValue("--muted").trim() || "#66717d";
-
-  // Baseline and scale.
-  ctx.strokeStyle = style.getPropertyValue("--line").trim() || "#dfe3e8";
-  ctx.lineWidth = 1;
-  ctx.beginPath();
-  ctx.moveTo(0, h - 1.5);
-  ctx.lineTo(w, h - 1.5);
-  ctx.stroke();
-  ctx.fillStyle = muted;
-  ctx.font = "10px system-ui, sans-serif";
-  ctx.textBaseline = "top";
-  ctx.fillText(`max ${chart.format(max)}`, 2, 0);
-
-  // One path per run of consecutive values; gaps stay gaps.
-  let run = [];
-  const flush = () => {
-    if (run.length === 0) return;
-    ctx.beginPath();
-    ctx.moveTo(run[0][0], h - 1.5);
-    for (const [px, py] of run) ctx.lineTo(px, py);
-    ctx.lineTo(run[run.length - 1][0], h - 1.5);
-    ctx.closePath();
-    ctx.fillStyle = soft;
-    ctx.fill();
-    ctx.beginPath();
-    run.forEach(([px, py], i) => (i === 0 ? ctx.moveTo(px, py) : ctx.lineTo(px, py)));
-    if (run.length === 1) ctx.lineTo(run[0][0] + 1, run[0][1]);
-    ctx.strokeStyle = accent;
-    ctx.lineWidth = 1.5;
-    ctx.stroke();
-    run = [];
-  };
-  values.forEach((v, i) => {
-    if (v == null) return flush();
-    run.push([x0 + i * step, y(v)]);
-  });
-  flush();
-}
+let windowSecs = WINDOWS[0];
 
 function drawAll() {
-  for (const name in charts) draw(charts[name]);
+  for (const name in charts) {
+    const { svg, points, series } = charts[name];
+    drawChart(svg, points, { windowSecs, ...series });
+  }
 }
 
-let lastTs = null;
+function setWindow(secs) {
+  windowSecs = secs;
+  document.body.dataset.window = String(secs);
+  const label = secs > 60 ? `${secs / 60} minutes` : `${secs} seconds`;
+  document.getElementById("window-label").textContent = label;
+  document.querySelector("main.grid").setAttribute("aria-label", `Server figures, last ${label}`);
+  for (const button of document.querySelectorAll(".window-toggle button[data-window]")) {
+    button.setAttribute("aria-pressed", String(Number(button.dataset.window) === secs));
+  }
+  drawAll();
+}
+
+let lastTs = null; // the newest event's ts (server clock)
+let lastEventAt = Date.now(); // when it arrived (page clock); page start until then
+let feedFailed = false; // the stream errored since the last event
 
 function show(d) {
-  // Seconds with no event (the stream was down) become gaps in the charts.
-  if (lastTs != null && typeof d.ts === "number") {
-    const missed = Math.min(POINTS, Math.round((d.ts - lastTs) / 1000) - 1);
-    for (let i = 0; i < missed; i++) for (const name in charts) charts[name].window.push(null);
-  }
-  if (typeof d.ts === "number") lastTs = d.ts;
+  if (typeof d.ts !== "number" || (lastTs != null && d.ts <= lastTs)) return; // seen already
+  lastTs = d.ts;
   for (const name in charts) {
     const chart = charts[name];
-    const raw = SERIES[name].value(d);
+    const raw = chart.series.value(d);
     const v = typeof raw === "number" && Number.isFinite(raw) ? raw : null;
-    chart.format = SERIES[name].format;
-    chart.window.push(v);
-    chart.output.textContent = chart.format(v);
+    chart.points.push({ t: d.ts, v });
+    const cut = chart.points.findIndex((p) => p.t >= d.ts - KEEP_MS);
+    if (cut > 0) chart.points.splice(0, cut);
+    chart.output.textContent = chart.series.format(v);
   }
   document.getElementById("stat-chat-connections").textContent = int(d.chat_connections);
   document.getElementById("stat-notification-connections").textContent =
@@ -161,26 +130,39 @@ function show(d) {
 
 const stateEl = document.getElementById("live-state");
 const detailEl = document.getElementById("live-detail");
+const banner = document.getElementById("stale-banner");
+const bannerText = document.getElementById("stale-text");
 
 function setState(state, detail = "") {
   stateEl.dataset.state = state;
   stateEl.textContent = state;
   detailEl.textContent = detail;
-  document.body.classList.toggle("stale", state !== "connected");
+}
+
+/** Shows whether the figures are live; runs on every event, error and twice a second. */
+function checkStale() {
+  const silentFor = Date.now() - lastEventAt;
+  const stale = feedFailed || silentFor > STALE_MS;
+  document.body.classList.toggle("stale", stale);
+  banner.hidden = !stale;
+  if (stale) {
+    const secs = Math.round(silentFor / 1000);
+    const feed = feedFailed ? "lost" : "silent";
+    bannerText.textContent = lastTs == null
+      ? `No figures yet: the live feed is ${feedFailed ? "unavailable" : "silent"}. Retrying…`
+      : `These figures are from ${new Date(lastTs).toLocaleTimeString()}, ${secs} s ago: `
+        + `the live feed is ${feed}. Retrying…`;
+    if (!feedFailed && stateEl.dataset.state === "connected") setState("stale", "no data");
+  }
+  if (silentFor > SILENT_RECONNECT_MS && source && !retryTimer) {
+    setState("reconnecting", "no data");
+    reconnectSoon();
+  }
 }
 
 let source = null;
-let staleTimer = null;
 let retryTimer = null;
 let retryDelay = 1000;
-
-function armStaleTimer() {
-  clearTimeout(staleTimer);
-  staleTimer = setTimeout(() => {
-    setState("reconnecting", "no data");
-    reconnectSoon();
-  }, STALE_MS);
-}
 
 function reconnectSoon() {
   if (source) source.close();
@@ -192,8 +174,8 @@ function reconnectSoon() {
 
 function connect() {
   clearTimeout(retryTimer);
+  retryTimer = null;
   source = new EventSource("/live/stats");
-  armStaleTimer();
   source.onopen = () => {
     retryDelay = 1000;
     setState("connected");
@@ -205,17 +187,26 @@ function connect() {
     } catch {
       return;
     }
+    lastEventAt = Date.now();
+    feedFailed = false;
     if (stateEl.dataset.state !== "connected") setState("connected");
-    armStaleTimer();
     show(d);
+    checkStale();
   };
   source.onerror = () => {
     // The browser retries by itself unless the answer was not a stream (e.g. 403); either
     // way, take over so the delay backs off and the state says what is happening.
+    feedFailed = true;
     setState("reconnecting");
     reconnectSoon();
+    checkStale();
   };
 }
 
+for (const button of document.querySelectorAll(".window-toggle button[data-window]")) {
+  button.addEventListener("click", () => setWindow(Number(button.dataset.window)));
+}
 window.addEventListener("resize", drawAll);
+setWindow(WINDOWS[0]);
+setInterval(checkStale, 500);
 connect();

@@ -42,6 +42,7 @@ const POLL: Duration = Duration::from_millis(50);
 pub const ENTER: &str = "\u{e007}";
 pub const TAB: &str = "\u{e004}";
 pub const BACKSPACE: &str = "\u{e003}";
+pub const ESCAPE: &str = "\u{e00c}";
 
 /// Chromium on 2 cores is slow to start and the tests share one machine: one test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -188,6 +189,8 @@ fn target_dir() -> PathBuf {
 #[derive(Clone)]
 pub struct Browser {
     client: Client,
+    /// chromedriver's address, for the commands fantoccini has no method for.
+    driver_url: String,
     profile: PathBuf,
     pages: Arc<Mutex<Vec<(String, WindowHandle)>>>,
 }
@@ -236,6 +239,7 @@ impl Browser {
         .unwrap_or_else(|e| panic!("cannot start Chromium through chromedriver: {e}"));
         Browser {
             client,
+            driver_url: driver.url.clone(),
             profile,
             pages: Arc::new(Mutex::new(Vec::new())),
         }
@@ -244,6 +248,21 @@ impl Browser {
     /// A window showing `url`, labelled `label` in artifacts. The first call uses the window
     /// the browser opened with; later calls open new windows.
     pub async fn page(&self, label: &str, url: &str) -> Page {
+        let page = self.window(label).await;
+        page.goto(url).await;
+        page
+    }
+
+    /// Like [`Browser::page`], but `script` runs in the window before the page's own scripts,
+    /// on this and every later load (see [`Page::add_init_script`]).
+    pub async fn page_with_init_script(&self, label: &str, script: &str, url: &str) -> Page {
+        let page = self.window(label).await;
+        page.add_init_script(script).await;
+        page.goto(url).await;
+        page
+    }
+
+    async fn window(&self, label: &str) -> Page {
         let first = self.pages.lock().unwrap().is_empty();
         let handle = if first {
             self.client.window().await.expect("the first window")
@@ -258,13 +277,12 @@ impl Browser {
             .lock()
             .unwrap()
             .push((label.to_owned(), handle.clone()));
-        let page = Page {
+        Page {
             client: self.client.clone(),
+            driver_url: self.driver_url.clone(),
             handle,
             label: label.to_owned(),
-        };
-        page.goto(url).await;
-        page
+        }
     }
 
     async fn uncaught_errors(&self) -> Vec<String> {
@@ -359,6 +377,7 @@ if (!window.__log) {
 /// One browser window. Every call first makes this window the current one.
 pub struct Page {
     client: Client,
+    driver_url: String,
     handle: WindowHandle,
     pub label: String,
 }
@@ -377,6 +396,52 @@ impl Page {
             .goto(url)
             .await
             .unwrap_or_else(|e| panic!("{}: open {url}: {e}", self.label));
+        self.client
+            .execute(LOG_HOOK, vec![])
+            .await
+            .expect("install the console hook");
+    }
+
+    /// Makes `script` run in this window before the page's own scripts, on every document
+    /// loaded from now on (so it survives a reload): a fake a test installs before the page
+    /// starts. DevTools' `Page.addScriptToEvaluateOnNewDocument`, through chromedriver's
+    /// `goog/cdp/execute` (a command fantoccini has no method for).
+    pub async fn add_init_script(&self, script: &str) {
+        self.focus().await;
+        let session = self
+            .client
+            .session_id()
+            .await
+            .expect("the WebDriver session id")
+            .expect("a WebDriver session");
+        let url = format!("{}/session/{session}/goog/cdp/execute", self.driver_url);
+        let body = json!({
+            "cmd": "Page.addScriptToEvaluateOnNewDocument",
+            "params": {"source": script},
+        });
+        let response = tokio::time::timeout(
+            TIMEOUT,
+            reqwest::Client::new().post(&url).json(&body).send(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{}: chromedriver did not answer {url}", self.label))
+        .unwrap_or_else(|e| panic!("{}: {url}: {e}", self.label));
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert!(
+            status.is_success(),
+            "{}: {url}: {status} {text}",
+            self.label
+        );
+    }
+
+    /// Reloads the page, as the browser's reload button would.
+    pub async fn reload(&self) {
+        self.focus().await;
+        self.client
+            .refresh()
+            .await
+            .unwrap_or_else(|e| panic!("{}: reload: {e}", self.label));
         self.client
             .execute(LOG_HOOK, vec![])
             .await

@@ -10,7 +10,7 @@ use crate::harness::{Page, Server, browser_test};
 /// Replaces `WebSocket` with a fake the test drives: `window.__sockets` lists every socket
 /// the page opened; `s.sent` holds the frames it sent; `s.__recv(obj)` delivers a frame;
 /// `s.close(code)` ends it as the server would.
-const FAKE_WEBSOCKET: &str = r#"
+pub(crate) const FAKE_WEBSOCKET: &str = r#"
 window.__sockets = [];
 class FakeWebSocket extends EventTarget {
   constructor(url) {
@@ -34,11 +34,11 @@ window.WebSocket = FakeWebSocket;
 "#;
 
 /// The page's current chat socket (the newest one on /ws).
-const CHAT_SOCKET: &str =
+pub(crate) const CHAT_SOCKET: &str =
     "const s = window.__sockets.filter((s) => s.url.includes('/ws?')).at(-1);";
 
 /// Delivers `frames` on the current chat socket.
-async fn deliver(page: &Page, frames: Value) {
+pub(crate) async fn deliver(page: &Page, frames: Value) {
     page.js(
         &format!("{CHAT_SOCKET} for (const f of arguments[0]) s.__recv(f); return null;"),
         vec![frames],
@@ -48,7 +48,7 @@ async fn deliver(page: &Page, frames: Value) {
 
 /// Waits until the current chat socket has sent a frame of type `ty` matching `pick`
 /// (a JS expression over `f`), and returns it.
-async fn sent(page: &Page, what: &str, pick: &str) -> Value {
+pub(crate) async fn sent(page: &Page, what: &str, pick: &str) -> Value {
     page.wait_for(
         what,
         &format!("{CHAT_SOCKET} return s ? (s.sent.find((f) => {pick}) || null) : null;"),
@@ -90,7 +90,7 @@ const WELCOME: &str = r#"{"type": "welcome", "user_id": "alice", "session_id": 1
   "protocol": 1, "limits": {"max_text_chars": 4000}}"#;
 
 /// Installs the scripted socket, picks the name `alice` and plays `welcome`; returns it.
-async fn connect_scripted(page: &Page) -> Value {
+pub(crate) async fn connect_scripted(page: &Page) -> Value {
     page.js(FAKE_WEBSOCKET, vec![]).await;
     page.clear("#name-input").await;
     page.type_into("#name-input", "alice\u{e007}").await;

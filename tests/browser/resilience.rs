@@ -173,3 +173,41 @@ fn own_messages_are_pending_until_acknowledged() {
         },
     );
 }
+
+#[test]
+fn the_member_list_is_marked_stale_while_reconnecting_and_refreshed_on_rejoin() {
+    browser_test(
+        "the_member_list_is_marked_stale_while_reconnecting_and_refreshed_on_rejoin",
+        |b| async move {
+            let mut server = Server::start();
+            let alice = b.page("alice", &server.url("/")).await;
+            alice.connect_as("alice").await;
+            alice.join("ops").await;
+            let mut rusty = Client::connect(&server.ws_url("/ws?user_id=rusty")).await;
+            rusty.expect("welcome").await;
+            rusty.join("ops").await;
+            alice.wait_members(&["alice", "rusty"]).await;
+            let stale = "const m = document.getElementById('members');
+                 return [m.classList.contains('stale'),
+                         !document.getElementById('members-stale').hidden];";
+            assert_eq!(alice.js(stale, vec![]).await, json!([false, false]));
+
+            // Down: the list is what it was, marked as possibly out of date.
+            server.stop();
+            alice.wait_conn("reconnecting").await;
+            alice
+                .wait_eq("the list marked stale", stale, vec![], json!([true, true]))
+                .await;
+            alice.wait_members(&["alice", "rusty"]).await;
+
+            // Back, without rusty (his client is gone with the old server): the rejoin
+            // refreshes the list, no longer stale.
+            drop(rusty);
+            server.start_again();
+            alice.wait_conn("connected").await;
+            alice.wait_room_joined("ops").await;
+            alice.wait_members(&["alice"]).await;
+            assert_eq!(alice.js(stale, vec![]).await, json!([false, false]));
+        },
+    );
+}

@@ -45,17 +45,39 @@ async fn sigint_closes_every_socket_with_1001_and_exits_0() {
     shuts_down_cleanly_on("INT").await;
 }
 
+/// The chat page, its entry module and every module under static/js/, embedded and with
+/// `--static-dir`, each with a JavaScript content type (a module with another type does not
+/// run).
 #[tokio::test]
-async fn the_browser_chat_is_served_at_the_root() {
-    let srv = TestServer::start();
-    let (status, html) = http_get_raw(srv.addr, "/").await;
-    assert_eq!(status, 200);
-    assert!(html.contains("<html") && html.contains("/app.js"), "{html}");
-    let (status, js) = http_get_raw(srv.addr, "/app.js").await;
-    assert_eq!(status, 200);
-    assert!(js.contains("WebSocket"));
-    let (status, css) = http_get_raw(srv.addr, "/style.css").await;
-    assert_eq!((status, css.is_empty()), (200, false));
+async fn the_browser_chat_is_served_at_the_root_with_its_modules() {
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/static"));
+    let mut modules: Vec<String> = std::fs::read_dir(dir.join("js"))
+        .expect("static/js")
+        .map(|e| format!("/js/{}", e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    modules.sort();
+    assert!(modules.len() > 5, "{modules:?}");
+    modules.push("/app.js".to_owned());
+    for static_dir in [None, Some(dir.to_path_buf())] {
+        let srv = TestServer::with(|c| c.static_dir = static_dir.clone());
+        let (status, html) = http_get_raw(srv.addr, "/").await;
+        assert_eq!(status, 200);
+        assert!(
+            html.contains("<html") && html.contains("<script type=\"module\" src=\"/app.js\""),
+            "{html}"
+        );
+        for path in &modules {
+            let (status, head, js) = http_request_with_head(srv.addr, "GET", path, &[]).await;
+            assert_eq!(status, 200, "{static_dir:?} {path}");
+            assert!(
+                head.contains("content-type: text/javascript"),
+                "{static_dir:?} {path}: {head}"
+            );
+            assert!(!js.is_empty(), "{path}");
+        }
+        let (status, css) = http_get_raw(srv.addr, "/style.css").await;
+        assert_eq!((status, css.is_empty()), (200, false));
+    }
 }
 
 #[tokio::test]

@@ -1,0 +1,144 @@
+// The chat socket (/ws): signing in as a name (with what was saved for it) and signing out
+// (forgetting it), sending frames, the heartbeat and timeouts that notice a dead link, and
+// reconnecting with backoff. Frames received go to `frames.js`; a lost socket leaves every
+// room 'idle' until the rejoin.
+
+import { stopTyping, failOverduePending } from './composer.js';
+import { ui } from './dom.js';
+import { pushError } from './errors.js';
+import { onFrameText } from './frames.js';
+import { closeNotifySocket, openNotifySocket } from './notify.js';
+import { clearRemoteTyping } from './rooms.js';
+import { invalidate, invalidateAll } from './render.js';
+import { NAME_RE, resetSession, state } from './state.js';
+import { forgetUser, restoreUser, saveName, setTabUser } from './storage.js';
+
+const BACKOFF_MIN_MS = 500;
+const BACKOFF_MAX_MS = 15000;
+const POLICY_PAUSE_MS = 5000;      // after close 1008 (rate limit) wait at least this long
+const PING_EVERY_MS = 20000;       // app-level ping, so a dead link is noticed
+const SILENCE_LIMIT_MS = 45000;    // no frame at all for this long: drop the socket
+const CONNECT_TIMEOUT_MS = 10000;  // a socket still opening after this long is given up
+
+/** The delay before reconnect attempt `attempt` (1, 2, ...): exponential, "equal jitter". */
+export function backoff(attempt) {
+  const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** (attempt - 1));
+  return base / 2 + Math.random() * (base / 2);
+}
+
+export function send(frame) {
+  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return false;
+  state.ws.send(JSON.stringify(frame));
+  return true;
+}
+
+export function isOnline() { return state.conn === 'connected'; }
+
+/** Signs in as `name`, with the rooms and threads saved for it; rejoins them once welcomed. */
+export function connectAs(name) {
+  if (!NAME_RE.test(name)) {
+    pushError('invalid_user', 'A name is 1-64 characters of A-Z a-z 0-9 _ - . :');
+    ui.nameInput.setAttribute('aria-invalid', 'true');
+    ui.nameInput.focus();
+    return;
+  }
+  ui.nameInput.removeAttribute('aria-invalid');
+  if (state.wantOnline) return;  // signed in already: Sign out first
+  saveName(name);
+  state.me = name;
+  resetSession();
+  restoreUser(name);
+  setTabUser(name);
+  state.wantOnline = true;
+  state.attempt = 0;
+  state.conn = 'connecting';
+  openSocket();
+  closeNotifySocket();
+  openNotifySocket();
+  invalidateAll();
+}
+
+/** Sign out: disconnects, and forgets this user's rooms, threads and unsent chats. */
+export function signOut() {
+  state.wantOnline = false;
+  clearTimeout(state.reconnectTimer);
+  state.reconnectTimer = null;
+  stopTyping(true);
+  closeSocket();
+  closeNotifySocket();
+  forgetUser(state.me);
+  resetSession();
+  state.me = null;
+  onSocketLost(1000);
+}
+
+export function openSocket() {
+  clearTimeout(state.reconnectTimer);
+  state.reconnectTimer = null;
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const ws = new WebSocket(`${scheme}//${location.host}/ws?user_id=${encodeURIComponent(state.me)}`);
+  state.ws = ws;
+  state.socketGen += 1;
+  state.lastRx = Date.now();
+  state.lastPing = Date.now();
+  if (state.conn !== 'reconnecting') state.conn = 'connecting';
+  // Events of a socket that is no longer state.ws are ignored.
+  ws.addEventListener('message', (ev) => { if (state.ws === ws) onFrameText(ev.data); });
+  ws.addEventListener('close', (ev) => { if (state.ws === ws) onSocketLost(ev.code); });
+  invalidate('conn');
+}
+
+function closeSocket() {
+  const ws = state.ws;
+  state.ws = null;  // detach first: its close event must not trigger a reconnect
+  if (ws && ws.readyState <= WebSocket.OPEN) ws.close(1000, 'bye');
+}
+
+function onSocketLost(code) {
+  state.ws = null;
+  stopTyping(false);
+  for (const room of state.rooms.values()) {
+    room.status = 'idle';
+    room.historyLeft = 0;
+    clearRemoteTyping(room);
+  }
+  if (state.wantOnline) scheduleReconnect(code);
+  else state.conn = 'offline';
+  invalidateAll();
+}
+
+function scheduleReconnect(code) {
+  state.attempt += 1;
+  let delay = backoff(state.attempt);
+  if (code === 1008) delay = Math.max(delay, POLICY_PAUSE_MS);
+  state.conn = 'reconnecting';
+  state.retryAt = Date.now() + delay;
+  clearTimeout(state.reconnectTimer);
+  state.reconnectTimer = setTimeout(() => { state.reconnectTimer = null; openSocket(); }, delay);
+}
+
+/** Back online (the browser says so): don't wait out the backoff. */
+export function retryNow() {
+  if (state.conn === 'reconnecting' && state.reconnectTimer) openSocket();
+}
+
+/** Heartbeat and timeouts; also keeps the reconnect countdown fresh. Runs every second. */
+export function tick() {
+  const now = Date.now();
+  const ws = state.ws;
+  const stuckOpening = ws && ws.readyState === WebSocket.CONNECTING && now - state.lastRx > CONNECT_TIMEOUT_MS;
+  const silent = ws && ws.readyState === WebSocket.OPEN && now - state.lastRx > SILENCE_LIMIT_MS;
+  if (stuckOpening || silent) {
+    closeSocket();  // the link is dead; don't wait for TCP to notice
+    onSocketLost(4002);
+    return;
+  }
+  if (ws && ws.readyState === WebSocket.OPEN) {
+    if (now - state.lastPing > PING_EVERY_MS) {
+      state.lastPing = now;
+      send({ type: 'ping' });
+    }
+  }
+  failOverduePending(now);
+  if (state.conn === 'reconnecting') invalidate('conn');
+}
