@@ -143,6 +143,18 @@ pub struct Config {
     /// Seconds a stored notification waits for its user before it is dropped.
     #[arg(long, env = "ROOMCAST_INBOX_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     pub inbox_ttl_secs: u64,
+
+    /// Milliseconds a client gets to send a request's head once connected (kept to within
+    /// half a second), and again to send its body; past either the request is answered 408
+    /// and its connection closed.
+    #[arg(long, env = "ROOMCAST_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
+    pub request_timeout_ms: u64,
+
+    /// Connections kept for plain HTTP (API calls, pushes, health checks, upgrades under way)
+    /// beyond `--max-connections`. All connections together are bounded by the sum (within
+    /// the open-file limit); past it a request gets HTTP 503 and its connection is closed.
+    #[arg(long, env = "ROOMCAST_MAX_HTTP_CONNECTIONS", default_value_t = 128)]
+    pub max_http_connections: usize,
 }
 
 impl Config {
@@ -215,6 +227,9 @@ impl Config {
         }
         if self.prune_interval_ms == 0 {
             return Err("--prune-interval-ms must be >= 1".into());
+        }
+        if self.request_timeout_ms < 1000 || self.max_http_connections == 0 {
+            return Err("--request-timeout-ms must be >= 1000, --max-http-connections >= 1".into());
         }
         Ok(())
     }

@@ -35,6 +35,9 @@ pub enum ApiError {
     /// The server cannot take it now (connection limit).
     #[error("{0}")]
     Unavailable(String),
+    /// The request's body did not arrive within `--request-timeout-ms`.
+    #[error("the request body did not arrive within {0} ms")]
+    RequestTimeout(u64),
     /// The history store failed.
     #[error("the history store failed: {0}")]
     StoreUnavailable(String),
@@ -64,6 +67,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Internal(_) => "internal",
@@ -83,6 +87,10 @@ impl ApiError {
             JsonPayloadError::Payload(PayloadError::Overflow) => {
                 ApiError::PayloadTooLarge("the body is larger than the limit".into())
             }
+            JsonPayloadError::Payload(e) => match super::body_timed_out(e) {
+                Some(ms) => ApiError::RequestTimeout(ms),
+                None => ApiError::bad_request("invalid_body", e.to_string()),
+            },
             JsonPayloadError::ContentType => ApiError::UnsupportedMediaType(
                 "send the body as `Content-Type: application/json`".into(),
             ),
@@ -141,6 +149,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) | ApiError::UnknownRoom(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable(_) | ApiError::StoreUnavailable(_) | ApiError::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -149,7 +158,12 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(serde_json::json!({
+        let mut response = HttpResponse::build(self.status_code());
+        if let ApiError::Unavailable(_) | ApiError::RequestTimeout(_) = self {
+            // The connection is not worth keeping: the server is full, or the client slow.
+            response.force_close();
+        }
+        response.json(serde_json::json!({
             "error": {"code": self.code(), "message": self.to_string()}
         }))
     }
