@@ -15,7 +15,9 @@
 //! itself, and a close frame queued for it is never written. `ChatServer` notices such a
 //! session (its bounded mailbox is full), stops sending to it, and after a grace period shuts
 //! the socket down. The shutdown wakes actix-web's connection task, which then fails its
-//! write, drops the actor and closes the connection.
+//! write, drops the actor and closes the connection. The cut is marked on the [`ConnFd`], so
+//! the session counts its end as the slow consumer it was (4001), not as a dropped
+//! connection.
 //!
 //! `ChatServer` keeps only the descriptor's number and the peer's address ([`ConnFd`]), not an
 //! open duplicate: a duplicate per connection would double the descriptors the server needs.
@@ -31,15 +33,19 @@ use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use actix_web::dev::Extensions;
 
-/// An accepted connection's descriptor number and peer, recorded by the `on_connect` hook.
-#[derive(Debug, Clone, Copy)]
+/// An accepted connection's descriptor number and peer, recorded by the `on_connect` hook,
+/// and whether `ChatServer` cut it.
+#[derive(Debug, Clone)]
 pub struct ConnFd {
     fd: RawFd,
     peer: SocketAddr,
+    /// Set by [`ConnHandle::cut`] before the shutdown, so the session sees it once its
+    /// connection ends.
+    cut: Arc<AtomicBool>,
 }
 
 /// The `HttpServer::on_connect` hook for a server whose connections `limit` counts: takes
@@ -59,6 +65,7 @@ pub fn on_connect(
                 ext.insert(ConnFd {
                     fd: tcp.as_raw_fd(),
                     peer,
+                    cut: Arc::default(),
                 });
             }
         }
@@ -174,22 +181,36 @@ impl ConnFd {
         // SAFETY: `new` was just returned by fcntl and nothing else owns it.
         let stream = TcpStream::from(unsafe { OwnedFd::from_raw_fd(new) });
         match stream.peer_addr() {
-            Ok(peer) if peer == self.peer => Ok(ConnHandle(stream)),
+            Ok(peer) if peer == self.peer => Ok(ConnHandle {
+                stream,
+                cut: Arc::clone(&self.cut),
+            }),
             _ => Err(io::Error::other(
                 "descriptor now belongs to another connection",
             )),
         }
     }
+
+    /// Whether `ChatServer` cut this connection (a slow consumer that never took its close
+    /// frame).
+    pub fn was_cut(&self) -> bool {
+        self.cut.load(Ordering::Acquire)
+    }
 }
 
 /// An owned duplicate of a connection's socket.
 #[derive(Debug)]
-pub struct ConnHandle(TcpStream);
+pub struct ConnHandle {
+    stream: TcpStream,
+    cut: Arc<AtomicBool>,
+}
 
 impl ConnHandle {
-    /// Shuts the connection down in both directions; the peer sees it end.
+    /// Shuts the connection down in both directions; the peer sees it end. Marked first, so
+    /// the session that sees its connection end knows why.
     pub fn cut(&self) {
-        if let Err(e) = self.0.shutdown(Shutdown::Both) {
+        self.cut.store(true, Ordering::Release);
+        if let Err(e) = self.stream.shutdown(Shutdown::Both) {
             log::debug!("cut connection: {e}");
         }
     }
