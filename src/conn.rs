@@ -10,6 +10,13 @@
 //! 503, past the accept limit they wait in the listen backlog, and the server never runs out
 //! of descriptors.
 //!
+//! actix-web bounds the head of a connection's first request only (`client_request_timeout`):
+//! a keep-alive connection whose next request's head never finishes would be held for ever.
+//! So each connection also has a watchdog ([`Activity`]): a connection that has had no
+//! request under way for the keep-alive time plus the request timeout is shut down (an idle
+//! keep-alive connection is closed by actix-web before that). It stops watching once the
+//! connection is upgraded to a WebSocket, whose heartbeat bounds it.
+//!
 //! actix-web polls a WebSocket session actor only while the connection's write buffer has
 //! room. A client that stops reading therefore freezes its own actor: the actor cannot close
 //! itself, and a close frame queued for it is never written. `ChatServer` notices such a
@@ -29,11 +36,14 @@
 //! sends it at once).
 
 use std::any::Any;
+use std::cell::Cell;
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use actix_web::dev::Extensions;
 
@@ -48,27 +58,113 @@ pub struct ConnFd {
     cut: Arc<AtomicBool>,
 }
 
+/// How long actix-web keeps an idle keep-alive connection (`HttpServer::keep_alive`).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
 /// The `HttpServer::on_connect` hook for a server whose connections `limit` counts: takes
 /// the connection's [`ConnSlot`], sets `TCP_NODELAY` (small frames must not wait for Nagle's
-/// algorithm and the peer's delayed ACK: that costs tens of milliseconds per round trip) and
-/// records the descriptor for the WebSocket handlers.
+/// algorithm and the peer's delayed ACK: that costs tens of milliseconds per round trip),
+/// records the descriptor for the WebSocket handlers, and starts the connection's watchdog,
+/// which shuts it down once no request has been under way for `KEEP_ALIVE` +
+/// `request_timeout`. Runs on the worker thread that serves the connection.
 pub fn on_connect(
     limit: Arc<ConnLimit>,
+    request_timeout: Duration,
 ) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
     move |conn, ext| {
         ext.insert(limit.take_slot());
-        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            if let Err(e) = tcp.set_nodelay(true) {
-                log::debug!("TCP_NODELAY: {e}");
-            }
-            if let Ok(peer) = tcp.peer_addr() {
-                ext.insert(ConnFd {
-                    fd: tcp.as_raw_fd(),
-                    peer,
-                    cut: Arc::default(),
-                });
-            }
+        let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+            return;
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            log::debug!("TCP_NODELAY: {e}");
         }
+        let Ok(peer) = tcp.peer_addr() else {
+            return;
+        };
+        let fd = ConnFd {
+            fd: tcp.as_raw_fd(),
+            peer,
+            cut: Arc::default(),
+        };
+        let activity = Rc::new(Activity::default());
+        actix_web::rt::spawn(watch(
+            Rc::downgrade(&activity),
+            fd.clone(),
+            KEEP_ALIVE + request_timeout,
+        ));
+        ext.insert(ConnActivity(activity));
+        ext.insert(fd);
+    }
+}
+
+/// What a connection's watchdog knows of its requests (single-threaded: the connection's
+/// worker marks it, the watchdog on the same worker reads it).
+#[derive(Debug)]
+pub struct Activity {
+    /// Since when no request has been under way (`None`: one is).
+    idle_since: Cell<Option<Instant>>,
+    /// Upgraded to a WebSocket: no longer watched.
+    upgraded: Cell<bool>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            idle_since: Cell::new(Some(Instant::now())),
+            upgraded: Cell::new(false),
+        }
+    }
+}
+
+/// A connection's [`Activity`], kept in its extensions (dropped with the connection, which
+/// ends the watchdog).
+#[derive(Debug, Clone)]
+pub struct ConnActivity(Rc<Activity>);
+
+impl ConnActivity {
+    /// A request starts; it is under way until the returned guard (kept until its response
+    /// body is done) is dropped. `upgrade`: a WebSocket upgrade, after which the connection
+    /// is not watched.
+    pub fn request(&self, upgrade: bool) -> RequestUnderWay {
+        if upgrade {
+            self.0.upgraded.set(true);
+        }
+        self.0.idle_since.set(None);
+        RequestUnderWay(Rc::clone(&self.0))
+    }
+}
+
+/// A request under way on a connection; dropping it makes the connection idle again.
+#[derive(Debug)]
+pub struct RequestUnderWay(Rc<Activity>);
+
+impl Drop for RequestUnderWay {
+    fn drop(&mut self) {
+        self.0.idle_since.set(Some(Instant::now()));
+    }
+}
+
+/// Shuts the connection down once it has been idle (no request under way) for `limit`;
+/// returns when the connection is gone or upgraded.
+async fn watch(activity: Weak<Activity>, fd: ConnFd, limit: Duration) {
+    loop {
+        let wait = match activity.upgrade() {
+            Some(a) if a.upgraded.get() => return,
+            Some(a) => match a.idle_since.get() {
+                Some(since) if since.elapsed() >= limit => {
+                    log::debug!("connection idle past {limit:?} closed peer={}", fd.peer);
+                    if let Ok(conn) = fd.duplicate() {
+                        conn.shut();
+                    }
+                    return;
+                }
+                Some(since) => limit - since.elapsed(),
+                None => limit,
+            },
+            None => return,
+        };
+        actix_web::rt::time::sleep(wait).await;
     }
 }
 
@@ -210,8 +306,12 @@ impl ConnHandle {
     /// the session that sees its connection end knows why.
     pub fn cut(&self) {
         self.cut.store(true, Ordering::Release);
+        self.shut();
+    }
+
+    fn shut(&self) {
         if let Err(e) = self.stream.shutdown(Shutdown::Both) {
-            log::debug!("cut connection: {e}");
+            log::debug!("shut connection: {e}");
         }
     }
 }

@@ -134,13 +134,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     .backlog(4096)
     .max_connections(bounds.per_worker)
     // A request's head must arrive this soon after connecting (408 and closed otherwise); its
-    // body is bounded the same by `http::bound_request`.
+    // body is bounded the same by `http::bound_request`, and later requests' heads by the
+    // connection's watchdog (`conn::on_connect`).
     .client_request_timeout(request_timeout)
+    .keep_alive(conn::KEEP_ALIVE)
     // How long a connection closing after an unread body may keep draining it.
     .client_disconnect_timeout(Duration::from_secs(1))
     .disable_signals()
     .shutdown_timeout(config.shutdown_timeout)
-    .on_connect(conn::on_connect(conn_limit))
+    .on_connect(conn::on_connect(conn_limit, request_timeout))
     .listen(listener)?
     .run();
     let http = server.handle();

@@ -35,7 +35,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use crate::config::Config;
-use crate::conn::ConnSlot;
+use crate::conn::{ConnActivity, ConnSlot, RequestUnderWay};
 use crate::metrics::Metrics;
 use crate::server::ChatServer;
 pub use error::ApiError;
@@ -60,6 +60,8 @@ pub struct AppState {
 /// - A request on a connection that came past the server's connection bound
 ///   ([`ConnSlot::over_bound`]) is answered 503 (`unavailable`) at once, and its connection
 ///   closed.
+/// - The request is under way, for the connection's watchdog (`conn`), until its response
+///   body is done.
 /// - A request with a body (WebSocket upgrades aside, whose "body" is the socket) must
 ///   deliver it within `--request-timeout-ms`: reading it past then fails, which a handler
 ///   answers 408. And its connection is closed after the answer if the body has not all
@@ -86,10 +88,22 @@ pub async fn bound_request(
             ApiError::Unavailable("the server has too many connections; try again later".into());
         return Ok(req.into_response(refusal.error_response()));
     }
+    let upgrade = req.head().upgrade();
+    // Under way (for the connection's watchdog) until the response body is done.
+    let under_way = req
+        .conn_data::<ConnActivity>()
+        .map(|activity| activity.request(upgrade));
     let payload = req.take_payload();
-    if req.head().upgrade() || matches!(payload, dev::Payload::None) {
+    if upgrade || matches!(payload, dev::Payload::None) {
         req.set_payload(payload);
-        return Ok(next.call(req).await?.map_into_boxed_body());
+        let response = next.call(req).await?;
+        return Ok(response.map_body(|_, body| {
+            BoxBody::new(KeepPayload {
+                body: body.boxed(),
+                _payload: None,
+                _under_way: under_way,
+            })
+        }));
     }
     let timeout_ms = req
         .app_data::<web::Data<AppState>>()
@@ -110,7 +124,8 @@ pub async fn bound_request(
     Ok(response.map_body(|_, body| {
         BoxBody::new(KeepPayload {
             body: body.boxed(),
-            _payload: payload,
+            _payload: Some(payload),
+            _under_way: under_way,
         })
     }))
 }
@@ -163,10 +178,12 @@ impl Stream for BodyDeadline {
     }
 }
 
-/// A response body that keeps its request's payload alive until it is done.
+/// A response body that keeps its request's payload alive, and its request under way, until
+/// it is done.
 struct KeepPayload {
     body: BoxBody,
-    _payload: Rc<RefCell<dev::Payload>>,
+    _payload: Option<Rc<RefCell<dev::Payload>>>,
+    _under_way: Option<RequestUnderWay>,
 }
 
 impl MessageBody for KeepPayload {

@@ -461,7 +461,11 @@ async fn an_overloading_flood_gets_its_refusals_reported_in_few_frames() {
 /// Writes `request` on a fresh connection and reads until the server ends the connection;
 /// fails if it is still open after `TIMEOUT`.
 async fn answer_then_close(addr: SocketAddr, request: &str) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    answer_then_close_on(TcpStream::connect(addr).await.unwrap(), request).await
+}
+
+/// [`answer_then_close`] on a connection already open.
+async fn answer_then_close_on(mut s: TcpStream, request: &str) -> String {
     s.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -535,6 +539,35 @@ async fn requests_that_never_finish_are_answered_and_closed() {
         }
     }
     srv.client("fine").await.ping().await;
+}
+
+/// actix-web bounds only the first request's head: on a keep-alive connection, a next
+/// request whose head never finishes is cut off by the connection's watchdog.
+#[tokio::test]
+async fn a_later_request_head_that_never_finishes_is_closed() {
+    let srv = TestServer::with(|c| c.request_timeout_ms = 1000);
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&raw).ends_with('}') {
+        let n = tokio::time::timeout(TIMEOUT, s.read(&mut chunk))
+            .await
+            .expect("the first answer")
+            .unwrap();
+        assert!(n > 0, "closed before the first answer");
+        raw.extend_from_slice(&chunk[..n]);
+    }
+    assert!(
+        raw.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    // The connection is kept alive; the next head starts and stops.
+    let answer = answer_then_close_on(s, "GET /health HTTP/1.1\r\nHost: x\r\n").await;
+    assert!(!answer.contains("200 OK"), "{answer}");
 }
 
 /// All connections together are bounded across workers: past the bound a request gets a
