@@ -150,6 +150,18 @@ pub struct Config {
     /// which move a [`ManualClock`](crate::store::ManualClock) instead of sleeping. Not a flag.
     #[arg(skip)]
     pub clock: Clock,
+
+    /// Milliseconds a client gets to send a request's head once connected (kept to within
+    /// half a second), and again to send its body; past either the request is answered 408
+    /// and its connection closed.
+    #[arg(long, env = "ROOMCAST_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
+    pub request_timeout_ms: u64,
+
+    /// Connections kept for plain HTTP (API calls, pushes, health checks, upgrades under way)
+    /// beyond `--max-connections`. All connections together are bounded by the sum (within
+    /// the open-file limit); past it a request gets HTTP 503 and its connection is closed.
+    #[arg(long, env = "ROOMCAST_MAX_HTTP_CONNECTIONS", default_value_t = 128)]
+    pub max_http_connections: usize,
 }
 
 /// Shortest accepted `--heartbeat-interval` and `--client-timeout`, in seconds: a zero
@@ -276,6 +288,9 @@ impl Config {
         }
         if self.prune_interval_ms == 0 {
             return Err("--prune-interval-ms must be >= 1".into());
+        }
+        if self.request_timeout_ms < 1000 || self.max_http_connections == 0 {
+            return Err("--request-timeout-ms must be >= 1000, --max-http-connections >= 1".into());
         }
         Ok(())
     }

@@ -112,18 +112,37 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    // Every connection, HTTP or WebSocket, counts against one bound across the workers, kept
+    // below the open-file limit (see `conn`).
+    let fd_limit = rlimit::Resource::NOFILE.get().ok().map(|(soft, _)| soft);
+    let bounds = conn::Bounds::new(
+        config.max_connections,
+        config.max_http_connections,
+        fd_limit,
+        workers,
+    );
+    let conn_limit = conn::ConnLimit::new(bounds.served);
+    let request_timeout = Duration::from_millis(config.request_timeout_ms);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(actix_web::middleware::from_fn(http::bound_request))
             .configure(|cfg| http::routes(cfg, &routes_config))
             .default_service(web::to(http::not_found))
     })
     .workers(workers)
     .backlog(4096)
-    .max_connections(config.max_connections + 1024)
+    .max_connections(bounds.per_worker)
+    // A request's head must arrive this soon after connecting (408 and closed otherwise); its
+    // body is bounded the same by `http::bound_request`, and later requests' heads by the
+    // connection's watchdog (`conn::on_connect`).
+    .client_request_timeout(request_timeout)
+    .keep_alive(conn::KEEP_ALIVE)
+    // How long a connection closing after an unread body may keep draining it.
+    .client_disconnect_timeout(Duration::from_secs(1))
     .disable_signals()
     .shutdown_timeout(config.shutdown_timeout)
-    .on_connect(conn::on_connect)
+    .on_connect(conn::on_connect(conn_limit, request_timeout))
     .listen(listener)?
     .run();
     let http = server.handle();

@@ -15,6 +15,7 @@
 //! | `roomcast_deliveries_total` | | room frames queued to recipients by fan-out |
 //! | `roomcast_frames_dropped_total` | `reason` | client frames refused without being acted on |
 //! | `roomcast_sockets_closed_total` | `code`, `reason` | sessions ended, by close code |
+//! | `roomcast_connections_refused_total` | | requests answered 503 because their connection came past the connection bound |
 //! | `roomcast_rate_limited_total` | | frames refused by the rate limit |
 //! | `roomcast_slow_consumers_closed_total` | | sessions closed for not reading |
 //! | `roomcast_notifications_pushed_total` | | notification frames queued, one per socket |
@@ -89,6 +90,7 @@ pub struct Metrics {
     deliveries: IntCounter,
     frames_dropped: IntCounterVec,
     sockets_closed: IntCounterVec,
+    connections_refused: IntCounter,
     rate_limited: IntCounter,
     slow_consumers_closed: IntCounter,
     notifications_pushed: IntCounter,
@@ -181,6 +183,10 @@ impl Metrics {
                  1006 dropped: the connection ended without a close frame).",
                 &["code", "reason"],
             ),
+            connections_refused: counter(
+                "roomcast_connections_refused_total",
+                "Requests answered 503 because their connection came past the connection bound.",
+            ),
             rate_limited: counter(
                 "roomcast_rate_limited_total",
                 "Client frames refused by the rate limit.",
@@ -249,6 +255,10 @@ impl Metrics {
         self.sockets_closed
             .with_label_values(&[format_u16(code, &mut buf), reason])
             .inc();
+    }
+
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     pub fn rate_limited(&self) {
@@ -437,6 +447,7 @@ mod tests {
         m.socket_closed(4001, "slow_consumer");
         m.socket_closed(0, "zero");
         m.rate_limited();
+        m.connection_refused();
         m.slow_consumer_closed();
         m.notifications_pushed(7);
         m.observe_fanout(Duration::from_micros(30));
@@ -464,6 +475,7 @@ mod tests {
                 1.0,
             ),
             ("roomcast_rate_limited_total", 1.0),
+            ("roomcast_connections_refused_total", 1.0),
             ("roomcast_slow_consumers_closed_total", 1.0),
             ("roomcast_notifications_pushed_total", 7.0),
             (r#"roomcast_fanout_seconds_bucket{le="0.00001"}"#, 0.0),

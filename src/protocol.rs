@@ -449,6 +449,41 @@ impl ServerMessage<'_> {
     }
 }
 
+/// A notification's `notification_type`: one of a documented set, since pages use it as is
+/// (the browser chat makes it a CSS class).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationType {
+    #[default]
+    Info,
+    Success,
+    Warning,
+    Error,
+}
+
+impl NotificationType {
+    pub const ALL: [NotificationType; 4] = [
+        NotificationType::Info,
+        NotificationType::Success,
+        NotificationType::Warning,
+        NotificationType::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationType::Info => "info",
+            NotificationType::Success => "success",
+            NotificationType::Warning => "warning",
+            NotificationType::Error => "error",
+        }
+    }
+
+    /// The type named exactly `s`, if it is one.
+    pub fn parse(s: &str) -> Option<NotificationType> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
 /// A `notification` frame, as the seed protocol shapes it, plus optional `data`. The HTTP
 /// answer that reports a push carries this same object.
 #[derive(Debug, Clone, Serialize)]
@@ -457,7 +492,7 @@ pub struct Notification {
     pub kind: &'static str,
     pub title: String,
     pub message: String,
-    pub notification_type: String,
+    pub notification_type: NotificationType,
     pub timestamp: String,
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -469,7 +504,7 @@ impl Notification {
     pub fn new(
         title: String,
         message: String,
-        notification_type: String,
+        notification_type: NotificationType,
         data: Option<serde_json::Value>,
     ) -> Self {
         Notification {
@@ -504,6 +539,18 @@ pub fn error_frame(code: ErrorCode, message: &str, room: Option<&RoomId>) -> Fra
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notification_types_are_a_closed_set_written_as_named() {
+        for t in NotificationType::ALL {
+            assert_eq!(NotificationType::parse(t.as_str()), Some(t));
+            assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
+        }
+        for bad in ["", "Info", "info ", "toast evil", "danger"] {
+            assert_eq!(NotificationType::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(NotificationType::default(), NotificationType::Info);
+    }
 
     const LIMITS: DecodeLimits = DecodeLimits { max_text_chars: 10 };
 

@@ -1,29 +1,36 @@
 //! The WebSocket session actor: one per connection. The only module that knows
 //! actix-web-actors.
 //!
-//! A session turns frames into [`ClientMessage`]s, answers what concerns only itself
-//! (`ping`, bad input, rate limiting, oversize and binary frames, heartbeats) and sends the
-//! rest to `ChatServer` as a typed [`ClientRequest`]. It writes whatever `ChatServer` sends it
-//! ([`Outbound`]) to the socket as is: frames arrive encoded, and are never re-serialized here.
+//! A session reads its connection's frames itself ([`inbound`]: sizes checked from the frame
+//! header, fragments reassembled, UTF-8 checked), turns messages into [`ClientMessage`]s,
+//! answers what concerns only itself (`ping`, bad input, rate limiting, oversize and binary
+//! frames, heartbeats) and sends the rest to `ChatServer` as a typed [`ClientRequest`]. It
+//! writes whatever `ChatServer` sends it ([`Outbound`]) to the socket as is: frames arrive
+//! encoded, and are never re-serialized here.
 //!
 //! It reports into the server's [`Metrics`]: itself (opened, closed and why), the frames it
-//! reads (by type) and writes, and the frames it refuses.
+//! reads (by type) and writes, and the frames it refuses. What a client can make it repeat
+//! is throttled ([`throttle`]): error frames for its own refusals (`rate_limited`,
+//! `overloaded`) and warnings about bad frames.
 //!
 //! Its mailbox is bounded (`max_pending`): when the client stops reading, actix-web stops
 //! polling this actor, the mailbox fills, and `ChatServer` treats the session as a slow
 //! consumer.
 
+mod inbound;
+mod throttle;
+
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_http::ws::Item;
+use actix_web::http::header;
 use actix_web_actors::ws::{self, CloseCode, CloseReason, ProtocolError};
-use bytes::BytesMut;
 
 use crate::config::Config;
+use crate::conn::ConnFd;
 use crate::ids::{RoomId, SessionId, UserId};
 use crate::metrics::{Metrics, drop_reason};
 use crate::protocol::{
@@ -32,19 +39,87 @@ use crate::protocol::{
 use crate::ratelimit::TokenBucket;
 use crate::server::ChatServer;
 use crate::server::messages::{Backlog, ClientRequest, Command, Disconnect, Outbound, SessionKind};
+use inbound::{Frames, Inbound, InboundError};
+use throttle::{Throttle, Verdict};
 
-/// Answers the WebSocket handshake in `req` and starts `session` on the connection, with
-/// frames over `max_frame_bytes` refused. Returns the session's address and the `101`
-/// response; the actor runs once the response is sent (dropping the response drops it).
+/// The one WebSocket version roomcast speaks (RFC 6455).
+const WEBSOCKET_VERSION: &str = "13";
+
+/// At most one error frame per this interval answers a socket's refused messages of one kind
+/// (`rate_limited`, `overloaded`); the next says how many were dropped in between.
+const REFUSAL_ERROR_INTERVAL: Duration = Duration::from_millis(100);
+
+/// At most one warning per this interval about a socket's bad frames; the rest go to `debug`.
+const BAD_FRAME_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Why a request could not be upgraded.
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    /// Not a valid WebSocket handshake.
+    #[error("{0}")]
+    NotWebSocket(String),
+    /// A `Sec-WebSocket-Version` other than 13: answered 426 with the version roomcast speaks.
+    #[error("unsupported WebSocket version {0:?}; this server speaks version 13")]
+    UnsupportedVersion(String),
+}
+
+/// A session started on an upgraded connection, not yet admitted.
+pub struct Upgraded {
+    pub addr: Addr<ChatSession>,
+    response: actix_web::HttpResponse,
+    admitted: Rc<Cell<bool>>,
+}
+
+impl Upgraded {
+    /// `ChatServer` admitted the session: the `101` response that runs it.
+    pub fn admit(self) -> actix_web::HttpResponse {
+        self.admitted.set(true);
+        self.response
+    }
+}
+
+// Dropping an `Upgraded` (a refused session) drops its response and the actor with it; the
+// actor then stops without counting itself open or closed, and without `Disconnect`.
+
+/// Answers the WebSocket handshake in `req` and creates `session` on the connection, reading
+/// its frames within `max_frame_bytes`. The session runs once [`Upgraded::admit`]'s response
+/// is sent.
 pub fn upgrade(
-    session: ChatSession,
+    mut session: ChatSession,
     req: &actix_web::HttpRequest,
     payload: actix_web::web::Payload,
     max_frame_bytes: usize,
-) -> Result<(Addr<ChatSession>, actix_web::HttpResponse), actix_web::Error> {
-    ws::WsResponseBuilder::new(session, req, payload)
-        .frame_size(max_frame_bytes)
-        .start_with_addr()
+) -> Result<Upgraded, UpgradeError> {
+    let version = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let mut response = match ws::handshake(req) {
+        Err(ws::HandshakeError::UnsupportedVersion) => {
+            return Err(UpgradeError::UnsupportedVersion(
+                version.unwrap_or_default(),
+            ));
+        }
+        Err(e) => return Err(UpgradeError::NotWebSocket(e.to_string())),
+        // actix-web-actors also takes the drafts' versions 7 and 8.
+        Ok(_) if version.as_deref() != Some(WEBSOCKET_VERSION) => {
+            return Err(UpgradeError::UnsupportedVersion(
+                version.unwrap_or_default(),
+            ));
+        }
+        Ok(response) => response,
+    };
+    // actix-web-actors' own reader would buffer what the connection sends before checking
+    // sizes (see `inbound`): it gets no bytes, and the session reads them itself.
+    session.reader = Some(Frames::new(payload, max_frame_bytes));
+    let admitted = Rc::clone(&session.admitted);
+    let (addr, body) =
+        ws::WebsocketContext::create_with_addr(session, futures_util::stream::empty());
+    Ok(Upgraded {
+        addr,
+        response: response.streaming(body),
+        admitted,
+    })
 }
 
 pub struct ChatSession {
@@ -61,8 +136,17 @@ pub struct ChatSession {
     bucket: TokenBucket,
     /// Rate-limited messages in a row; past `rate_strikes` the socket is closed with 1008.
     strikes: u32,
-    /// A fragmented message being reassembled: its bytes so far and whether it is text.
-    fragments: Option<(BytesMut, bool)>,
+    /// The connection's frames, until `started` reads them.
+    reader: Option<Frames<actix_web::web::Payload>>,
+    /// The connection, to learn whether `ChatServer` cut it.
+    conn: Option<ConnFd>,
+    /// Set when `ChatServer` admitted the session; a refused one never counts as a session.
+    admitted: Rc<Cell<bool>>,
+    /// Error frames for messages refused by the rate limit, and for `max_in_flight`.
+    rate_limited_errors: Throttle,
+    overloaded_errors: Throttle,
+    /// Warnings about bad frames.
+    bad_frame_log: Throttle,
     /// Requests sent to `ChatServer` and not yet handled there. Bounded by `max_in_flight`,
     /// so one socket cannot pile work into `ChatServer`'s mailbox faster than it is done.
     /// Shared only with this thread's tasks that wait for those answers (see `on_text`).
@@ -75,11 +159,13 @@ pub struct ChatSession {
 }
 
 impl ChatSession {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: SessionId,
         user: UserId,
         kind: SessionKind,
         default_room: Option<RoomId>,
+        conn: Option<ConnFd>,
         server: Addr<ChatServer>,
         config: Arc<Config>,
         metrics: Arc<Metrics>,
@@ -95,7 +181,12 @@ impl ChatSession {
             config,
             last_heard: now,
             strikes: 0,
-            fragments: None,
+            reader: None,
+            conn,
+            admitted: Rc::default(),
+            rate_limited_errors: Throttle::new(REFUSAL_ERROR_INTERVAL),
+            overloaded_errors: Throttle::new(REFUSAL_ERROR_INTERVAL),
+            bad_frame_log: Throttle::new(BAD_FRAME_LOG_INTERVAL),
             in_flight: Rc::default(),
             backlog: Backlog::default(),
             metrics,
@@ -133,6 +224,15 @@ impl ChatSession {
         }
     }
 
+    /// Counts the end of a session whose connection ended without a close frame: the slow
+    /// consumer `ChatServer` cut (4001), or a connection that went (1006).
+    fn count_lost_connection(&mut self) {
+        match self.conn.as_ref().is_some_and(ConnFd::was_cut) {
+            true => self.count_close(close_code::SLOW_CONSUMER, "slow_consumer"),
+            false => self.count_close(ABNORMAL_CLOSURE, "dropped"),
+        }
+    }
+
     /// Writes one text frame to the socket.
     fn write(&self, ctx: &mut ws::WebsocketContext<Self>, frame: bytestring::ByteString) {
         ctx.text(frame);
@@ -144,9 +244,60 @@ impl ChatSession {
     }
 
     /// Answers a client frame with an error and counts it dropped as `invalid`.
-    fn refuse(&self, ctx: &mut ws::WebsocketContext<Self>, code: ErrorCode, message: &str) {
+    fn refuse(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: ErrorCode, message: &str) {
         self.metrics.frame_dropped(drop_reason::INVALID);
+        self.log_bad_frame(code.as_str(), message);
         self.send_error(ctx, code, message);
+    }
+
+    /// Logs a bad frame: a warning for the first, then at most one per
+    /// `BAD_FRAME_LOG_INTERVAL` with the count since the last; the others at `debug`.
+    fn log_bad_frame(&mut self, code: &str, what: &str) {
+        let (id, user) = (self.id, &self.user);
+        match self.bad_frame_log.event(Instant::now()) {
+            Verdict::Pass { held: 0 } => {
+                log::warn!("bad frame session={id} user={user} code={code}: {what}")
+            }
+            Verdict::Pass { held } => log::warn!(
+                "bad frame session={id} user={user} code={code}: {what} \
+                 ({held} more since the last warning)"
+            ),
+            Verdict::Hold { .. } => log::debug!("bad frame session={id} code={code}: {what}"),
+        }
+    }
+
+    fn errors_for(&mut self, refusal: Refusal) -> &mut Throttle {
+        match refusal {
+            Refusal::RateLimited => &mut self.rate_limited_errors,
+            Refusal::Overloaded => &mut self.overloaded_errors,
+        }
+    }
+
+    /// Answers a message the session refused itself. At most one error frame per
+    /// `REFUSAL_ERROR_INTERVAL` (per kind of refusal) goes out, saying how many messages were
+    /// dropped since the last; refusals in between are reported by one frame when the
+    /// interval ends. Every refusal is counted in the metrics by the caller.
+    fn answer_refusal(&mut self, refusal: Refusal, ctx: &mut ws::WebsocketContext<Self>) {
+        let now = Instant::now();
+        match self.errors_for(refusal).event(now) {
+            Verdict::Pass { held } => {
+                self.send_error(ctx, refusal.code(), &refusal.message(held + 1))
+            }
+            Verdict::Hold { first: true, until } => {
+                ctx.run_later(until.saturating_duration_since(now), move |act, ctx| {
+                    act.report_refusals(refusal, ctx)
+                });
+            }
+            Verdict::Hold { first: false, .. } => {}
+        }
+    }
+
+    /// Sends the error frame for the refusals held back, if any.
+    fn report_refusals(&mut self, refusal: Refusal, ctx: &mut ws::WebsocketContext<Self>) {
+        let held = self.errors_for(refusal).flush(Instant::now());
+        if held > 0 {
+            self.send_error(ctx, refusal.code(), &refusal.message(held));
+        }
     }
 
     /// One complete text message from the client.
@@ -157,13 +308,10 @@ impl ChatSession {
             self.strikes += 1;
             if self.strikes > self.config.rate_strikes {
                 log::warn!("flood closed session={} user={}", self.id, self.user);
+                self.report_refusals(Refusal::RateLimited, ctx);
                 return self.close(ctx, 1008, "rate_limited", "rate limit exceeded");
             }
-            return self.send_error(
-                ctx,
-                ErrorCode::RateLimited,
-                "rate limit exceeded; the message was dropped",
-            );
+            return self.answer_refusal(Refusal::RateLimited, ctx);
         }
         self.strikes = 0;
         if self.kind == SessionKind::Notifications {
@@ -173,7 +321,6 @@ impl ChatSession {
         let msg = match decode(text, self.config.decode_limits()) {
             Ok(msg) => msg,
             Err(e) => {
-                log::warn!("bad frame session={} code={:?}: {e}", self.id, e.code());
                 self.metrics.frame_received("invalid");
                 return self.refuse(ctx, e.code(), &e.to_string());
             }
@@ -189,11 +336,7 @@ impl ChatSession {
         };
         if self.in_flight.get() >= self.config.max_in_flight {
             self.metrics.frame_dropped(drop_reason::OVERLOADED);
-            return self.send_error(
-                ctx,
-                ErrorCode::Overloaded,
-                "too many requests waiting for the server; the message was dropped",
-            );
+            return self.answer_refusal(Refusal::Overloaded, ctx);
         }
         let request = self.server.send(ClientRequest {
             session: self.id,
@@ -276,50 +419,6 @@ impl ChatSession {
         }))
     }
 
-    /// A continuation frame: appends to the message being reassembled, within the size limit.
-    fn on_fragment(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
-        let (chunk, first_is_text, last) = match item {
-            Item::FirstText(b) => (b, Some(true), false),
-            Item::FirstBinary(b) => (b, Some(false), false),
-            Item::Continue(b) => (b, None, false),
-            Item::Last(b) => (b, None, true),
-        };
-        match (first_is_text, self.fragments.as_mut()) {
-            (Some(is_text), _) => self.fragments = Some((BytesMut::from(&chunk[..]), is_text)),
-            (None, Some((buf, _))) => buf.extend_from_slice(&chunk),
-            (None, None) => {
-                return self.close(
-                    ctx,
-                    1002,
-                    "protocol_error",
-                    "continuation frame without a first frame",
-                );
-            }
-        }
-        if self
-            .fragments
-            .as_ref()
-            .is_some_and(|(buf, _)| buf.len() > self.config.max_frame_bytes)
-        {
-            self.fragments = None;
-            self.metrics.frame_dropped(drop_reason::TOO_BIG);
-            return self.close(ctx, 1009, "too_big", "message too big");
-        }
-        if last && let Some((buf, is_text)) = self.fragments.take() {
-            if !is_text {
-                return self.on_binary(ctx);
-            }
-            match std::str::from_utf8(&buf) {
-                Ok(text) => self.on_text(text, ctx),
-                Err(_) => {
-                    self.metrics.frame_received("invalid");
-                    self.metrics.frame_dropped(drop_reason::INVALID);
-                    self.close(ctx, 1007, "invalid_utf8", "text message is not valid UTF-8")
-                }
-            }
-        }
-    }
-
     fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         self.metrics.frame_received("binary");
         self.metrics.frame_dropped(drop_reason::BINARY);
@@ -348,18 +447,27 @@ impl Actor for ChatSession {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if !self.admitted.get() {
+            // Refused: started only to be stopped, as its response is dropped.
+            return ctx.stop();
+        }
         self.metrics.session_opened(self.kind);
         ctx.set_mailbox_capacity(self.config.max_pending);
+        if let Some(reader) = self.reader.take() {
+            ctx.add_stream(reader);
+        }
         ctx.run_interval(self.config.heartbeat_interval(), |act, ctx| {
             act.heartbeat(ctx)
         });
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if !self.admitted.get() {
+            return;
+        }
         // The one place a session says it is gone.
         self.server.do_send(Disconnect { session: self.id });
-        // Ended without a close frame either way: the connection went (or was cut).
-        self.count_close(ABNORMAL_CLOSURE, "dropped");
+        self.count_lost_connection();
         self.metrics.session_closed(self.kind);
     }
 }
@@ -393,35 +501,46 @@ impl Handler<Outbound> for ChatSession {
     }
 }
 
-impl StreamHandler<Result<ws::Message, ProtocolError>> for ChatSession {
-    fn handle(&mut self, item: Result<ws::Message, ProtocolError>, ctx: &mut Self::Context) {
+impl StreamHandler<Result<Inbound, InboundError>> for ChatSession {
+    fn handle(&mut self, item: Result<Inbound, InboundError>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
         match item {
-            Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
-            Ok(ws::Message::Binary(_)) => self.on_binary(ctx),
-            Ok(ws::Message::Continuation(item)) => self.on_fragment(item, ctx),
-            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
-            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
-            Ok(ws::Message::Close(reason)) => {
+            Ok(Inbound::Text(text)) => self.on_text(&text, ctx),
+            Ok(Inbound::Binary) => self.on_binary(ctx),
+            Ok(Inbound::Ping(payload)) => ctx.pong(&payload),
+            Ok(Inbound::Pong) => {}
+            Ok(Inbound::Close(reason)) => {
                 // Counted as 1000 whatever code the peer chose, so a peer cannot add series.
                 self.count_close(1000, "peer");
                 ctx.close(reason);
                 ctx.stop();
             }
-            Err(ProtocolError::Overflow) => {
-                log::warn!("oversized frame session={} user={}", self.id, self.user);
+            Err(e @ InboundError::TooBig { .. }) => {
+                log::warn!(
+                    "oversized message session={} user={}: {e}",
+                    self.id,
+                    self.user
+                );
                 self.metrics.frame_dropped(drop_reason::TOO_BIG);
                 self.close(ctx, 1009, "too_big", "message too big")
             }
-            Err(ProtocolError::Io(e)) => {
-                // The connection failed or ended mid-frame: nobody reads a close frame now.
-                log::debug!("connection lost session={}: {e}", self.id);
-                self.count_close(ABNORMAL_CLOSURE, "dropped");
+            Err(e @ InboundError::InvalidUtf8) => {
+                self.metrics.frame_received("invalid");
+                self.metrics.frame_dropped(drop_reason::INVALID);
+                self.log_bad_frame("invalid_utf8", &e.to_string());
+                self.close(ctx, 1007, "invalid_utf8", "text message is not valid UTF-8")
+            }
+            Err(InboundError::Protocol(e)) => {
+                self.metrics.frame_received("invalid");
+                self.metrics.frame_dropped(drop_reason::INVALID);
+                self.log_bad_frame("protocol_error", &e.to_string());
                 self.close(ctx, 1002, "protocol_error", "protocol error")
             }
-            Err(e) => {
-                log::warn!("protocol error session={}: {e}", self.id);
-                self.close(ctx, 1002, "protocol_error", "protocol error")
+            Err(InboundError::Lost(e)) => {
+                // The connection failed or ended mid-frame: nobody reads a close frame now.
+                log::debug!("connection lost session={}: {e}", self.id);
+                self.count_lost_connection();
+                ctx.stop();
             }
         }
     }
@@ -429,6 +548,45 @@ impl StreamHandler<Result<ws::Message, ProtocolError>> for ChatSession {
     fn finished(&mut self, ctx: &mut Self::Context) {
         // The peer's side of the stream ended (TCP closed without a close frame).
         ctx.stop();
+    }
+}
+
+/// actix-web-actors' reader, which the context requires. It is given no bytes (the session
+/// reads the connection itself, see `upgrade`), so nothing arrives here, and its end at once
+/// must not stop the session.
+impl StreamHandler<Result<ws::Message, ProtocolError>> for ChatSession {
+    fn handle(&mut self, _: Result<ws::Message, ProtocolError>, _: &mut Self::Context) {}
+
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+/// A message the session refuses itself, answered with throttled error frames.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// Past the rate limit.
+    RateLimited,
+    /// Past `max_in_flight`.
+    Overloaded,
+}
+
+impl Refusal {
+    fn code(self) -> ErrorCode {
+        match self {
+            Refusal::RateLimited => ErrorCode::RateLimited,
+            Refusal::Overloaded => ErrorCode::Overloaded,
+        }
+    }
+
+    /// The error message for `dropped` messages refused since the last error frame.
+    fn message(self, dropped: u64) -> String {
+        let why = match self {
+            Refusal::RateLimited => "rate limit exceeded",
+            Refusal::Overloaded => "too many requests waiting for the server",
+        };
+        match dropped {
+            1 => format!("{why}; the message was dropped"),
+            n => format!("{why}; {n} messages dropped since the last error"),
+        }
     }
 }
 

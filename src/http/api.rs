@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use super::notify::{limit_text, push};
+use super::notify::{limit_text, notification_type, push};
 use super::ws::parse_user;
 use super::{ApiError, AppState, access};
 use crate::ids::{NAME_RULE, RoomId, Seq, UserId};
@@ -175,11 +175,7 @@ async fn notifications(
     };
     let title = required("title")?;
     let message = required("message")?;
-    let notification_type = limit_text(
-        "notification_type",
-        opt_string(&f, "notification_type")?.unwrap_or_else(|| "info".into()),
-        max,
-    )?;
+    let notification_type = notification_type(opt_string(&f, "notification_type")?.as_deref())?;
     let data = match f.get("data") {
         None => None,
         Some(v @ Value::Object(_)) => Some(v.clone()),

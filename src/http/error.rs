@@ -2,7 +2,7 @@
 //! `{"error": {"code": "...", "message": "..."}}`.
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
-use actix_web::http::StatusCode;
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, ResponseError};
 
 use crate::ids::RoomId;
@@ -35,6 +35,12 @@ pub enum ApiError {
     /// The server cannot take it now (connection limit).
     #[error("{0}")]
     Unavailable(String),
+    /// The request's body did not arrive within `--request-timeout-ms`.
+    #[error("the request body did not arrive within {0} ms")]
+    RequestTimeout(u64),
+    /// A WebSocket handshake with a version other than 13.
+    #[error("{0}")]
+    UpgradeRequired(String),
     /// The history store failed.
     #[error("the history store failed: {0}")]
     StoreUnavailable(String),
@@ -64,6 +70,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::RequestTimeout(_) => "request_timeout",
+            ApiError::UpgradeRequired(_) => "unsupported_version",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Internal(_) => "internal",
@@ -83,6 +91,10 @@ impl ApiError {
             JsonPayloadError::Payload(PayloadError::Overflow) => {
                 ApiError::PayloadTooLarge("the body is larger than the limit".into())
             }
+            JsonPayloadError::Payload(e) => match super::body_timed_out(e) {
+                Some(ms) => ApiError::RequestTimeout(ms),
+                None => ApiError::bad_request("invalid_body", e.to_string()),
+            },
             JsonPayloadError::ContentType => ApiError::UnsupportedMediaType(
                 "send the body as `Content-Type: application/json`".into(),
             ),
@@ -141,6 +153,8 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) | ApiError::UnknownRoom(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
             ApiError::Unavailable(_) | ApiError::StoreUnavailable(_) | ApiError::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -149,7 +163,16 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(serde_json::json!({
+        let mut response = HttpResponse::build(self.status_code());
+        if let ApiError::UpgradeRequired(_) = self {
+            // RFC 6455 §4.4: name the versions the server speaks.
+            response.insert_header((header::SEC_WEBSOCKET_VERSION, "13"));
+        }
+        if let ApiError::Unavailable(_) | ApiError::RequestTimeout(_) = self {
+            // The connection is not worth keeping: the server is full, or the client slow.
+            response.force_close();
+        }
+        response.json(serde_json::json!({
             "error": {"code": self.code(), "message": self.to_string()}
         }))
     }

@@ -4,6 +4,9 @@
 //!
 //! Handlers translate between HTTP and `ChatServer` messages; they hold no state of their own
 //! beyond [`AppState`]. Errors are [`ApiError`], always a JSON body.
+//!
+//! Every request first passes [`bound_request`]: past the server's connection bound it is
+//! answered 503 at once, and a request body must arrive within `--request-timeout-ms`.
 
 mod access;
 mod api;
@@ -15,13 +18,24 @@ mod metrics;
 mod notify;
 mod ws;
 
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use actix::Addr;
-use actix_web::web;
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::dev::{self, ServiceRequest, ServiceResponse};
+use actix_web::error::PayloadError;
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage as _, ResponseError, web};
+use bytes::Bytes;
+use futures_util::Stream;
 
 use crate::config::Config;
+use crate::conn::{ConnActivity, ConnSlot, RequestUnderWay};
 use crate::metrics::Metrics;
 use crate::server::ChatServer;
 pub use error::ApiError;
@@ -39,6 +53,152 @@ pub struct AppState {
     /// `ChatServer`'s counts, as it published them after its latest message: `/health`
     /// reads them without waiting in its mailbox.
     pub stats: tokio::sync::watch::Receiver<crate::server::messages::Stats>,
+}
+
+/// The middleware every request passes (`App::wrap(from_fn(bound_request))`).
+///
+/// - A request on a connection that came past the server's connection bound
+///   ([`ConnSlot::over_bound`]) is answered 503 (`unavailable`) at once, and its connection
+///   closed.
+/// - The request is under way, for the connection's watchdog (`conn`), until its response
+///   body is done.
+/// - A request with a body (WebSocket upgrades aside, whose "body" is the socket) must
+///   deliver it within `--request-timeout-ms`: reading it past then fails, which a handler
+///   answers 408. And its connection is closed after the answer if the body has not all
+///   arrived by then: actix-web would otherwise keep reading a chunked body that the handler
+///   left unread, for as long as the client cares to send it (or to send nothing). To that
+///   end the request's payload is kept alive until the response body is done: actix-web
+///   closes a connection whose unfinished body is still wanted when it answers.
+pub async fn bound_request(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    if req
+        .conn_data::<ConnSlot>()
+        .is_some_and(ConnSlot::over_bound)
+    {
+        if let Some(state) = req.app_data::<web::Data<AppState>>() {
+            state.metrics.connection_refused();
+        }
+        log::debug!(
+            "connection past the bound refused peer={:?}",
+            req.peer_addr()
+        );
+        let refusal =
+            ApiError::Unavailable("the server has too many connections; try again later".into());
+        return Ok(req.into_response(refusal.error_response()));
+    }
+    let upgrade = req.head().upgrade();
+    // Under way (for the connection's watchdog) until the response body is done.
+    let under_way = req
+        .conn_data::<ConnActivity>()
+        .map(|activity| activity.request(upgrade));
+    let payload = req.take_payload();
+    if upgrade || matches!(payload, dev::Payload::None) {
+        req.set_payload(payload);
+        let response = next.call(req).await?;
+        return Ok(response.map_body(|_, body| {
+            BoxBody::new(KeepPayload {
+                body: body.boxed(),
+                _payload: None,
+                _under_way: under_way,
+            })
+        }));
+    }
+    let timeout_ms = req
+        .app_data::<web::Data<AppState>>()
+        .map_or(5000, |state| state.config.request_timeout_ms);
+    let payload = Rc::new(RefCell::new(payload));
+    let body = BodyDeadline {
+        payload: Rc::clone(&payload),
+        timeout_ms,
+        sleep: Box::pin(actix_web::rt::time::sleep(Duration::from_millis(
+            timeout_ms,
+        ))),
+        timed_out: false,
+    };
+    req.set_payload(dev::Payload::from(
+        Box::pin(body) as Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>
+    ));
+    let response = next.call(req).await?;
+    Ok(response.map_body(|_, body| {
+        BoxBody::new(KeepPayload {
+            body: body.boxed(),
+            _payload: Some(payload),
+            _under_way: under_way,
+        })
+    }))
+}
+
+/// A request body that fails once its deadline passes.
+struct BodyDeadline {
+    payload: Rc<RefCell<dev::Payload>>,
+    timeout_ms: u64,
+    sleep: Pin<Box<actix_web::rt::time::Sleep>>,
+    timed_out: bool,
+}
+
+/// The error a body read past its deadline fails with; [`body_timed_out`] recognizes it.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {0} ms")]
+struct BodyTimedOut(u64);
+
+/// The timeout (in ms) if `e` is a body read that passed its deadline.
+pub(crate) fn body_timed_out(e: &PayloadError) -> Option<u64> {
+    match e {
+        PayloadError::Io(e) => e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<BodyTimedOut>())
+            .map(|t| t.0),
+        _ => None,
+    }
+}
+
+impl Stream for BodyDeadline {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.timed_out {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(item) = Pin::new(&mut *self.payload.borrow_mut()).poll_next(cx) {
+            return Poll::Ready(item);
+        }
+        match self.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.timed_out = true;
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    BodyTimedOut(self.timeout_ms),
+                );
+                Poll::Ready(Some(Err(PayloadError::Io(e))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// A response body that keeps its request's payload alive, and its request under way, until
+/// it is done.
+struct KeepPayload {
+    body: BoxBody,
+    _payload: Option<Rc<RefCell<dev::Payload>>>,
+    _under_way: Option<RequestUnderWay>,
+}
+
+impl MessageBody for KeepPayload {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.body).poll_next(cx)
+    }
 }
 
 /// What an unknown path (or a known path with the wrong method) gets: a JSON 404.

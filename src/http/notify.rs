@@ -1,6 +1,7 @@
 //! `POST /send-notification/`: the seed protocol's push endpoint.
 //!
-//! Query parameters `user_id`, `title`, `message` and `notification_type` (default `info`);
+//! Query parameters `user_id`, `title`, `message` and `notification_type` (`info`, the
+//! default, `success`, `warning` or `error`);
 //! the answer is `{"sent": bool, "user_id": .., "notification": {..}}`, where `notification`
 //! is exactly the frame the user's sockets received and `sent` says whether at least one did.
 //! roomcast adds `stored`: the user had no socket open, and the notification waits in their
@@ -11,8 +12,7 @@ use serde::Deserialize;
 
 use super::ws::parse_user;
 use super::{ApiError, AppState, access};
-use crate::protocol::Frame;
-use crate::protocol::Notification;
+use crate::protocol::{Frame, Notification, NotificationType};
 use crate::server::messages::{Audience, Notify, Pushed};
 
 #[derive(Deserialize)]
@@ -44,10 +44,7 @@ pub async fn send_notification(
     };
     let title = text("title", query.title)?;
     let message = text("message", query.message)?;
-    let notification_type = text(
-        "notification_type",
-        Some(query.notification_type.unwrap_or_else(|| "info".into())),
-    )?;
+    let notification_type = notification_type(query.notification_type.as_deref())?;
 
     let notification = Notification::new(title, message, notification_type, None);
     let (pushed, _) = push(&state, Audience::Users(vec![user.clone()]), &notification).await?;
@@ -59,8 +56,23 @@ pub async fn send_notification(
     })))
 }
 
-/// A notification's `title`, `message` or `notification_type`: at most `max_text_chars`
-/// characters (empty is allowed, as in the seed).
+/// A notification's `notification_type`: one of the documented set (the default `info` when
+/// absent), else a 400 `invalid_field` naming them.
+pub(super) fn notification_type(value: Option<&str>) -> Result<NotificationType, ApiError> {
+    let Some(value) = value else {
+        return Ok(NotificationType::default());
+    };
+    NotificationType::parse(value).ok_or_else(|| {
+        let allowed: Vec<&str> = NotificationType::ALL.iter().map(|t| t.as_str()).collect();
+        ApiError::bad_request(
+            "invalid_field",
+            format!("notification_type must be one of {}", allowed.join(", ")),
+        )
+    })
+}
+
+/// A notification's `title` or `message`: at most `max_text_chars` characters (empty is
+/// allowed, as in the seed).
 pub(super) fn limit_text(name: &str, value: String, max: usize) -> Result<String, ApiError> {
     if value.chars().count() > max {
         return Err(ApiError::bad_request(

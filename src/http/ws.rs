@@ -1,9 +1,10 @@
 //! The WebSocket upgrade endpoints: `/ws/{room_id}/{user_id}` and `/ws?user_id=NAME`.
 //!
-//! Names are checked before the upgrade (HTTP 400 with a JSON body). The session actor is
-//! created with the upgrade, then admitted by `ChatServer` (`Connect`); a refusal (connection
-//! limit, shutdown) turns into HTTP 503 instead of the upgrade, and the unstarted actor is
-//! dropped with the response.
+//! Names are checked before the upgrade (HTTP 400 with a JSON body); a WebSocket version other
+//! than 13 is answered 426 with `Sec-WebSocket-Version: 13`. The session actor is created with
+//! the upgrade, then admitted by `ChatServer` (`Connect`); a refusal (connection limit,
+//! shutdown) turns into HTTP 503 instead of the upgrade, and the unstarted actor is dropped
+//! with the response, never counted as a session.
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use super::error::ApiError;
 use crate::conn::ConnFd;
 use crate::ids::{NAME_RULE, RoomId, Seq, SessionId, UserId};
 use crate::server::messages::{Connect, SessionKind};
-use crate::session::{self, ChatSession};
+use crate::session::{self, ChatSession, UpgradeError};
 
 pub async fn room_socket(
     req: HttpRequest,
@@ -89,26 +90,31 @@ async fn start_session(
     let (room, since) = target.unzip();
     let since = since.flatten();
     let id = SessionId::next();
+    let conn = req.conn_data::<ConnFd>().cloned();
     let session = ChatSession::new(
         id,
         user.clone(),
         kind,
         room.clone(),
+        conn.clone(),
         state.server.clone(),
         Arc::clone(&state.config),
         Arc::clone(&state.metrics),
     );
     let backlog = session.backlog();
-    let (addr, response) = session::upgrade(session, &req, payload, state.config.max_frame_bytes)
-        .map_err(|e| ApiError::bad_request("not_websocket", e.to_string()))?;
-    let conn = req.conn_data::<ConnFd>().copied();
+    let upgraded = session::upgrade(session, &req, payload, state.config.max_frame_bytes).map_err(
+        |e| match e {
+            UpgradeError::UnsupportedVersion(_) => ApiError::UpgradeRequired(e.to_string()),
+            UpgradeError::NotWebSocket(e) => ApiError::bad_request("not_websocket", e),
+        },
+    )?;
     let admitted = state
         .server
         .send(Connect {
             session: id,
             user: user.clone(),
             kind,
-            addr: addr.recipient(),
+            addr: upgraded.addr.clone().recipient(),
             backlog,
             conn,
             room,
@@ -119,8 +125,9 @@ async fn start_session(
     match admitted {
         Ok(()) => {
             log::debug!("session open session={id} user={user}");
-            Ok(response)
+            Ok(upgraded.admit())
         }
+        // Dropping `upgraded` drops the session unstarted: it never counts as a session.
         Err(refused) => Err(ApiError::Unavailable(refused.to_string())),
     }
 }

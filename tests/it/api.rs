@@ -450,7 +450,7 @@ async fn bad_notification_bodies_get_their_codes() {
         (
             json!({"user_id": "a", "title": "t", "message": "m",
                    "notification_type": "0123456789x"}),
-            "text_too_long",
+            "invalid_field",
         ),
         (
             json!({"user_id": "a", "title": "t", "message": "m", "data": [1]}),

@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use crate::common::*;
+use crate::hostile::refusals_in;
 
 #[tokio::test]
 async fn the_default_rate_limit_lets_a_burst_of_twenty_through() {
@@ -34,13 +35,14 @@ async fn rate_limited_messages_are_refused_and_not_delivered() {
             .await;
     }
     // Five pass; three are refused. The session answers refusals itself, and ChatServer the
-    // chats, so the two kinds may interleave: count each.
+    // chats, so the two kinds may interleave: count each. Refusals in quick succession share
+    // an error frame that says how many messages it stands for.
     let (mut chats, mut refused) = (Vec::new(), 0);
-    for _ in 0..8 {
+    while chats.len() + refused < 8 {
         let m = fast.recv().await;
         match m["type"].as_str() {
             Some("chat") => chats.push(m["text"].as_str().unwrap().to_owned()),
-            Some("error") if m["code"] == "rate_limited" => refused += 1,
+            Some("error") if m["code"] == "rate_limited" => refused += refusals_in(&m),
             _ => panic!("unexpected {m}"),
         }
     }
@@ -69,17 +71,17 @@ async fn a_sustained_flood_is_closed_with_1008() {
     }
     let (frame, frames) = flood.until_closed().await;
     assert_eq!(u16::from(frame.expect("a close frame").code), 1008);
-    // The session refuses (and counts) before it closes, so all ten refusals come first;
-    // echoes of the accepted chats travel through ChatServer and may be cut off by the close.
-    let count = |ty: &str| frames.iter().filter(|f| f["type"] == ty).count();
-    assert_eq!(count("error"), 10);
+    // The session refuses (and counts) before it closes, so all ten refusals are reported
+    // first, in error frames that say how many each stands for; echoes of the accepted chats
+    // travel through ChatServer and may be cut off by the close.
+    let errors: Vec<&serde_json::Value> = frames.iter().filter(|f| f["type"] == "error").collect();
     assert!(
-        frames
-            .iter()
-            .filter(|f| f["type"] == "error")
-            .all(|f| f["code"] == "rate_limited")
+        errors.iter().all(|f| f["code"] == "rate_limited"),
+        "{errors:?}"
     );
-    assert!(count("chat") <= 5);
+    assert_eq!(errors.iter().map(|f| refusals_in(f)).sum::<usize>(), 10);
+    assert!(errors.len() < 10, "refusals share error frames: {errors:?}");
+    assert!(frames.iter().filter(|f| f["type"] == "chat").count() <= 5);
     // The calm member sees exactly the five accepted chats, in order, and flood leave. The
     // chats were accepted before the close but are delivered when stored, so the leave may
     // come between them.
@@ -235,6 +237,27 @@ async fn a_slow_consumer_is_closed_without_holding_up_the_room() {
         "the stalled member got {} frames",
         frames.len()
     );
+    // It never took its close frame, but counts as the slow consumer it was.
+    let closed = |code: &str, reason: &str| {
+        format!(r#"roomcast_sockets_closed_total{{code="{code}",reason="{reason}"}}"#)
+    };
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let metrics = loop {
+        let (status, text) = http_get_raw(srv.addr, "/metrics").await;
+        assert_eq!(status, 200);
+        if metric_value(&text, &closed("4001", "slow_consumer")).is_some()
+            || tokio::time::Instant::now() > deadline
+        {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        metric_value(&metrics, &closed("4001", "slow_consumer")),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(metric_value(&metrics, &closed("1006", "dropped")), None);
 
     let growth = rss_after.saturating_sub(rss_before);
     eprintln!("slow consumer: server RSS {rss_before} KiB -> {rss_after} KiB (+{growth} KiB)");
@@ -267,7 +290,7 @@ async fn requests_past_the_in_flight_bound_are_refused_and_the_rest_delivered() 
             (Some("chat"), _) => {
                 accepted.push(m["text"].as_str().unwrap().parse::<usize>().unwrap())
             }
-            (Some("error"), Some("overloaded")) => refused += 1,
+            (Some("error"), Some("overloaded")) => refused += refusals_in(&m),
             _ => panic!("unexpected {m}"),
         }
     }
