@@ -59,6 +59,8 @@ pub struct Running {
     /// Resolves when the HTTP server has stopped.
     http_task: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
     chat: Addr<ChatServer>,
+    /// `ChatServer`'s counts as it publishes them (the store's state among them).
+    stats: tokio::sync::watch::Receiver<server::messages::Stats>,
     /// The thread `ChatServer` runs on.
     chat_arbiter: Arbiter,
     shutdown_timeout: Duration,
@@ -105,7 +107,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         started,
         metrics: Arc::clone(&metrics),
         live,
-        stats,
+        stats: stats.clone(),
     });
     let routes_config = Arc::clone(&config);
     let workers = match config.workers {
@@ -157,6 +159,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         http,
         http_task,
         chat,
+        stats,
         chat_arbiter,
         shutdown_timeout: Duration::from_secs(config.shutdown_timeout),
     })
@@ -189,13 +192,31 @@ impl Running {
     }
 }
 
-/// Runs until SIGINT or SIGTERM, then shuts down cleanly.
+/// Runs until SIGINT or SIGTERM, then shuts down cleanly. If the history store fails for
+/// good (its thread panicked), the server also shuts down, and this returns an error, so that
+/// the process exits non-zero and a supervisor restarts it: without its store a node can
+/// take no chat, and a fresh process reopens the store.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let running = start(config).await?;
-    wait_for_signal().await?;
-    log::info!("signal received, shutting down");
-    running.shutdown().await;
-    Ok(())
+    let mut stats = running.stats.clone();
+    let store_down = async move {
+        let _ = stats.wait_for(|s| s.store == store::StoreState::Down).await;
+    };
+    let signal = std::pin::pin!(wait_for_signal());
+    let store_down = std::pin::pin!(store_down);
+    match futures_util::future::select(signal, store_down).await {
+        futures_util::future::Either::Left((signal, _)) => {
+            signal?;
+            log::info!("signal received, shutting down");
+            running.shutdown().await;
+            Ok(())
+        }
+        futures_util::future::Either::Right(((), _)) => {
+            log::error!("the history store failed for good; shutting down");
+            running.shutdown().await;
+            anyhow::bail!("the history store failed; restart roomcast")
+        }
+    }
 }
 
 async fn wait_for_signal() -> std::io::Result<()> {

@@ -21,6 +21,7 @@
 //! | `roomcast_notifications_pushed_total` | | notification frames queued, one per socket |
 //! | `roomcast_fanout_seconds` | | chat arrival to hand-over to the last recipient (histogram) |
 //! | `roomcast_store_write_failures_total` | | history writes the store failed |
+//! | `roomcast_store_state` | | the history store: 0 ok, 1 failing (its last batch failed), 2 down |
 //!
 //! Every method is cheap and never fails: a metric that cannot be registered or encoded is
 //! logged, never a panic.
@@ -96,6 +97,7 @@ pub struct Metrics {
     notifications_pushed: IntCounter,
     fanout: Histogram,
     store_write_failures: IntCounter,
+    store_state: IntGauge,
 }
 
 /// What the live-stats sampler reads once a second.
@@ -204,6 +206,10 @@ impl Metrics {
                 "roomcast_store_write_failures_total",
                 "History writes the store failed.",
             ),
+            store_state: gauge(
+                "roomcast_store_state",
+                "The history store: 0 ok, 1 failing (its last batch failed), 2 down (failed for good).",
+            ),
             registry,
         })
     }
@@ -225,6 +231,15 @@ impl Metrics {
 
     pub fn set_rooms(&self, n: usize) {
         self.rooms.set(as_i64(n));
+    }
+
+    pub fn set_store_state(&self, state: crate::store::StoreState) {
+        use crate::store::StoreState;
+        self.store_state.set(match state {
+            StoreState::Ok => 0,
+            StoreState::Failing => 1,
+            StoreState::Down => 2,
+        });
     }
 
     pub fn set_users(&self, n: usize) {

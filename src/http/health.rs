@@ -6,11 +6,18 @@
 use actix_web::{HttpResponse, web};
 
 use super::{ApiError, AppState};
+use crate::store::StoreState;
 
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let stats = *state.stats.borrow();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "status": "ok",
+    // Up, but without a working store it cannot take chats: a balancer should look elsewhere.
+    let (mut answer, status) = match stats.store {
+        StoreState::Ok => (HttpResponse::Ok(), "ok"),
+        StoreState::Failing | StoreState::Down => (HttpResponse::ServiceUnavailable(), "degraded"),
+    };
+    Ok(answer.json(serde_json::json!({
+        "status": status,
+        "store": stats.store.as_str(),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": state.started.elapsed().as_secs(),
         "connections": stats.connections,

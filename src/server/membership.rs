@@ -13,7 +13,7 @@ use actix::prelude::*;
 
 use super::messages::{Connect, Refused, SessionKind};
 use super::outbox::Outbox;
-use super::registry::{JoinRefused, SessionEntry};
+use super::registry::{JoinRefused, JoinStart, SessionEntry};
 use super::room::{Added, Removed, Room};
 use super::{ChatServer, Handle};
 use crate::ids::{RoomId, Seq, SessionId, UserId};
@@ -89,8 +89,10 @@ impl ChatServer {
     /// back ([`Self::joined_from_store`]).
     pub(super) fn join(&mut self, session: SessionId, room_id: RoomId, since: Option<Seq>) {
         let max_rooms = self.limits.max_rooms_per_socket;
-        match self.sessions.start_join(session, &room_id, max_rooms) {
-            Ok(()) => {}
+        // A join that overtakes one still waiting for the store goes to the store too: the
+        // answer to the first read is then dropped, and this one's answers it.
+        let overtaking = match self.sessions.start_join(session, &room_id, max_rooms) {
+            Ok(start) => start == JoinStart::Again,
             Err(JoinRefused::Gone) => return,
             Err(JoinRefused::AlreadyIn) => {
                 let msg = format!("you are already in room '{room_id}'");
@@ -100,9 +102,10 @@ impl ChatServer {
                 let msg = format!("a socket may be in at most {max_rooms} rooms");
                 return self.send_error(session, ErrorCode::TooManyRooms, &msg, Some(&room_id));
             }
-        }
+        };
 
-        if let Some((history, recovered)) = self.history_from_window(&room_id, since) {
+        if !overtaking && let Some((history, recovered)) = self.history_from_window(&room_id, since)
+        {
             return self.admit(session, &room_id, history, recovered);
         }
         let on_join = self.limits.history_on_join;

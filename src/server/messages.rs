@@ -228,6 +228,8 @@ pub struct Stats {
     pub rooms: usize,
     /// Sessions closed for not reading, since start.
     pub slow_consumers_closed: u64,
+    /// How the history store is doing.
+    pub store: crate::store::StoreState,
 }
 
 /// A receiver of the counts `ChatServer` publishes after every message: `/health` reads it

@@ -40,6 +40,8 @@ mod queries;
 pub mod registry;
 pub mod room;
 mod store_bridge;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -56,7 +58,7 @@ use crate::ids::{RoomId, SessionId, UserId};
 use crate::metrics::Metrics;
 use crate::protocol::{AnnouncedLimits, ErrorCode, Frame, ServerMessage, error_frame};
 use crate::store::writer::StoreEvents;
-use crate::store::{Backend, StoreHandle};
+use crate::store::{Backend, StoreHandle, StoreState};
 use messages::*;
 use outbox::{Outbox, Outboxes, QueueBound};
 use registry::Registry;
@@ -137,6 +139,8 @@ pub struct ChatServer {
     /// mailbox behind a flood.
     stats: watch::Sender<Stats>,
     store: StoreHandle,
+    /// How the store is doing, as it last reported.
+    store_state: StoreState,
     /// Chats sent to the store and not yet answered.
     chats_in_store: usize,
     /// When each chat fanned out since the last flush reached `ChatServer`.
@@ -168,6 +172,7 @@ impl ChatServer {
             since_flush: 0,
             stats: watch::Sender::new(Stats::default()),
             store,
+            store_state: StoreState::Ok,
             chats_in_store: 0,
             fanouts: Vec::new(),
             waiting: HashMap::new(),

@@ -24,6 +24,7 @@ impl ChatServer {
             users: self.sessions.chat_users(),
             rooms: self.rooms.len(),
             slow_consumers_closed: self.slow_consumers_closed,
+            store: self.store_state,
         }
     }
 
@@ -140,7 +141,18 @@ fn store_stopped() -> ApiFailure {
     ApiFailure::Store("the history store has stopped".into())
 }
 
-/// Awaits an answer that the store thread will cause; the store stopping answers `stopped`.
+/// How long an HTTP request waits for the store before it is answered as failed. The store
+/// answers every op, even after failing for good; this bounds a store that hangs (a disk that
+/// stopped answering).
+const STORE_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Awaits an answer that the store thread will cause; the store stopping, or not answering
+/// within [`STORE_ANSWER_TIMEOUT`], answers `stopped`.
 fn answer<T: 'static>(rx: oneshot::Receiver<T>, stopped: T) -> ResponseFuture<T> {
-    Box::pin(async move { rx.await.unwrap_or(stopped) })
+    Box::pin(async move {
+        match tokio::time::timeout(STORE_ANSWER_TIMEOUT, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) | Err(_) => stopped,
+        }
+    })
 }

@@ -25,8 +25,9 @@ pub struct SessionEntry<H> {
     /// Rooms this session is in, in join order (bounded by the rooms-per-socket limit),
     /// including those it is still joining.
     pub rooms: Vec<RoomId>,
-    /// Rooms whose join waits for a store read: the session is not a member yet.
-    pub joining: Vec<RoomId>,
+    /// Rooms whose join waits for a store read, with how many reads are on their way (a
+    /// second join of the room sends its own): the session is not a member yet.
+    pub joining: Vec<(RoomId, usize)>,
     /// Kept to cut the connection if the session stops reading.
     pub conn: Option<ConnFd>,
     /// The close order went out (see `closing`).
@@ -53,6 +54,16 @@ impl<H> SessionEntry<H> {
             closing: None,
         }
     }
+}
+
+/// How a join of a room starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinStart {
+    /// The session was not in the room.
+    New,
+    /// Its join of the room still waits for the store: this later join overtakes it, and is
+    /// the one to answer.
+    Again,
 }
 
 /// Why a session may not start joining a room.
@@ -203,8 +214,11 @@ impl<H> Registry<H> {
         session: SessionId,
         room: &RoomId,
         max_rooms: usize,
-    ) -> Result<(), JoinRefused> {
+    ) -> Result<JoinStart, JoinRefused> {
         let entry = self.sessions.get_mut(&session).ok_or(JoinRefused::Gone)?;
+        if entry.joining.iter().any(|(r, _)| r == room) {
+            return Ok(JoinStart::Again);
+        }
         if entry.rooms.contains(room) {
             return Err(JoinRefused::AlreadyIn);
         }
@@ -212,33 +226,40 @@ impl<H> Registry<H> {
             return Err(JoinRefused::TooManyRooms);
         }
         entry.rooms.push(room.clone());
-        Ok(())
+        Ok(JoinStart::New)
     }
 
-    /// Marks `session`'s join of `room` as waiting for a store read.
+    /// Marks `session`'s join of `room` as waiting for one more store read.
     pub fn wait_for_read(&mut self, session: SessionId, room: &RoomId) {
-        if let Some(entry) = self.sessions.get_mut(&session)
-            && entry.rooms.contains(room)
-            && !entry.joining.contains(room)
-        {
-            entry.joining.push(room.clone());
+        let Some(entry) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if !entry.rooms.contains(room) {
+            return;
+        }
+        match entry.joining.iter_mut().find(|(r, _)| r == room) {
+            Some((_, reads)) => *reads += 1,
+            None => entry.joining.push((room.clone(), 1)),
         }
     }
 
-    /// A store read for `session`'s join of `room` came back: whether the session still
-    /// waits for it (it may have left, been evicted or gone meanwhile). It is no longer
-    /// joining either way.
+    /// A store read for `session`'s join of `room` came back: whether it is the one to
+    /// answer, i.e. the session still waits and no later join's read is on its way (reads
+    /// come back in the order they were sent, so the last one answers the last join). The
+    /// session is no longer joining once its last read is back.
     pub fn finish_read(&mut self, session: SessionId, room: &RoomId) -> bool {
         let Some(entry) = self.sessions.get_mut(&session) else {
             return false;
         };
-        match entry.joining.iter().position(|r| r == room) {
-            Some(pos) => {
-                entry.joining.swap_remove(pos);
-                true
-            }
-            None => false,
+        let Some(pos) = entry.joining.iter().position(|(r, _)| r == room) else {
+            return false;
+        };
+        entry.joining[pos].1 -= 1;
+        if entry.joining[pos].1 > 0 {
+            return false;
         }
+        entry.joining.swap_remove(pos);
+        true
     }
 
     /// Takes `room` off `session`'s rooms (left, or the join failed). Returns whether it was
@@ -249,7 +270,7 @@ impl<H> Registry<H> {
         };
         let before = entry.rooms.len();
         entry.rooms.retain(|r| r != room);
-        entry.joining.retain(|r| r != room);
+        entry.joining.retain(|(r, _)| r != room);
         entry.rooms.len() != before
     }
 
@@ -342,12 +363,18 @@ mod tests {
     fn joins_are_bounded_and_never_doubled() {
         let mut r = Registry::default();
         r.insert(SessionId(1), entry("ann", SessionKind::Chat));
-        assert_eq!(r.start_join(SessionId(1), &room("a"), 2), Ok(()));
+        assert_eq!(
+            r.start_join(SessionId(1), &room("a"), 2),
+            Ok(JoinStart::New)
+        );
         assert_eq!(
             r.start_join(SessionId(1), &room("a"), 2),
             Err(JoinRefused::AlreadyIn)
         );
-        assert_eq!(r.start_join(SessionId(1), &room("b"), 2), Ok(()));
+        assert_eq!(
+            r.start_join(SessionId(1), &room("b"), 2),
+            Ok(JoinStart::New)
+        );
         assert_eq!(
             r.start_join(SessionId(1), &room("c"), 2),
             Err(JoinRefused::TooManyRooms)
@@ -378,6 +405,27 @@ mod tests {
         r.wait_for_read(SessionId(1), &room("b"));
         r.forget_room(SessionId(1), &room("b"));
         assert!(!r.finish_read(SessionId(1), &room("b")));
+
+        // A second join while the first waits: only the last read answers.
+        r.start_join(SessionId(1), &room("d"), 5).unwrap();
+        r.wait_for_read(SessionId(1), &room("d"));
+        assert_eq!(
+            r.start_join(SessionId(1), &room("d"), 5),
+            Ok(JoinStart::Again)
+        );
+        r.wait_for_read(SessionId(1), &room("d"));
+        assert!(
+            !r.finish_read(SessionId(1), &room("d")),
+            "the first is overtaken"
+        );
+        assert!(
+            r.finish_read(SessionId(1), &room("d")),
+            "the second answers"
+        );
+        assert_eq!(
+            r.start_join(SessionId(1), &room("d"), 5),
+            Err(JoinRefused::AlreadyIn)
+        );
 
         // Gone entirely.
         r.start_join(SessionId(1), &room("c"), 5).unwrap();

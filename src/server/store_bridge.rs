@@ -62,6 +62,13 @@ impl ChatServer {
                 session,
                 frames,
             } => self.inbox_taken(user, session, frames),
+            Event::State(state) => {
+                if state != self.store_state {
+                    log::warn!("history store state={}", state.as_str());
+                }
+                self.store_state = state;
+                self.metrics.set_store_state(state);
+            }
         }
     }
 

@@ -260,6 +260,31 @@ pub enum Event {
         session: SessionId,
         frames: Vec<Frame>,
     },
+    /// The store's health changed (sent on each change only).
+    State(StoreState),
+}
+
+/// How the store is doing, as `/health` and the metrics report it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StoreState {
+    /// Its last batch committed.
+    #[default]
+    Ok,
+    /// Its last batch failed; it goes on trying with the next one.
+    Failing,
+    /// The store thread failed for good (it panicked): every op is answered as failed at once,
+    /// and the process shuts down so that a supervisor restarts it.
+    Down,
+}
+
+impl StoreState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreState::Ok => "ok",
+            StoreState::Failing => "failing",
+            StoreState::Down => "down",
+        }
+    }
 }
 
 /// A committed message, or the original of a resend.

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::{
-    Append, Backend, Event, Loaded, Op, Read, Retention, StoreError, StoreResult, Stored,
-    StoredMessage, to_i64,
+    Append, Backend, Event, Loaded, Op, Read, Retention, StoreError, StoreResult, StoreState,
+    Stored, StoredMessage, to_i64,
 };
 use crate::ids::{RoomId, Seq};
 use crate::protocol::{ServerMessage, timestamp_now};
@@ -52,13 +52,23 @@ impl StoreHandle {
         let thread = std::thread::Builder::new()
             .name("roomcast-store".into())
             .spawn(move || {
-                Writer {
+                let mut writer = Writer {
                     backend,
                     seqs: HashMap::new(),
                     written: HashSet::new(),
                     retention,
+                    state: StoreState::Ok,
+                };
+                // A panic (a bug, or a backend that cannot go on) must not leave anyone
+                // waiting: what is queued, and everything sent afterwards, is answered as
+                // failed, and `ChatServer` is told the store is down.
+                let run = std::panic::AssertUnwindSafe(|| writer.run(&rx, &events, prune_every));
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    let why = panic_message(&panic);
+                    log::error!("store thread failed: {why}; answering every op as failed");
+                    events.do_send(StoreEvents(vec![Event::State(StoreState::Down)]));
+                    answer_failed(&rx, &events, &format!("the history store failed: {why}"));
                 }
-                .run(rx, events, prune_every)
             })?;
         Ok(StoreHandle {
             tx: Some(tx),
@@ -98,13 +108,63 @@ struct Writer {
     /// limit).
     written: HashSet<RoomId>,
     retention: Retention,
+    /// Reported to `ChatServer` on each change.
+    state: StoreState,
+}
+
+/// What a panic carried, as text.
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
+}
+
+/// After the store failed for good: answers every op as failed, at once, until `ChatServer`
+/// closes the channel.
+fn answer_failed(rx: &mpsc::Receiver<Op>, events: &Recipient<StoreEvents>, error: &str) {
+    while let Ok(first) = rx.recv() {
+        let mut out = vec![failed(first, error)];
+        out.extend(rx.try_iter().take(MAX_BATCH).map(|op| failed(op, error)));
+        events.do_send(StoreEvents(out));
+    }
+}
+
+/// The outcome of `op` when nothing could be done for it.
+fn failed(op: Op, error: &str) -> Event {
+    let error = error.to_owned();
+    match op {
+        Op::Append(a) => Event::NotStored {
+            room: a.room,
+            client_msg_id: a.client_msg_id,
+            tag: a.tag,
+            error,
+        },
+        Op::Read { room, read, tag } => Event::Loaded {
+            room,
+            read,
+            tag,
+            result: Err(error),
+        },
+        Op::InboxPut { users, tag, .. } => Event::InboxStored {
+            tag,
+            users,
+            result: Err(error),
+        },
+        Op::InboxTake { user, session } => Event::InboxTaken {
+            user,
+            session,
+            frames: Vec::new(),
+        },
+    }
 }
 
 impl Writer {
     fn run(
-        mut self,
-        rx: mpsc::Receiver<Op>,
-        events: Recipient<StoreEvents>,
+        &mut self,
+        rx: &mpsc::Receiver<Op>,
+        events: &Recipient<StoreEvents>,
         prune_every: Duration,
     ) {
         let mut next_prune = Instant::now() + prune_every;
@@ -119,9 +179,20 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    let out = self.batch(ops);
-                    if !out.is_empty() {
-                        events.do_send(StoreEvents(out));
+                    // A panic in the batch leaves its unanswered ops in `ops`: they are answered
+                    // as failed before the panic goes on to end the thread's normal work.
+                    let batch = std::panic::AssertUnwindSafe(|| self.batch(&mut ops));
+                    match std::panic::catch_unwind(batch) {
+                        Ok(out) if out.is_empty() => {}
+                        Ok(out) => events.do_send(StoreEvents(out)),
+                        Err(panic) => {
+                            let why =
+                                format!("the history store failed: {}", panic_message(&panic));
+                            let mut out = vec![Event::State(StoreState::Down)];
+                            out.extend(ops.drain(..).map(|op| failed(op, &why)));
+                            events.do_send(StoreEvents(out));
+                            std::panic::resume_unwind(panic);
+                        }
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -135,29 +206,49 @@ impl Writer {
         log::info!("store closed");
     }
 
-    /// Runs `ops` in one transaction and returns their outcomes.
-    fn batch(&mut self, ops: Vec<Op>) -> Vec<Event> {
+    /// Runs `ops` in one transaction and returns their outcomes; `ops` is left empty.
+    fn batch(&mut self, ops: &mut Vec<Op>) -> Vec<Event> {
         let now = self.retention.clock.now_ms();
         let attempt = self
             .backend
             .begin()
             .and_then(|()| {
                 let mut out = Vec::with_capacity(ops.len());
-                for op in &ops {
+                for op in ops.iter() {
                     out.push(self.apply(op, now)?);
                 }
                 Ok(out)
             })
             .and_then(|out| self.backend.commit().map(|()| out));
         match attempt {
-            Ok(out) => out,
+            Ok(mut out) => {
+                ops.clear();
+                self.report(StoreState::Ok, &mut out);
+                out
+            }
             Err(e) => {
                 self.backend.rollback();
                 // Seqs handed out in the failed transaction were never stored.
                 self.seqs.clear();
                 log::error!("store write failed, {} ops not stored: {e}", ops.len());
-                ops.into_iter().map(|op| self.fail(op, &e, now)).collect()
+                // Popped one by one (from the reversed list, so in op order), so that a panic
+                // here leaves the ops not yet answered in `ops`.
+                let mut out: Vec<Event> = Vec::with_capacity(ops.len());
+                ops.reverse();
+                while let Some(op) = ops.pop() {
+                    out.push(self.fail(op, &e, now));
+                }
+                self.report(StoreState::Failing, &mut out);
+                out
             }
+        }
+    }
+
+    /// Adds a state change to a batch's outcomes, when the state changed.
+    fn report(&mut self, state: StoreState, out: &mut Vec<Event>) {
+        if self.state != state {
+            self.state = state;
+            out.push(Event::State(state));
         }
     }
 
