@@ -162,6 +162,12 @@ pub struct Config {
     /// the open-file limit); past it a request gets HTTP 503 and its connection is closed.
     #[arg(long, env = "ROOMCAST_MAX_HTTP_CONNECTIONS", default_value_t = 128)]
     pub max_http_connections: usize,
+
+    /// Run as a node of the cluster that this Redis coordinates (`redis://HOST:PORT`):
+    /// seqs, history, recovery and the inbox are shared through it, and every node delivers
+    /// every room's chats. Without it the node runs alone on `--store`.
+    #[arg(long, env = "ROOMCAST_CLUSTER", value_name = "REDIS_URL")]
+    pub cluster: Option<String>,
 }
 
 /// Shortest accepted `--heartbeat-interval` and `--client-timeout`, in seconds: a zero

@@ -22,6 +22,7 @@
 //! `ChatServer` and the HTTP server, and returns a [`Running`] server that can be shut down.
 
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod http;
@@ -77,7 +78,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     // The memory store keeps enough per room for the longest recovery.
     let keep = config.history_keep.max(config.recovery_max);
-    let backend = store::open(&config.store, config.sync, keep)?;
+    let backend = match &config.cluster {
+        Some(url) => {
+            cluster::check_reachable(url)?;
+            None
+        }
+        None => Some(store::open(&config.store, config.sync, keep)?),
+    };
     // One per server: sessions and `ChatServer` report into it.
     let metrics = Metrics::new();
     let chat_arbiter = Arbiter::new();
@@ -86,7 +93,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let chat_metrics = Arc::clone(&metrics);
     chat_arbiter.spawn_fn(move || {
         let broker = Box::new(broker::LocalBroker);
-        let chat = ChatServer::start_with(&chat_config, backend, broker, chat_metrics);
+        let chat = match (backend, &chat_config.cluster) {
+            (Some(backend), _) => {
+                ChatServer::start_with(&chat_config, backend, broker, chat_metrics)
+                    .map_err(anyhow::Error::from)
+            }
+            (None, Some(url)) => ChatServer::start_cluster(&chat_config, url, broker, chat_metrics),
+            (None, None) => Err(anyhow::anyhow!("no store")),
+        };
         let _ = chat_tx.send(chat);
     });
     let chat = chat_rx

@@ -172,6 +172,8 @@ error_codes! {
     BinaryUnsupported => "binary_unsupported",
     /// The history store failed: the message was not stored (no ack), or a read failed.
     StoreUnavailable => "store_unavailable",
+    /// Cluster mode: messages of a room were lost between nodes and are no longer kept.
+    HistoryGap => "history_gap",
 }
 
 impl Serialize for ErrorCode {

@@ -69,7 +69,7 @@ impl ChatServer {
                     let id = client_msg_id.as_deref();
                     self.send_chat_error(session, ErrorCode::Overloaded, msg, &room, id);
                 }
-                Tag::Request(_) => {
+                Tag::Request(_) | Tag::Fill => {
                     let error = "the history store is overloaded".to_owned();
                     self.not_stored(room, client_msg_id, tag, error)
                 }
@@ -94,7 +94,10 @@ impl ChatServer {
     /// A message is committed: deliver it to the room (unless it is a resend) and answer
     /// whoever sent it.
     pub(super) fn stored(&mut self, e: Stored) {
+        // In a cluster every node delivers from the cluster's channel (`replicas`), this one
+        // included; here the sender is only answered.
         if !e.duplicate
+            && !self.cluster
             && let Some(room) = self.rooms.get_mut(&e.room)
         {
             room.record(HistoryEntry {
@@ -121,6 +124,7 @@ impl ChatServer {
                 }
                 self.finish_closing(session);
             }
+            Tag::Fill => {}
             Tag::Request(id) => {
                 if let Some(Waiter::Post(tx)) = self.waiting.remove(&id) {
                     let _ = tx.send(Ok(Posted {
@@ -153,6 +157,7 @@ impl ChatServer {
                 self.send_chat_error(session, ErrorCode::StoreUnavailable, &msg, &room, id);
                 self.finish_closing(session);
             }
+            Tag::Fill => {}
             Tag::Request(id) => {
                 if let Some(Waiter::Post(tx)) = self.waiting.remove(&id) {
                     let _ = tx.send(Err(ApiFailure::Store(error)));

@@ -118,6 +118,7 @@ impl ChatServer {
             },
         };
         self.sessions.wait_for_read(session, &room_id);
+        self.await_room(&room_id);
         let op = Op::Read {
             room: room_id.clone(),
             read,

@@ -38,6 +38,7 @@ pub mod messages;
 mod outbox;
 mod queries;
 pub mod registry;
+mod replicas;
 pub mod room;
 mod store_bridge;
 #[cfg(test)]
@@ -150,6 +151,13 @@ pub struct ChatServer {
     next_request: u64,
     broker: Box<dyn Broker>,
     metrics: Arc<Metrics>,
+    /// Cluster mode: chats are delivered from the cluster's channel (`replicas`), not when
+    /// this node's store answers.
+    cluster: bool,
+    /// Cluster mode: chats held per room while a gap is filled or a join's read is on its way.
+    held: HashMap<RoomId, replicas::Held>,
+    /// Cluster mode: the node is subscribed to the cluster's channel.
+    subscribed: bool,
     /// Set by `Shutdown`: no new sessions.
     shutting_down: bool,
     slow_consumers_closed: u64,
@@ -179,6 +187,9 @@ impl ChatServer {
             next_request: 1,
             broker,
             metrics,
+            cluster: false,
+            held: HashMap::new(),
+            subscribed: false,
             shutting_down: false,
             slow_consumers_closed: 0,
         }
@@ -200,6 +211,26 @@ impl ChatServer {
         )?;
         let limits = ServerLimits::from_config(config);
         Ok(ctx.run(ChatServer::new(limits, store, broker, metrics)))
+    }
+
+    /// Starts a `ChatServer` of a cluster node on the current arbiter: its store thread
+    /// answers from the Redis at `url`, and a subscriber thread brings it every chat any node
+    /// stores ([`crate::cluster`]).
+    pub fn start_cluster(
+        config: &Config,
+        url: &str,
+        broker: Box<dyn Broker>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Addr<ChatServer>> {
+        let ctx = Context::new();
+        let store = crate::cluster::store::RedisStore::new(url, config.retention())?;
+        let events = ctx.address().recipient();
+        let store = StoreHandle::spawn(move |rx| store.run(rx, events))?;
+        crate::cluster::subscriber::start(url, ctx.address().recipient())?;
+        let limits = ServerLimits::from_config(config);
+        let mut server = ChatServer::new(limits, store, broker, metrics);
+        server.cluster = true;
+        Ok(ctx.run(server))
     }
 
     // Delivery: every frame for a session goes through its outbox.

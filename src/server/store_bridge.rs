@@ -62,6 +62,8 @@ impl ChatServer {
                 session,
                 frames,
             } => self.inbox_taken(user, session, frames),
+            Event::Published { room, seq, frame } => self.published(room, seq, frame),
+            Event::Subscribed(up) => self.subscribed(up),
             Event::State(state) => {
                 if state != self.store_state {
                     log::warn!("history store state={}", state.as_str());
@@ -114,16 +116,23 @@ impl ChatServer {
     /// A read came back: a join's history, a session's history page, or an HTTP request's.
     fn loaded(&mut self, room: RoomId, read: Read, tag: Tag, result: Result<Loaded, String>) {
         match (tag, result) {
+            (Tag::Fill, result) => self.filled(room, result),
             (Tag::Session(session), Ok(loaded)) => match read {
                 Read::Before { .. } => self.send_history(session, &room, loaded),
-                _ => self.joined_from_store(session, room, loaded),
+                _ => {
+                    self.joined_from_store(session, room.clone(), loaded);
+                    self.room_awaited(&room);
+                }
             },
             (Tag::Session(session), Err(e)) => match read {
                 Read::Before { .. } => {
                     let msg = format!("cannot read history now: {e}");
                     self.send_error(session, ErrorCode::StoreUnavailable, &msg, Some(&room));
                 }
-                _ => self.join_failed(session, &room, &e),
+                _ => {
+                    self.join_failed(session, &room, &e);
+                    self.room_awaited(&room);
+                }
             },
             (Tag::Request(id), result) => match self.waiting.remove(&id) {
                 Some(Waiter::History(tx)) => {

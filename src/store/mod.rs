@@ -180,6 +180,8 @@ pub enum Tag {
     Session(SessionId),
     /// An HTTP request waiting in `ChatServer` under this number.
     Request(u64),
+    /// `ChatServer` itself, filling a gap in a room's live messages (cluster mode).
+    Fill,
 }
 
 /// What to read from a room.
@@ -262,6 +264,16 @@ pub enum Event {
     },
     /// The store's health changed (sent on each change only).
     State(StoreState),
+    /// Cluster mode: a chat committed by any node, as the cluster's channel carried it. Every
+    /// node, the one that stored it included, delivers chats from these only, in seq order.
+    Published {
+        room: RoomId,
+        seq: Seq,
+        frame: Frame,
+    },
+    /// Cluster mode: the node's subscription to the cluster's channel was lost (`false`) or
+    /// is back (`true`). Back, every live room's gap since its last seq must be filled.
+    Subscribed(bool),
 }
 
 /// How the store is doing, as `/health` and the metrics report it.

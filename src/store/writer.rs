@@ -48,28 +48,34 @@ impl StoreHandle {
         retention: Retention,
         prune_every: Duration,
     ) -> std::io::Result<Self> {
+        Self::spawn(move |rx| {
+            let mut writer = Writer {
+                backend,
+                seqs: HashMap::new(),
+                written: HashSet::new(),
+                retention,
+                state: StoreState::Ok,
+            };
+            // A panic (a bug, or a backend that cannot go on) must not leave anyone
+            // waiting: what is queued, and everything sent afterwards, is answered as
+            // failed, and `ChatServer` is told the store is down.
+            let run = std::panic::AssertUnwindSafe(|| writer.run(&rx, &events, prune_every));
+            if let Err(panic) = std::panic::catch_unwind(run) {
+                let why = panic_message(&panic);
+                log::error!("store thread failed: {why}; answering every op as failed");
+                events.do_send(StoreEvents(vec![Event::State(StoreState::Down)]));
+                answer_failed(&rx, &events, &format!("the history store failed: {why}"));
+            }
+        })
+    }
+
+    /// Starts a store thread running `work` on the ops it is sent: the SQLite/memory writer
+    /// above, or the cluster's Redis store ([`crate::cluster`]).
+    pub fn spawn(work: impl FnOnce(mpsc::Receiver<Op>) + Send + 'static) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("roomcast-store".into())
-            .spawn(move || {
-                let mut writer = Writer {
-                    backend,
-                    seqs: HashMap::new(),
-                    written: HashSet::new(),
-                    retention,
-                    state: StoreState::Ok,
-                };
-                // A panic (a bug, or a backend that cannot go on) must not leave anyone
-                // waiting: what is queued, and everything sent afterwards, is answered as
-                // failed, and `ChatServer` is told the store is down.
-                let run = std::panic::AssertUnwindSafe(|| writer.run(&rx, &events, prune_every));
-                if let Err(panic) = std::panic::catch_unwind(run) {
-                    let why = panic_message(&panic);
-                    log::error!("store thread failed: {why}; answering every op as failed");
-                    events.do_send(StoreEvents(vec![Event::State(StoreState::Down)]));
-                    answer_failed(&rx, &events, &format!("the history store failed: {why}"));
-                }
-            })?;
+            .spawn(move || work(rx))?;
         Ok(StoreHandle {
             tx: Some(tx),
             thread: Some(thread),
@@ -113,7 +119,7 @@ struct Writer {
 }
 
 /// What a panic carried, as text.
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
@@ -123,7 +129,7 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 
 /// After the store failed for good: answers every op as failed, at once, until `ChatServer`
 /// closes the channel.
-fn answer_failed(rx: &mpsc::Receiver<Op>, events: &Recipient<StoreEvents>, error: &str) {
+pub(crate) fn answer_failed(rx: &mpsc::Receiver<Op>, events: &Recipient<StoreEvents>, error: &str) {
     while let Ok(first) = rx.recv() {
         let mut out = vec![failed(first, error)];
         out.extend(rx.try_iter().take(MAX_BATCH).map(|op| failed(op, error)));
@@ -132,7 +138,7 @@ fn answer_failed(rx: &mpsc::Receiver<Op>, events: &Recipient<StoreEvents>, error
 }
 
 /// The outcome of `op` when nothing could be done for it.
-fn failed(op: Op, error: &str) -> Event {
+pub(crate) fn failed(op: Op, error: &str) -> Event {
     let error = error.to_owned();
     match op {
         Op::Append(a) => Event::NotStored {

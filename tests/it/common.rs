@@ -233,8 +233,10 @@ impl Client {
 
     /// The next text frame as it came, not parsed.
     pub async fn recv_text(&mut self) -> String {
+        // One deadline for the call: the server's pings must not keep extending it.
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
         loop {
-            let msg = tokio::time::timeout(TIMEOUT, self.ws.next())
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
                 .expect("no frame arrived in time")
                 .expect("the connection ended")
@@ -304,8 +306,9 @@ impl Client {
     /// without one) and the text frames read before it.
     pub async fn until_closed(&mut self) -> (Option<CloseFrame>, Vec<Value>) {
         let mut texts = Vec::new();
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
         loop {
-            match tokio::time::timeout(TIMEOUT, self.ws.next())
+            match tokio::time::timeout_at(deadline, self.ws.next())
                 .await
                 .expect("the server did not close in time")
             {
@@ -617,8 +620,10 @@ impl ClientStream {
     /// The next text frame as JSON; `None` when the connection ends, fails or goes quiet for
     /// `TIMEOUT`.
     pub async fn next_value(&mut self) -> Option<Value> {
+        // One deadline for the call: the server's pings must not keep extending it.
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
         loop {
-            match tokio::time::timeout(TIMEOUT, self.0.next()).await {
+            match tokio::time::timeout_at(deadline, self.0.next()).await {
                 Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(t.as_str()).ok(),
                 Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => {
                     return None;

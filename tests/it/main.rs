@@ -5,6 +5,7 @@
 mod api;
 mod bad_input;
 mod chat;
+mod cluster;
 mod common;
 mod durable;
 mod hostile;

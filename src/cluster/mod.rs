@@ -1,0 +1,129 @@
+//! Several nodes as one server, through Redis (`--cluster redis://HOST:PORT`).
+//!
+//! Redis is the cluster's sequencer, its shared history and its fan-out:
+//! - A chat is appended by one script ([`append.lua`](../../src/cluster/append.lua)) that, in
+//!   one atomic step, checks for a resend, takes the room's next seq, adds the chat's frame to
+//!   the room's stream and publishes it on the cluster's channel. So per room the seqs, the
+//!   stream and the channel agree on one order, whichever node posted.
+//! - Every node, the posting one included, delivers chats only from the channel
+//!   ([`subscriber`]), in seq order per room: a node that misses channel traffic (a lost
+//!   connection, a slow subscriber) sees a gap in a room's seqs and fills it from the room's
+//!   stream before delivering anything later (`ChatServer`'s `published`).
+//! - History, recovery (`since_seq`) and the offline inbox are read from Redis ([`store`]),
+//!   so they are the same on every node.
+//! - A chat is acknowledged once the script has run: it is in Redis. What Redis keeps across
+//!   its own crash follows its persistence settings (see ARCHITECTURE.md, "Cluster").
+//!
+//! Keys (`R` a room, `U` a user; every key starts with `roomcast:`):
+//!
+//! | key | type | what | bound |
+//! | --- | --- | --- | --- |
+//! | `room:R:seq` | string | the room's newest seq | one per room |
+//! | `room:R:first` | string | the room's first seq in this dataset | one per room |
+//! | `room:R:log` | stream | the room's chats, entry id `SEQ-1`, field `f` the frame | `MAXLEN ~ --retention-messages` |
+//! | `resend:R:U:ID` | string | the seq stored for a `client_msg_id`, for resends | expires after 24 h |
+//! | `inbox:U` | list | `EXPIRES_MS\nFRAME`, the user's stored notifications | `--inbox-max`, expires after `--inbox-ttl-secs` |
+//! | `epoch` | string | Unix seconds when this dataset began; seqs start at `epoch × 10^6 + 1` | one |
+//!
+//! The channel `roomcast:chats` carries `R\nSEQ\nFRAME` for every chat.
+//!
+//! Seqs start at `epoch × 10^6 + 1` rather than 1 so that a Redis that lost its data cannot
+//! make a seq mean two messages: the new dataset's epoch is later, so its seqs are higher
+//! than any handed out before (unless a room averaged a million chats a second). And each
+//! append carries the highest seq its node has seen in the room as a floor, so a Redis that
+//! lost only its newest writes continues above what nodes saw. Seqs stay below 2^53, exact
+//! in JavaScript.
+
+pub mod store;
+pub mod subscriber;
+
+use std::time::Duration;
+
+use crate::ids::{RoomId, Seq, UserId};
+
+/// The channel every chat is published on.
+pub const CHANNEL: &str = "roomcast:chats";
+
+/// How long a node waits for Redis to answer a connection attempt.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a resend key is kept: a chat resent later than this is stored again.
+pub const RESEND_TTL_SECS: u64 = 24 * 3600;
+
+pub(crate) fn seq_key(room: &RoomId) -> String {
+    format!("roomcast:room:{room}:seq")
+}
+
+pub(crate) fn first_key(room: &RoomId) -> String {
+    format!("roomcast:room:{room}:first")
+}
+
+pub(crate) fn log_key(room: &RoomId) -> String {
+    format!("roomcast:room:{room}:log")
+}
+
+pub(crate) fn resend_key(room: &RoomId, user: &UserId, client_msg_id: &str) -> String {
+    format!("roomcast:resend:{room}:{user}:{client_msg_id}")
+}
+
+pub(crate) fn inbox_key(user: &UserId) -> String {
+    format!("roomcast:inbox:{user}")
+}
+
+pub(crate) const EPOCH_KEY: &str = "roomcast:epoch";
+
+/// The stream entry id of a seq.
+pub(crate) fn entry_id(seq: Seq) -> String {
+    format!("{}-1", seq.0)
+}
+
+/// The seq of a stream entry id.
+pub(crate) fn seq_of_entry(id: &str) -> Option<Seq> {
+    id.split('-').next()?.parse().ok().map(Seq)
+}
+
+/// One message of the channel: `ROOM\nSEQ\nFRAME`.
+pub fn parse_published(payload: &str) -> Option<(RoomId, Seq, &str)> {
+    let mut parts = payload.splitn(3, '\n');
+    let room = RoomId::parse(parts.next()?)?;
+    let seq = Seq(parts.next()?.parse().ok()?);
+    Some((room, seq, parts.next()?))
+}
+
+/// Checks at start that Redis answers at `url`, so that a node with a wrong address stops at
+/// once with a message that names it.
+pub fn check_reachable(url: &str) -> anyhow::Result<()> {
+    let client = redis::Client::open(url)
+        .map_err(|e| anyhow::anyhow!("--cluster {url}: not a Redis URL: {e}"))?;
+    let mut con = client
+        .get_connection_with_timeout(CONNECT_TIMEOUT)
+        .map_err(|e| anyhow::anyhow!("cannot reach the cluster's Redis at {url}: {e}"))?;
+    redis::cmd("PING")
+        .query::<String>(&mut con)
+        .map_err(|e| anyhow::anyhow!("the cluster's Redis at {url} does not answer: {e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_messages_split_into_room_seq_and_frame() {
+        let (room, seq, frame) =
+            parse_published("lobby\n1764000000000007\n{\"a\":\"x\\ny\"}").unwrap();
+        assert_eq!(room.as_str(), "lobby");
+        assert_eq!(seq, Seq(1_764_000_000_000_007));
+        assert_eq!(frame, "{\"a\":\"x\\ny\"}");
+        assert!(parse_published("lobby\nseven\n{}").is_none());
+        assert!(parse_published("bad room\n1\n{}").is_none());
+        assert!(parse_published("lobby\n1").is_none());
+    }
+
+    #[test]
+    fn entry_ids_carry_the_seq() {
+        assert_eq!(entry_id(Seq(42)), "42-1");
+        assert_eq!(seq_of_entry("42-1"), Some(Seq(42)));
+        assert_eq!(seq_of_entry("x-1"), None);
+    }
+}

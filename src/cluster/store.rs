@@ -1,0 +1,455 @@
+//! The store thread in cluster mode: the same [`Op`]s and [`Event`]s as the SQLite writer,
+//! answered from Redis. Appends run the append script (seq, stream, publish in one step);
+//! reads are stream ranges; the inbox is a list per user.
+//!
+//! A lost connection is reopened at the next op (at most every [`RETRY_EVERY`]); until then
+//! every op is answered as failed at once (`store_unavailable`, never an ack), and the store
+//! reports `failing` until an op succeeds again.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use redis::streams::StreamRangeReply;
+
+use super::{
+    CHANNEL, CONNECT_TIMEOUT, EPOCH_KEY, RESEND_TTL_SECS, entry_id, first_key, inbox_key, log_key,
+    resend_key, seq_key, seq_of_entry,
+};
+use crate::ids::{RoomId, Seq};
+use crate::protocol::{Frame, ServerMessage, timestamp_now};
+use crate::server::room::HistoryEntry;
+use crate::store::writer::{StoreEvents, failed};
+use crate::store::{Append, Event, Loaded, Op, Read, Retention, StoreState, Stored};
+
+/// How often a lost connection is tried again.
+const RETRY_EVERY: Duration = Duration::from_millis(250);
+
+/// Most ops answered in one message to `ChatServer`.
+const MAX_BATCH: usize = 1024;
+
+/// Rooms whose highest seen seq is remembered (the floor of their appends).
+const MAX_FLOORS: usize = 100_000;
+
+/// A seq no chat can have, written into a frame where its seq goes and replaced by the
+/// script: `"seq":` followed by it appears once in an encoded chat (a text holding the same
+/// characters is inside a JSON string, where the quotes are escaped).
+const SEQ_MARK: &str = "\"seq\":18446744073709551615";
+
+/// The store thread's state.
+pub struct RedisStore {
+    client: redis::Client,
+    con: Option<redis::Connection>,
+    /// When the connection was last tried, so a Redis that is down is not hammered.
+    tried: Option<Instant>,
+    script: redis::Script,
+    /// Room -> the highest seq this node has seen there.
+    floors: HashMap<RoomId, Seq>,
+    retention: Retention,
+    state: StoreState,
+}
+
+impl RedisStore {
+    pub fn new(url: &str, retention: Retention) -> redis::RedisResult<Self> {
+        Ok(RedisStore {
+            client: redis::Client::open(url)?,
+            con: None,
+            tried: None,
+            script: redis::Script::new(include_str!("append.lua")),
+            floors: HashMap::new(),
+            retention,
+            state: StoreState::Ok,
+        })
+    }
+
+    /// Answers ops until `ChatServer` closes the channel.
+    pub fn run(mut self, rx: mpsc::Receiver<Op>, events: Recipient<StoreEvents>) {
+        while let Ok(first) = rx.recv() {
+            let mut out = Vec::new();
+            for op in std::iter::once(first).chain(rx.try_iter().take(MAX_BATCH - 1)) {
+                let event = self.answer(op);
+                out.push(event);
+            }
+            events.do_send(StoreEvents(out));
+        }
+        log::info!("cluster store closed");
+    }
+
+    /// One op's outcome, with the store's state change (if any) before it.
+    fn answer(&mut self, op: Op) -> Event {
+        let result = match self.connection() {
+            Ok(()) => self.apply(&op),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(event) => {
+                self.state = StoreState::Ok;
+                event
+            }
+            Err(e) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                    self.con = None;
+                }
+                self.state = StoreState::Failing;
+                log::warn!("cluster store: {e}");
+                failed(op, &format!("the cluster's Redis failed: {e}"))
+            }
+        }
+    }
+
+    fn connection(&mut self) -> redis::RedisResult<()> {
+        if self.con.is_some() {
+            return Ok(());
+        }
+        if self.tried.is_some_and(|t| t.elapsed() < RETRY_EVERY) {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "not connected to Redis",
+            )));
+        }
+        self.tried = Some(Instant::now());
+        let con = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+        con.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+        con.set_write_timeout(Some(CONNECT_TIMEOUT))?;
+        self.con = Some(con);
+        Ok(())
+    }
+
+    fn con(&mut self) -> &mut redis::Connection {
+        self.con.as_mut().expect("connection() succeeded before")
+    }
+
+    fn saw(&mut self, room: &RoomId, seq: Seq) {
+        if self.floors.len() >= MAX_FLOORS {
+            self.floors.clear();
+        }
+        let floor = self.floors.entry(room.clone()).or_default();
+        *floor = (*floor).max(seq);
+    }
+
+    fn apply(&mut self, op: &Op) -> redis::RedisResult<Event> {
+        Ok(match op {
+            Op::Append(a) => self.append(a)?,
+            Op::Read { room, read, tag } => Event::Loaded {
+                room: room.clone(),
+                read: *read,
+                tag: *tag,
+                result: Ok(self.read(room, *read)?),
+            },
+            Op::InboxPut { users, frame, tag } => {
+                let ttl_ms = self.retention.inbox_ttl_ms;
+                let expires = self.retention.clock.now_ms().saturating_add(ttl_ms as i64);
+                let max = self.retention.inbox_max as isize;
+                let mut pipe = redis::pipe();
+                for user in users {
+                    let key = inbox_key(user);
+                    pipe.cmd("RPUSH")
+                        .arg(&key)
+                        .arg(format!("{expires}\n{frame}"));
+                    pipe.cmd("LTRIM").arg(&key).arg(-max).arg(-1);
+                    pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms);
+                }
+                pipe.query::<()>(self.con())?;
+                Event::InboxStored {
+                    tag: *tag,
+                    users: users.clone(),
+                    result: Ok(()),
+                }
+            }
+            Op::InboxTake { user, session } => {
+                let key = inbox_key(user);
+                let (items,): (Vec<String>,) = redis::pipe()
+                    .atomic()
+                    .cmd("LRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-1)
+                    .cmd("DEL")
+                    .arg(&key)
+                    .ignore()
+                    .query(self.con())?;
+                let now = self.retention.clock.now_ms();
+                let frames = items
+                    .iter()
+                    .filter_map(|item| {
+                        let (expires, frame) = item.split_once('\n')?;
+                        (expires.parse::<i64>().ok()? > now).then(|| Frame::from(frame))
+                    })
+                    .collect();
+                Event::InboxTaken {
+                    user: user.clone(),
+                    session: *session,
+                    frames,
+                }
+            }
+        })
+    }
+
+    fn append(&mut self, a: &Append) -> redis::RedisResult<Event> {
+        let timestamp = timestamp_now();
+        let message_id = uuid::Uuid::new_v4().to_string();
+        let marked = ServerMessage::Chat {
+            user_id: &a.user,
+            room_id: &a.room,
+            text: &a.text,
+            timestamp: &timestamp,
+            message_id: &message_id,
+            seq: Seq(u64::MAX),
+            client_msg_id: a.client_msg_id.as_deref(),
+        }
+        .encode();
+        let (before, after) = marked
+            .split_once(SEQ_MARK)
+            .expect("an encoded chat holds its seq once");
+        let resend = a
+            .client_msg_id
+            .as_deref()
+            .map(|id| resend_key(&a.room, &a.user, id))
+            .unwrap_or_default();
+        let floor = self.floors.get(&a.room).copied().unwrap_or_default();
+        let max_len = match self.retention.max_messages {
+            0 => u64::MAX,
+            n => n,
+        };
+        let now_secs = self.retention.clock.now_ms() / 1000;
+        let con = self.con.as_mut().expect("connection() succeeded before");
+        let (new, seq): (u8, String) = self
+            .script
+            .key(seq_key(&a.room))
+            .key(log_key(&a.room))
+            .key(first_key(&a.room))
+            .key(EPOCH_KEY)
+            .key(&resend)
+            .arg(floor.0)
+            .arg(format!("{before}\"seq\":"))
+            .arg(after)
+            .arg(max_len)
+            .arg(CHANNEL)
+            .arg(a.room.as_str())
+            .arg(RESEND_TTL_SECS)
+            .arg(now_secs)
+            .invoke(con)?;
+        let seq = Seq(seq.parse().map_err(|_| bad_reply("the script's seq"))?);
+        self.saw(&a.room, seq);
+        let (frame, message_id, duplicate) = if new == 1 {
+            (
+                Frame::from(format!("{before}\"seq\":{}{after}", seq.0)),
+                message_id,
+                false,
+            )
+        } else {
+            let frame = self
+                .entry(&a.room, seq)?
+                .ok_or_else(|| bad_reply("the original of a resend is no longer kept"))?;
+            let original = message_id_of(&frame).unwrap_or_default();
+            (frame, original, true)
+        };
+        Ok(Event::Stored(Stored {
+            room: a.room.clone(),
+            seq,
+            message_id,
+            frame,
+            client_msg_id: a.client_msg_id.clone(),
+            tag: a.tag,
+            received: a.received,
+            duplicate,
+        }))
+    }
+
+    /// The stored frame of one seq, if the stream still has it.
+    fn entry(&mut self, room: &RoomId, seq: Seq) -> redis::RedisResult<Option<Frame>> {
+        let id = entry_id(seq);
+        let reply: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(log_key(room))
+            .arg(&id)
+            .arg(&id)
+            .query(self.con())?;
+        Ok(entries(reply).into_iter().next().map(|e| e.frame))
+    }
+
+    fn read(&mut self, room: &RoomId, read: Read) -> redis::RedisResult<Loaded> {
+        let loaded = match read {
+            Read::Recent(n) => self.recent(room, n)?,
+            Read::Since {
+                after,
+                max,
+                fallback,
+            } => match self.since(room, after, max)? {
+                Some(loaded) => loaded,
+                None => Loaded {
+                    recovered: Some(false),
+                    ..self.recent(room, fallback)?
+                },
+            },
+            Read::Before { before, limit } => {
+                let end = match before {
+                    Some(b) => format!("({}", entry_id(b)),
+                    None => "+".to_owned(),
+                };
+                let (last, reply): (Option<String>, StreamRangeReply) = redis::pipe()
+                    .atomic()
+                    .cmd("GET")
+                    .arg(seq_key(room))
+                    .cmd("XREVRANGE")
+                    .arg(log_key(room))
+                    .arg(end)
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(limit + 1)
+                    .query(self.con())?;
+                let mut newest_first = entries(reply);
+                let has_more = newest_first.len() > limit;
+                newest_first.truncate(limit);
+                newest_first.reverse();
+                Loaded {
+                    last_seq: parse_seq(last)?,
+                    entries: newest_first,
+                    has_more,
+                    recovered: None,
+                }
+            }
+        };
+        self.saw(room, loaded.last_seq);
+        Ok(loaded)
+    }
+
+    /// The newest `n` chats.
+    fn recent(&mut self, room: &RoomId, n: usize) -> redis::RedisResult<Loaded> {
+        let (last, first, reply): (Option<String>, Option<String>, StreamRangeReply) =
+            redis::pipe()
+                .atomic()
+                .cmd("GET")
+                .arg(seq_key(room))
+                .cmd("GET")
+                .arg(first_key(room))
+                .cmd("XREVRANGE")
+                .arg(log_key(room))
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(n.max(1))
+                .query(self.con())?;
+        let mut entries = entries(reply);
+        entries.truncate(n);
+        entries.reverse();
+        let first = parse_seq(first)?;
+        let has_more = entries.first().is_some_and(|e| e.seq > first);
+        Ok(Loaded {
+            last_seq: parse_seq(last)?,
+            entries,
+            has_more,
+            recovered: None,
+        })
+    }
+
+    /// Every chat after `after`, if the stream still holds them all and they are at most
+    /// `max`; `None` otherwise.
+    fn since(
+        &mut self,
+        room: &RoomId,
+        after: Seq,
+        max: usize,
+    ) -> redis::RedisResult<Option<Loaded>> {
+        let start = format!("({}", entry_id(after));
+        let (last, first, reply): (Option<String>, Option<String>, StreamRangeReply) =
+            redis::pipe()
+                .atomic()
+                .cmd("GET")
+                .arg(seq_key(room))
+                .cmd("GET")
+                .arg(first_key(room))
+                .cmd("XRANGE")
+                .arg(log_key(room))
+                .arg(start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(max + 1)
+                .query(self.con())?;
+        let (last, first) = (parse_seq(last)?, parse_seq(first)?);
+        let entries = entries(reply);
+        if after > last || entries.len() > max {
+            return Ok(None);
+        }
+        // The room's seqs run without holes from `first`: what follows `after` must start at
+        // the later of the two and end at the newest.
+        let complete = match (entries.first(), entries.last()) {
+            (None, _) => after == last,
+            (Some(oldest), Some(newest)) => {
+                oldest.seq == after.next().max(first) && newest.seq == last
+            }
+            (Some(_), None) => false,
+        };
+        Ok(complete.then_some(Loaded {
+            last_seq: last,
+            entries,
+            has_more: false,
+            recovered: Some(true),
+        }))
+    }
+}
+
+fn bad_reply(what: &'static str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Parse, what))
+}
+
+fn parse_seq(v: Option<String>) -> redis::RedisResult<Seq> {
+    match v {
+        None => Ok(Seq(0)),
+        Some(s) => s.parse().map(Seq).map_err(|_| bad_reply("a seq")),
+    }
+}
+
+/// A stream range as history entries, in the range's order.
+fn entries(reply: StreamRangeReply) -> Vec<HistoryEntry> {
+    reply
+        .ids
+        .into_iter()
+        .filter_map(|e| {
+            let seq = seq_of_entry(&e.id)?;
+            let frame: String = e.get("f")?;
+            Some(HistoryEntry {
+                seq,
+                frame: Frame::from(frame),
+            })
+        })
+        .collect()
+}
+
+/// The `message_id` of an encoded chat.
+fn message_id_of(frame: &Frame) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        message_id: String,
+    }
+    serde_json::from_str::<Id>(frame).ok().map(|i| i.message_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::UserId;
+
+    #[test]
+    fn the_seq_mark_splits_an_encoded_chat_once_whatever_the_text() {
+        let room = RoomId::parse("r").unwrap();
+        let user = UserId::parse("u").unwrap();
+        let text = format!("{SEQ_MARK} and \"seq\":18446744073709551615");
+        let frame = ServerMessage::Chat {
+            user_id: &user,
+            room_id: &room,
+            text: &text,
+            timestamp: "t",
+            message_id: "m",
+            seq: Seq(u64::MAX),
+            client_msg_id: None,
+        }
+        .encode();
+        assert_eq!(frame.matches(SEQ_MARK).count(), 1, "{frame}");
+        let (before, after) = frame.split_once(SEQ_MARK).unwrap();
+        let real = format!("{before}\"seq\":7{after}");
+        let v: serde_json::Value = serde_json::from_str(&real).unwrap();
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["text"], text.as_str());
+    }
+}

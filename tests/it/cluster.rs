@@ -1,0 +1,283 @@
+//! Several nodes on one Redis (`--cluster`): each test starts its own `redis-server` on a
+//! free loopback port and real roomcast binaries against it, and talks to them over real
+//! sockets. A missing `redis-server` is a failure (`scripts/test` installs it), never a skip.
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+/// A `redis-server` of the test's own, killed when dropped.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let dir = temp_dir("redis");
+        // A free port: bind port 0, read it, let it go, and have Redis take it (another
+        // process could take it between the two; then Redis fails and the test says so).
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server ({e}): run scripts/test, which installs it")
+            });
+        let redis = RedisServer { child, port, dir };
+        redis.wait_ready();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn wait_ready(&self) {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            if let Ok(mut con) = redis::Client::open(self.url())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+                && redis::cmd("PING").query::<String>(&mut con).is_ok()
+            {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs one command.
+    pub fn command(&self, args: &[&str]) -> redis::Value {
+        let mut con = redis::Client::open(self.url())
+            .and_then(|c| c.get_connection_with_timeout(TIMEOUT))
+            .expect("connect to the test's redis-server");
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut con).expect("redis command")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `n` nodes on `redis`.
+fn nodes(redis: &RedisServer, n: usize) -> Vec<ChildServer> {
+    let url = redis.url();
+    (0..n)
+        .map(|_| ChildServer::spawn(&["--cluster", &url, "--rate-per-sec", "0"]))
+        .collect()
+}
+
+/// Joins `room` as `user` on `node`; returns the client and its `joined` (with history).
+async fn join(node: &ChildServer, room: &str, user: &str) -> (Client, Joined) {
+    let mut c = Client::connect(&node.url(&format!("/ws/{room}/{user}"))).await;
+    c.expect("welcome").await;
+    let joined = c.read_joined().await;
+    (c, joined)
+}
+
+/// Reads until `n` chats have arrived (other frames skipped); returns them in order.
+async fn chats(c: &mut Client, n: usize) -> Vec<Value> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        let f = c.recv().await;
+        if f["type"] == "chat" {
+            got.push(f);
+        }
+    }
+    got
+}
+
+fn seqs(chats: &[Value]) -> Vec<u64> {
+    chats.iter().map(|c| c["seq"].as_u64().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn every_member_on_every_node_gets_every_chat_once_in_one_order() {
+    const PER_SENDER: usize = 30;
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 3);
+    let mut members = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        members.push(join(node, "r", &format!("u{i}")).await.0);
+    }
+    // Everyone is a member on its node before anyone posts: a barrier per client.
+    for m in &mut members {
+        m.send(json!({"type": "get_users"})).await;
+        m.expect("active_users").await;
+    }
+
+    let mut senders = Vec::new();
+    for (i, m) in members.into_iter().enumerate() {
+        senders.push(tokio::spawn(async move {
+            let (mut sink, mut stream) = m.split();
+            let send = tokio::spawn(async move {
+                for n in 0..PER_SENDER {
+                    let id = format!("u{i}-{n}");
+                    let chat = json!({"type": "chat", "text": id, "client_msg_id": id});
+                    sink.send(chat).await.expect("send");
+                }
+                sink
+            });
+            let (mut chats, mut acks) = (Vec::new(), 0);
+            while chats.len() < 3 * PER_SENDER || acks < PER_SENDER {
+                let f = stream
+                    .next_value()
+                    .await
+                    .expect("a frame before the timeout");
+                match f["type"].as_str() {
+                    Some("chat") => chats.push(f),
+                    Some("ack") => acks += 1,
+                    _ => {}
+                }
+            }
+            let _sink = send.await.unwrap();
+            chats
+        }));
+    }
+    let mut orders = Vec::new();
+    for s in senders {
+        orders.push(s.await.unwrap());
+    }
+    let first = seqs(&orders[0]);
+    assert!(
+        first.windows(2).all(|w| w[1] == w[0] + 1),
+        "gapless: {first:?}"
+    );
+    let texts: BTreeSet<&str> = orders[0]
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts.len(), 3 * PER_SENDER, "each chat once");
+    for (i, order) in orders.iter().enumerate() {
+        assert_eq!(order, &orders[0], "member {i} saw another order");
+    }
+}
+
+#[tokio::test]
+async fn history_and_recovery_are_the_same_on_every_node() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 3);
+    let (mut a, _) = join(&nodes[0], "h", "ann").await;
+    for n in 1..=5 {
+        a.send(json!({"type": "chat", "text": format!("m{n}")}))
+            .await;
+    }
+    let posted = chats(&mut a, 5).await;
+    let all = seqs(&posted);
+
+    // Joining on another node: the history posted on the first.
+    let (_b, joined) = join(&nodes[1], "h", "bob").await;
+    assert_eq!(joined.history_seqs(), all);
+    assert_eq!(joined.frame["last_seq"].as_u64(), Some(all[4]));
+
+    // Reconnecting to a third node after seeing the third: exactly the last two.
+    let url = nodes[2].url(&format!("/ws/h/cy?since_seq={}", all[2]));
+    let mut c = Client::connect(&url).await;
+    c.expect("welcome").await;
+    let recovered = c.read_joined().await;
+    assert_eq!(recovered.frame["recovered"], true, "{}", recovered.frame);
+    assert_eq!(recovered.history_seqs(), all[3..]);
+    // And the API answers the same history on any node.
+    for node in &nodes {
+        let (status, page) = api(node.addr, "GET", "/api/rooms/h/history", None).await;
+        assert_eq!(status, 200, "{page}");
+        let texts: Vec<&str> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(texts, ["m1", "m2", "m3", "m4", "m5"]);
+    }
+}
+
+#[tokio::test]
+async fn a_resend_to_another_node_is_answered_with_the_original() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 2);
+    let (mut a, _) = join(&nodes[0], "d", "ann").await;
+    a.send(json!({"type": "chat", "text": "once", "client_msg_id": "same"}))
+        .await;
+    let ack = a.expect("ack").await;
+    // The same user resends through another node (say, after a reconnect).
+    let (mut again, _) = join(&nodes[1], "d", "ann").await;
+    again
+        .send(json!({"type": "chat", "text": "once", "client_msg_id": "same"}))
+        .await;
+    let second = again.expect("ack").await;
+    assert_eq!(second["seq"], ack["seq"]);
+    assert_eq!(second["message_id"], ack["message_id"]);
+    let (_, page) = api(nodes[1].addr, "GET", "/api/rooms/d/history", None).await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_node_that_loses_its_subscription_fills_the_gap_before_going_on() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 2);
+    let (mut sender, _) = join(&nodes[0], "g", "ann").await;
+    let (mut reader, _) = join(&nodes[1], "g", "bob").await;
+    sender.send(json!({"type": "chat", "text": "before"})).await;
+    let before = chats(&mut reader, 1).await;
+
+    // Cut every subscriber's connection: what is published until they resubscribe is
+    // never received by them, and must come from the room's stream.
+    redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    for n in 0..20 {
+        sender
+            .send(json!({"type": "chat", "text": format!("m{n}")}))
+            .await;
+    }
+    let got = chats(&mut reader, 20).await;
+    let mut want = vec![before[0]["seq"].as_u64().unwrap()];
+    want.extend(seqs(&got));
+    assert!(
+        want.windows(2).all(|w| w[1] == w[0] + 1),
+        "gapless: {want:?}"
+    );
+    let texts: Vec<&str> = got.iter().map(|c| c["text"].as_str().unwrap()).collect();
+    let expected: Vec<String> = (0..20).map(|n| format!("m{n}")).collect();
+    assert_eq!(texts, expected);
+    // And nothing twice: a barrier shows no chat was queued after the last.
+    reader.send(json!({"type": "get_users"})).await;
+    assert_eq!(reader.recv().await["type"], "active_users");
+}
+
+#[tokio::test]
+async fn a_node_exits_with_a_clear_error_when_redis_is_unreachable() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let (code, stderr) = run_to_exit(&["--cluster", &url]);
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains(&url), "{stderr}");
+}
