@@ -21,6 +21,7 @@
 //! | `roomcast_notifications_pushed_total` | | notification frames queued, one per socket |
 //! | `roomcast_fanout_seconds` | | chat arrival to hand-over to the last recipient (histogram) |
 //! | `roomcast_store_write_failures_total` | | history writes the store failed |
+//! | `roomcast_broker_up` | | cluster mode: 1 while subscribed to the cluster's channel, 0 while reconnecting |
 //! | `roomcast_store_state` | | the history store: 0 ok, 1 failing (its last batch failed), 2 down |
 //!
 //! Every method is cheap and never fails: a metric that cannot be registered or encoded is
@@ -98,6 +99,7 @@ pub struct Metrics {
     fanout: Histogram,
     store_write_failures: IntCounter,
     store_state: IntGauge,
+    broker_up: IntGauge,
 }
 
 /// What the live-stats sampler reads once a second.
@@ -206,6 +208,10 @@ impl Metrics {
                 "roomcast_store_write_failures_total",
                 "History writes the store failed.",
             ),
+            broker_up: gauge(
+                "roomcast_broker_up",
+                "Cluster mode: 1 while subscribed to the cluster's channel, 0 while reconnecting.",
+            ),
             store_state: gauge(
                 "roomcast_store_state",
                 "The history store: 0 ok, 1 failing (its last batch failed), 2 down (failed for good).",
@@ -231,6 +237,10 @@ impl Metrics {
 
     pub fn set_rooms(&self, n: usize) {
         self.rooms.set(as_i64(n));
+    }
+
+    pub fn set_broker_up(&self, up: bool) {
+        self.broker_up.set(i64::from(up));
     }
 
     pub fn set_store_state(&self, state: crate::store::StoreState) {

@@ -11,13 +11,21 @@ use crate::store::StoreState;
 pub async fn health(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let stats = *state.stats.borrow();
     // Up, but without a working store it cannot take chats: a balancer should look elsewhere.
-    let (mut answer, status) = match stats.store {
-        StoreState::Ok => (HttpResponse::Ok(), "ok"),
-        StoreState::Failing | StoreState::Down => (HttpResponse::ServiceUnavailable(), "degraded"),
+    let degraded = stats.store != StoreState::Ok || stats.subscribed == Some(false);
+    let (mut answer, status) = match degraded {
+        false => (HttpResponse::Ok(), "ok"),
+        true => (HttpResponse::ServiceUnavailable(), "degraded"),
+    };
+    let broker = match stats.subscribed {
+        None => "local",
+        Some(true) => "up",
+        Some(false) => "reconnecting",
     };
     Ok(answer.json(serde_json::json!({
         "status": status,
         "store": stats.store.as_str(),
+        "broker": broker,
+        "broker_reconnects": stats.broker_reconnects,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": state.started.elapsed().as_secs(),
         "connections": stats.connections,

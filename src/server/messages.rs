@@ -230,6 +230,10 @@ pub struct Stats {
     pub slow_consumers_closed: u64,
     /// How the history store is doing.
     pub store: crate::store::StoreState,
+    /// Cluster mode: whether the node is subscribed to the cluster's channel (`None` alone).
+    pub subscribed: Option<bool>,
+    /// Cluster mode: times the subscription was lost since start.
+    pub broker_reconnects: u64,
 }
 
 /// A receiver of the counts `ChatServer` publishes after every message: `/health` reads it

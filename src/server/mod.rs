@@ -158,6 +158,8 @@ pub struct ChatServer {
     held: HashMap<RoomId, replicas::Held>,
     /// Cluster mode: the node is subscribed to the cluster's channel.
     subscribed: bool,
+    /// Cluster mode: times the subscription was lost.
+    broker_reconnects: u64,
     /// Set by `Shutdown`: no new sessions.
     shutting_down: bool,
     slow_consumers_closed: u64,
@@ -190,6 +192,7 @@ impl ChatServer {
             cluster: false,
             held: HashMap::new(),
             subscribed: false,
+            broker_reconnects: 0,
             shutting_down: false,
             slow_consumers_closed: 0,
         }

@@ -25,6 +25,8 @@ impl ChatServer {
             rooms: self.rooms.len(),
             slow_consumers_closed: self.slow_consumers_closed,
             store: self.store_state,
+            subscribed: self.cluster.then_some(self.subscribed),
+            broker_reconnects: self.broker_reconnects,
         }
     }
 

@@ -230,6 +230,10 @@ impl ChatServer {
     /// The channel subscription was lost or is back. Back, every live room catches up on
     /// what was published meanwhile.
     pub(super) fn subscribed(&mut self, up: bool) {
+        if self.subscribed && !up {
+            self.broker_reconnects += 1;
+        }
+        self.metrics.set_broker_up(up);
         self.subscribed = up;
         if up {
             let rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
