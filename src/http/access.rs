@@ -7,6 +7,7 @@
 
 use actix_web::HttpRequest;
 use actix_web::http::header::AUTHORIZATION;
+use subtle::ConstantTimeEq;
 
 use super::ApiError;
 use crate::config::Config;
@@ -36,9 +37,13 @@ pub fn check(req: &HttpRequest, config: &Config) -> Result<(), ApiError> {
     }
 }
 
-/// Compares without stopping at the first difference, so timing does not reveal the key.
+/// Compares without stopping at the first difference, so timing does not reveal how much of
+/// a guess was right. `subtle` rather than a hand-written fold: a fold has no early exit
+/// only until an optimizer sees that it may add one, while `subtle` passes the result
+/// through an optimization barrier (a volatile read) for exactly this purpose. The length is
+/// not hidden (a mismatch answers at once): it says nothing of the key's bytes.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.ct_eq(b).into()
 }
 
 #[cfg(test)]
@@ -47,9 +52,15 @@ mod tests {
 
     #[test]
     fn compares_keys() {
+        // Equal.
         assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(constant_time_eq(b"", b""));
+        // Different, at the end and at the start.
         assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"Secret"));
+        // Different lengths, one a prefix of the other either way.
         assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"secret2", b"secret"));
         assert!(!constant_time_eq(b"", b"x"));
     }
 }
