@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
+use crate::http::guard::{OriginRule, ProxyNet};
 use crate::protocol::{AnnouncedLimits, DecodeLimits};
 use crate::store::{Clock, Retention, StoreSpec, SyncMode};
 
@@ -162,6 +163,37 @@ pub struct Config {
     /// the open-file limit); past it a request gets HTTP 503 and its connection is closed.
     #[arg(long, env = "ROOMCAST_MAX_HTTP_CONNECTIONS", default_value_t = 128)]
     pub max_http_connections: usize,
+
+    // Transport hardening: who may open sockets, how fast, through which proxies.
+    // docs/DEPLOY.md says what each guards against.
+    /// Origins whose pages may open WebSockets, comma-separated (`https://chat.example.com`),
+    /// or `*` for any. Clients that send no `Origin` (programs) and this server's own pages
+    /// are always allowed; with nothing listed, pages on this machine (`http://localhost:*`,
+    /// `http://127.0.0.1:*`) too. `null` and `file://` only when listed. Others get 403.
+    #[arg(long, env = "ROOMCAST_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<OriginRule>,
+
+    /// WebSocket upgrades per second one client address (an IPv6 /64) may make, sustained
+    /// (0: no limit); past it HTTP 429 with `Retry-After`.
+    #[arg(long, env = "ROOMCAST_CONN_RATE_PER_IP", default_value_t = 20.0)]
+    pub conn_rate_per_ip: f64,
+
+    /// WebSocket upgrades one client address may make at once.
+    #[arg(long, env = "ROOMCAST_CONN_RATE_BURST", default_value_t = 40)]
+    pub conn_rate_burst: u32,
+
+    /// Apply `--conn-rate-per-ip` to loopback clients too (exempt by default, so local load
+    /// tests and the clients of a proxy not in `--trusted-proxies` are not limited).
+    #[arg(long, env = "ROOMCAST_CONN_RATE_LOOPBACK")]
+    pub conn_rate_loopback: bool,
+
+    /// Reverse proxies whose `X-Forwarded-For` (or `Forwarded`) names the client,
+    /// comma-separated addresses or networks (`127.0.0.1,10.0.0.0/8`). Those headers are read
+    /// only from these peers; the client is the rightmost address that is not one of them.
+    /// Behind a proxy, set this or `--api-key`: otherwise every client is the proxy's
+    /// address, loopback on the same host.
+    #[arg(long, env = "ROOMCAST_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ProxyNet>,
 }
 
 /// Shortest accepted `--heartbeat-interval` and `--client-timeout`, in seconds: a zero
@@ -291,6 +323,16 @@ impl Config {
         }
         if self.request_timeout_ms < 1000 || self.max_http_connections == 0 {
             return Err("--request-timeout-ms must be >= 1000, --max-http-connections >= 1".into());
+        }
+        if !self.conn_rate_per_ip.is_finite()
+            || self.conn_rate_per_ip < 0.0
+            || (self.conn_rate_per_ip > 0.0 && self.conn_rate_burst == 0)
+        {
+            return Err(format!(
+                "--conn-rate-per-ip must be a finite number >= 0 (not {}), and \
+                 --conn-rate-burst >= 1 when it is set",
+                self.conn_rate_per_ip
+            ));
         }
         Ok(())
     }

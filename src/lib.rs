@@ -107,6 +107,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         live,
         stats,
     });
+    // One per server: the per-IP connection rate is counted across the workers.
+    let upgrade_guard = web::Data::new(http::guard::UpgradeGuard::new(&config));
     let routes_config = Arc::clone(&config);
     let workers = match config.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -126,6 +128,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(upgrade_guard.clone())
             .wrap(actix_web::middleware::from_fn(http::bound_request))
             .configure(|cfg| http::routes(cfg, &routes_config))
             .default_service(web::to(http::not_found))

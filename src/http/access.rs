@@ -4,12 +4,17 @@
 //! `Authorization: Bearer KEY` (401 otherwise). Without a key, only clients on this machine
 //! (loopback addresses) are served (403 otherwise), so a server started with its defaults is
 //! not an open relay.
+//!
+//! "The client" is the address [`guard::client_ip`] finds: the TCP peer, or behind one of
+//! `--trusted-proxies` the address the proxy forwarded for. Behind a proxy on this machine
+//! that is not listed there, every request comes from loopback and is served: such a
+//! deployment needs `--trusted-proxies` or `--api-key` (docs/DEPLOY.md).
 
 use actix_web::HttpRequest;
 use actix_web::http::header::AUTHORIZATION;
 use subtle::ConstantTimeEq;
 
-use super::ApiError;
+use super::{ApiError, guard};
 use crate::config::Config;
 
 pub fn check(req: &HttpRequest, config: &Config) -> Result<(), ApiError> {
@@ -28,8 +33,8 @@ pub fn check(req: &HttpRequest, config: &Config) -> Result<(), ApiError> {
                 )),
             }
         }
-        None => match req.peer_addr() {
-            Some(peer) if peer.ip().is_loopback() => Ok(()),
+        None => match guard::client_ip(req, &config.trusted_proxies) {
+            Some(client) if client.is_loopback() => Ok(()),
             _ => Err(ApiError::Forbidden(
                 "no API key is configured, so only local clients may use this route".into(),
             )),
