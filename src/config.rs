@@ -164,7 +164,7 @@ pub struct Config {
     #[arg(long, env = "ROOMCAST_MAX_HTTP_CONNECTIONS", default_value_t = 128)]
     pub max_http_connections: usize,
 
-    // Transport hardening: who may open sockets, how fast, through which proxies.
+    // Transport hardening: who may open sockets, how fast, through which proxies, over TLS.
     // docs/DEPLOY.md says what each guards against.
     /// Origins whose pages may open WebSockets, comma-separated (`https://chat.example.com`),
     /// or `*` for any. Clients that send no `Origin` (programs) and this server's own pages
@@ -194,6 +194,15 @@ pub struct Config {
     /// address, loopback on the same host.
     #[arg(long, env = "ROOMCAST_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<ProxyNet>,
+
+    /// TLS certificate chain (PEM), with `--tls-key`: the server then speaks HTTPS and WSS
+    /// only.
+    #[arg(long, env = "ROOMCAST_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1) of `--tls-cert`.
+    #[arg(long, env = "ROOMCAST_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Shortest accepted `--heartbeat-interval` and `--client-timeout`, in seconds: a zero
@@ -333,6 +342,9 @@ impl Config {
                  --conn-rate-burst >= 1 when it is set",
                 self.conn_rate_per_ip
             ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("--tls-cert and --tls-key go together: give both or neither".into());
         }
         Ok(())
     }

@@ -265,6 +265,7 @@ mod tests {
         assert_eq!((c.conn_rate_per_ip, c.conn_rate_burst), (20.0, 40));
         assert!(!c.conn_rate_loopback);
         assert!(c.allowed_origins.is_empty() && c.trusted_proxies.is_empty());
+        assert!(c.tls_cert.is_none() && c.tls_key.is_none());
 
         let c = flags(&[
             "--allowed-origins",
@@ -292,6 +293,11 @@ mod tests {
             .unwrap()
             .validate()
             .unwrap();
+        let err = flags(&["--tls-key", "k.pem"])
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("--tls-cert and --tls-key"), "{err}");
     }
 
     #[test]
