@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
+use crate::http::guard::{OriginRule, ProxyNet};
 use crate::protocol::{AnnouncedLimits, DecodeLimits};
 use crate::store::{Clock, Retention, StoreSpec, SyncMode};
 
@@ -168,6 +169,46 @@ pub struct Config {
     /// every room's chats. Without it the node runs alone on `--store`.
     #[arg(long, env = "ROOMCAST_CLUSTER", value_name = "REDIS_URL")]
     pub cluster: Option<String>,
+
+    // Transport hardening: who may open sockets, how fast, through which proxies, over TLS.
+    // docs/DEPLOY.md says what each guards against.
+    /// Origins whose pages may open WebSockets, comma-separated (`https://chat.example.com`),
+    /// or `*` for any. Clients that send no `Origin` (programs) and this server's own pages
+    /// are always allowed; with nothing listed, pages on this machine (`http://localhost:*`,
+    /// `http://127.0.0.1:*`) too. `null` and `file://` only when listed. Others get 403.
+    #[arg(long, env = "ROOMCAST_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<OriginRule>,
+
+    /// WebSocket upgrades per second one client address (an IPv6 /64) may make, sustained
+    /// (0: no limit); past it HTTP 429 with `Retry-After`.
+    #[arg(long, env = "ROOMCAST_CONN_RATE_PER_IP", default_value_t = 20.0)]
+    pub conn_rate_per_ip: f64,
+
+    /// WebSocket upgrades one client address may make at once.
+    #[arg(long, env = "ROOMCAST_CONN_RATE_BURST", default_value_t = 40)]
+    pub conn_rate_burst: u32,
+
+    /// Apply `--conn-rate-per-ip` to loopback clients too (exempt by default, so local load
+    /// tests and the clients of a proxy not in `--trusted-proxies` are not limited).
+    #[arg(long, env = "ROOMCAST_CONN_RATE_LOOPBACK")]
+    pub conn_rate_loopback: bool,
+
+    /// Reverse proxies whose `X-Forwarded-For` (or `Forwarded`) names the client,
+    /// comma-separated addresses or networks (`127.0.0.1,10.0.0.0/8`). Those headers are read
+    /// only from these peers; the client is the rightmost address that is not one of them.
+    /// Behind a proxy, set this or `--api-key`: otherwise every client is the proxy's
+    /// address, loopback on the same host.
+    #[arg(long, env = "ROOMCAST_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ProxyNet>,
+
+    /// TLS certificate chain (PEM), with `--tls-key`: the server then speaks HTTPS and WSS
+    /// only.
+    #[arg(long, env = "ROOMCAST_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1) of `--tls-cert`.
+    #[arg(long, env = "ROOMCAST_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Shortest accepted `--heartbeat-interval` and `--client-timeout`, in seconds: a zero
@@ -297,6 +338,19 @@ impl Config {
         }
         if self.request_timeout_ms < 1000 || self.max_http_connections == 0 {
             return Err("--request-timeout-ms must be >= 1000, --max-http-connections >= 1".into());
+        }
+        if !self.conn_rate_per_ip.is_finite()
+            || self.conn_rate_per_ip < 0.0
+            || (self.conn_rate_per_ip > 0.0 && self.conn_rate_burst == 0)
+        {
+            return Err(format!(
+                "--conn-rate-per-ip must be a finite number >= 0 (not {}), and \
+                 --conn-rate-burst >= 1 when it is set",
+                self.conn_rate_per_ip
+            ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("--tls-cert and --tls-key go together: give both or neither".into());
         }
         Ok(())
     }

@@ -64,16 +64,17 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// The `HttpServer::on_connect` hook for a server whose connections `limit` counts: takes
 /// the connection's [`ConnSlot`], sets `TCP_NODELAY` (small frames must not wait for Nagle's
 /// algorithm and the peer's delayed ACK: that costs tens of milliseconds per round trip),
-/// records the descriptor for the WebSocket handlers, and starts the connection's watchdog,
-/// which shuts it down once no request has been under way for `KEEP_ALIVE` +
-/// `request_timeout`. Runs on the worker thread that serves the connection.
+/// records the descriptor (of the TCP socket under TLS too) for the WebSocket handlers, and
+/// starts the connection's watchdog, which shuts it down once no request has been under way
+/// for `KEEP_ALIVE` + `request_timeout`. Runs on the worker thread that serves the
+/// connection.
 pub fn on_connect(
     limit: Arc<ConnLimit>,
     request_timeout: Duration,
 ) -> impl Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static {
     move |conn, ext| {
         ext.insert(limit.take_slot());
-        let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+        let Some(tcp) = tcp_of(conn) else {
             return;
         };
         if let Err(e) = tcp.set_nodelay(true) {
@@ -96,6 +97,16 @@ pub fn on_connect(
         ext.insert(ConnActivity(activity));
         ext.insert(fd);
     }
+}
+
+/// The TCP stream of a connection as the `on_connect` hook sees it: plain, or under TLS.
+fn tcp_of(conn: &dyn Any) -> Option<&actix_web::rt::net::TcpStream> {
+    use actix_tls::accept::rustls_0_23::TlsStream;
+    use actix_web::rt::net::TcpStream;
+    conn.downcast_ref::<TcpStream>().or_else(|| {
+        conn.downcast_ref::<TlsStream<TcpStream>>()
+            .map(|tls| tls.get_ref().0)
+    })
 }
 
 /// What a connection's watchdog knows of its requests (single-threaded: the connection's

@@ -17,6 +17,7 @@
 //! - [`broker`]: the seam for fan-out across nodes.
 //! - [`ratelimit`], [`conn`]: a token bucket; a handle to cut a stalled connection.
 //! - [`procfs`]: process and kernel figures from `/proc`, for live stats, tests and tools.
+//! - [`tls`]: `--tls-cert`/`--tls-key` made into the listener's rustls configuration.
 //!
 //! [`start`] is the entry point that `main` and the tests share: it binds, starts
 //! `ChatServer` and the HTTP server, and returns a [`Running`] server that can be shut down.
@@ -34,6 +35,7 @@ pub mod ratelimit;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -67,11 +69,17 @@ pub struct Running {
     shutdown_timeout: Duration,
 }
 
-/// Binds `config.bind` and starts serving. Must run inside an actix `System`.
+/// Binds `config.bind` and starts serving (over TLS with `--tls-cert`/`--tls-key`). Must
+/// run inside an actix `System`.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.validate().map_err(anyhow::Error::msg)?;
     let mut config = config;
     config.max_connections = fit_to_fd_limit(config.max_connections);
+    // Read before anything starts: a bad certificate or key stops the server here.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
     let listener = TcpListener::bind(config.bind)
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     let addr = listener.local_addr()?;
@@ -123,6 +131,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         live,
         stats: stats.clone(),
     });
+    // One per server: the per-IP connection rate is counted across the workers.
+    let upgrade_guard = web::Data::new(http::guard::UpgradeGuard::new(&config));
     let routes_config = Arc::clone(&config);
     let workers = match config.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -142,6 +152,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(upgrade_guard.clone())
             .wrap(actix_web::middleware::from_fn(http::bound_request))
             .configure(|cfg| http::routes(cfg, &routes_config))
             .default_service(web::to(http::not_found))
@@ -158,14 +169,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     .client_disconnect_timeout(Duration::from_secs(1))
     .disable_signals()
     .shutdown_timeout(config.shutdown_timeout)
-    .on_connect(conn::on_connect(conn_limit, request_timeout))
-    .listen(listener)?
+    .on_connect(conn::on_connect(conn_limit, request_timeout));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    }
     .run();
     let http = server.handle();
     let http_task = actix_web::rt::spawn(server);
     start_memory_trimmer();
-    log::info!("listening on http://{addr}");
-    log::info!("browser chat: http://{addr}/  dashboard: http://{addr}/dashboard");
+    log::info!("listening on {scheme}://{addr}");
+    log::info!("browser chat: {scheme}://{addr}/  dashboard: {scheme}://{addr}/dashboard");
     Ok(Running {
         addr,
         metrics,

@@ -4,11 +4,17 @@
 //! `Authorization: Bearer KEY` (401 otherwise). Without a key, only clients on this machine
 //! (loopback addresses) are served (403 otherwise), so a server started with its defaults is
 //! not an open relay.
+//!
+//! "The client" is the address [`guard::client_ip`] finds: the TCP peer, or behind one of
+//! `--trusted-proxies` the address the proxy forwarded for. Behind a proxy on this machine
+//! that is not listed there, every request comes from loopback and is served: such a
+//! deployment needs `--trusted-proxies` or `--api-key` (docs/DEPLOY.md).
 
 use actix_web::HttpRequest;
 use actix_web::http::header::AUTHORIZATION;
+use subtle::ConstantTimeEq;
 
-use super::ApiError;
+use super::{ApiError, guard};
 use crate::config::Config;
 
 pub fn check(req: &HttpRequest, config: &Config) -> Result<(), ApiError> {
@@ -27,8 +33,8 @@ pub fn check(req: &HttpRequest, config: &Config) -> Result<(), ApiError> {
                 )),
             }
         }
-        None => match req.peer_addr() {
-            Some(peer) if peer.ip().is_loopback() => Ok(()),
+        None => match guard::client_ip(req, &config.trusted_proxies) {
+            Some(client) if client.is_loopback() => Ok(()),
             _ => Err(ApiError::Forbidden(
                 "no API key is configured, so only local clients may use this route".into(),
             )),
@@ -36,9 +42,13 @@ pub fn check(req: &HttpRequest, config: &Config) -> Result<(), ApiError> {
     }
 }
 
-/// Compares without stopping at the first difference, so timing does not reveal the key.
+/// Compares without stopping at the first difference, so timing does not reveal how much of
+/// a guess was right. `subtle` rather than a hand-written fold: a fold has no early exit
+/// only until an optimizer sees that it may add one, while `subtle` passes the result
+/// through an optimization barrier (a volatile read) for exactly this purpose. The length is
+/// not hidden (a mismatch answers at once): it says nothing of the key's bytes.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.ct_eq(b).into()
 }
 
 #[cfg(test)]
@@ -47,9 +57,15 @@ mod tests {
 
     #[test]
     fn compares_keys() {
+        // Equal.
         assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(constant_time_eq(b"", b""));
+        // Different, at the end and at the start.
         assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"Secret"));
+        // Different lengths, one a prefix of the other either way.
         assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"secret2", b"secret"));
         assert!(!constant_time_eq(b"", b"x"));
     }
 }

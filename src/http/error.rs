@@ -20,6 +20,9 @@ pub enum ApiError {
     /// No API key is configured and the client is not on this machine.
     #[error("{0}")]
     Forbidden(String),
+    /// A WebSocket handshake from a page whose origin `--allowed-origins` does not allow.
+    #[error("{0}")]
+    OriginForbidden(String),
     /// No such route, or no such thing.
     #[error("{0}")]
     NotFound(String),
@@ -35,6 +38,9 @@ pub enum ApiError {
     /// The server cannot take it now (connection limit).
     #[error("{0}")]
     Unavailable(String),
+    /// Too many WebSocket upgrades from this client address (`--conn-rate-per-ip`).
+    #[error("too many connections from this address; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     /// The request's body did not arrive within `--request-timeout-ms`.
     #[error("the request body did not arrive within {0} ms")]
     RequestTimeout(u64),
@@ -65,11 +71,13 @@ impl ApiError {
             ApiError::BadRequest { code, .. } => code,
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::OriginForbidden(_) => "origin_forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::UnknownRoom(_) => "unknown_room",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::UpgradeRequired(_) => "unsupported_version",
             ApiError::StoreUnavailable(_) => "store_unavailable",
@@ -149,10 +157,11 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::OriginForbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) | ApiError::UnknownRoom(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
             ApiError::Unavailable(_) | ApiError::StoreUnavailable(_) | ApiError::ShuttingDown => {
@@ -167,6 +176,9 @@ impl ResponseError for ApiError {
         if let ApiError::UpgradeRequired(_) = self {
             // RFC 6455 §4.4: name the versions the server speaks.
             response.insert_header((header::SEC_WEBSOCKET_VERSION, "13"));
+        }
+        if let ApiError::RateLimited { retry_after_secs } = self {
+            response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
         }
         if let ApiError::Unavailable(_) | ApiError::RequestTimeout(_) = self {
             // The connection is not worth keeping: the server is full, or the client slow.

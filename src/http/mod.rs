@@ -7,11 +7,14 @@
 //!
 //! Every request first passes [`bound_request`]: past the server's connection bound it is
 //! answered 503 at once, and a request body must arrive within `--request-timeout-ms`.
+//! WebSocket upgrades then pass [`guard::check_upgrade`]: the per-IP connection rate and the
+//! page's origin.
 
 mod access;
 mod api;
 mod assets;
 pub mod error;
+pub mod guard;
 mod health;
 pub mod live;
 mod metrics;
@@ -29,7 +32,7 @@ use actix::Addr;
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{self, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
-use actix_web::middleware::Next;
+use actix_web::middleware::{self, Next};
 use actix_web::{HttpMessage as _, ResponseError, web};
 use bytes::Bytes;
 use futures_util::Stream;
@@ -212,12 +215,16 @@ pub async fn not_found(req: actix_web::HttpRequest) -> Result<actix_web::HttpRes
 
 /// Mounts every route. Shared by `main` and the tests, through [`crate::start`].
 pub fn routes(cfg: &mut web::ServiceConfig, config: &Config) {
-    cfg.route("/ws", web::get().to(ws::multi_socket))
-        .route("/ws/{room_id}/{user_id}", web::get().to(ws::room_socket))
-        .route(
-            "/notifications/{user_id}",
-            web::get().to(ws::notification_socket),
-        )
+    // The upgrades pass the origin check and the connection rate first; other methods fall
+    // through to the JSON 404, as with `route`.
+    let upgrade = |path| {
+        web::resource(path)
+            .guard(actix_web::guard::Get())
+            .wrap(middleware::from_fn(guard::check_upgrade))
+    };
+    cfg.service(upgrade("/ws").route(web::get().to(ws::multi_socket)))
+        .service(upgrade("/ws/{room_id}/{user_id}").route(web::get().to(ws::room_socket)))
+        .service(upgrade("/notifications/{user_id}").route(web::get().to(ws::notification_socket)))
         .route(
             "/send-notification/",
             web::post().to(notify::send_notification),

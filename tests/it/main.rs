@@ -8,6 +8,7 @@ mod chat;
 mod cluster;
 mod common;
 mod durable;
+mod guard;
 mod hostile;
 mod lifecycle;
 mod limits;
