@@ -7,6 +7,7 @@
 //! # Layout
 //!
 //! - [`config`]: the one `Config` (flags and `ROOMCAST_*` variables).
+//! - [`auth`]: who a socket is (tokens, or development mode) and the rooms it may use.
 //! - [`ids`]: `RoomId`, `UserId`, `SessionId`, `Seq`: validated domain names.
 //! - [`protocol`]: wire types, decoding with stable error codes, encode-once frames. No actix.
 //! - [`server`]: the `ChatServer` actor, its messages, and pure room logic.
@@ -21,6 +22,7 @@
 //! [`start`] is the entry point that `main` and the tests share: it binds, starts
 //! `ChatServer` and the HTTP server, and returns a [`Running`] server that can be shut down.
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod conn;
