@@ -101,6 +101,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let config = Arc::new(config);
     let started = Instant::now();
     let (sampler, live) = http::live::Sampler::start(Arc::clone(&metrics), started);
+    // Who sockets are: tokens checked with the configured key, or development mode.
+    let identity = Arc::new(auth::Identity::from_config(&config)?);
+    if identity.is_development() && !addr.ip().is_loopback() {
+        log::warn!(
+            "development mode on a non-loopback address addr={addr}: any client may claim any \
+             user name; set --jwt-secret or --jwt-public-key (docs/SECURITY.md)"
+        );
+    }
     let state = web::Data::new(http::AppState {
         server: chat.clone(),
         config: Arc::clone(&config),
@@ -108,6 +116,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics: Arc::clone(&metrics),
         live,
         stats,
+        identity,
     });
     let routes_config = Arc::clone(&config);
     let workers = match config.workers {

@@ -449,6 +449,7 @@ mod tests {
         let config = Arc::new(config);
         let started = Instant::now();
         let (_sampler, live) = crate::http::live::Sampler::start(Arc::clone(&metrics), started);
+        let identity = Arc::new(crate::auth::Identity::from_config(&config).unwrap());
         let state = web::Data::new(AppState {
             server,
             config: Arc::clone(&config),
@@ -456,6 +457,7 @@ mod tests {
             metrics,
             live,
             stats,
+            identity,
         });
         let app = test::init_service(
             App::new()

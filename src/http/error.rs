@@ -20,6 +20,9 @@ pub enum ApiError {
     /// No API key is configured and the client is not on this machine.
     #[error("{0}")]
     Forbidden(String),
+    /// A WebSocket's token is missing or refused (401), or is for another user (403).
+    #[error(transparent)]
+    Token(#[from] crate::auth::AuthError),
     /// No such route, or no such thing.
     #[error("{0}")]
     NotFound(String),
@@ -65,6 +68,7 @@ impl ApiError {
             ApiError::BadRequest { code, .. } => code,
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::Token(e) => e.code(),
             ApiError::NotFound(_) => "not_found",
             ApiError::UnknownRoom(_) => "unknown_room",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
@@ -150,6 +154,8 @@ impl ResponseError for ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Token(e) if e.is_forbidden() => StatusCode::FORBIDDEN,
+            ApiError::Token(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) | ApiError::UnknownRoom(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -167,6 +173,16 @@ impl ResponseError for ApiError {
         if let ApiError::UpgradeRequired(_) = self {
             // RFC 6455 §4.4: name the versions the server speaks.
             response.insert_header((header::SEC_WEBSOCKET_VERSION, "13"));
+        }
+        if let ApiError::Token(e) = self
+            && !e.is_forbidden()
+        {
+            // RFC 6750 §3: name the scheme; say when the token itself was the trouble.
+            let challenge = match e {
+                crate::auth::AuthError::Missing => r#"Bearer realm="roomcast""#,
+                _ => r#"Bearer realm="roomcast", error="invalid_token""#,
+            };
+            response.insert_header((header::WWW_AUTHENTICATE, challenge));
         }
         if let ApiError::Unavailable(_) | ApiError::RequestTimeout(_) = self {
             // The connection is not worth keeping: the server is full, or the client slow.
