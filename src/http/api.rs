@@ -56,6 +56,7 @@ pub fn mount(cfg: &mut web::ServiceConfig, body_limit: usize) {
             .route("/rooms/{room_id}", web::get().to(get_room))
             .route("/rooms/{room_id}/messages", web::post().to(post_message))
             .route("/rooms/{room_id}/history", web::get().to(history))
+            .route("/dev-token", web::post().to(super::dev_token::dev_token))
             .route("/users/{user_id}/disconnect", web::post().to(disconnect)),
     );
 }

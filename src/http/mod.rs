@@ -11,6 +11,7 @@
 mod access;
 mod api;
 mod assets;
+mod dev_token;
 pub mod error;
 mod health;
 pub mod live;
