@@ -50,7 +50,7 @@ pub async fn room_socket(
 }
 
 /// Why joining `room` is refused, for people.
-pub fn forbidden_room(state: &AppState, room: &RoomId) -> String {
+fn forbidden_room(state: &AppState, room: &RoomId) -> String {
     match state.identity.is_reserved(room) {
         true => format!("room '{room}' is reserved: joining it needs a grant in your token"),
         false => format!("your token does not grant room '{room}'"),
