@@ -209,6 +209,40 @@ pub struct Config {
     /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1) of `--tls-cert`.
     #[arg(long, env = "ROOMCAST_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    // Identity (docs/SECURITY.md). Without --jwt-secret or --jwt-public-key the server is in
+    // development mode: a socket names its user.
+    /// Secret that signs tokens with HS256 (at least 32 bytes). Every WebSocket must then
+    /// present a token whose `sub` is its user.
+    #[arg(long, env = "ROOMCAST_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM file with the public key that verifies tokens: RSA (RS256) or EC P-256 (ES256).
+    /// Every WebSocket must then present a token whose `sub` is its user.
+    #[arg(long, env = "ROOMCAST_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// The `aud` tokens must carry. Without it, tokens that carry any `aud` are refused.
+    #[arg(long, env = "ROOMCAST_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// The `iss` tokens must carry.
+    #[arg(long, env = "ROOMCAST_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Seconds of clock skew allowed on a token's `exp` and `nbf`; an open socket is closed
+    /// (4004) this long after its token's `exp`.
+    #[arg(long, env = "ROOMCAST_JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub jwt_leeway_secs: u64,
+
+    /// Room name prefixes (comma-separated) that only an explicit grant in a token opens;
+    /// `''` for none.
+    #[arg(
+        long,
+        env = "ROOMCAST_RESERVED_PREFIXES",
+        value_delimiter = ',',
+        default_value = "private:"
+    )]
+    pub reserved_prefixes: Vec<String>,
 }
 
 /// Shortest accepted `--heartbeat-interval` and `--client-timeout`, in seconds: a zero
@@ -292,6 +326,46 @@ impl Config {
         }
     }
 
+    /// The identity flags (the key file itself is read by `auth::Identity::from_config`).
+    fn validate_identity(&self) -> Result<(), String> {
+        use crate::auth::{MIN_SECRET_LEN, RoomPattern};
+        if self.jwt_secret.is_some() && self.jwt_public_key.is_some() {
+            return Err("give --jwt-secret or --jwt-public-key, not both".into());
+        }
+        if self
+            .jwt_secret
+            .as_ref()
+            .is_some_and(|s| s.len() < MIN_SECRET_LEN)
+        {
+            return Err(format!(
+                "--jwt-secret must be at least {MIN_SECRET_LEN} bytes (HS256's own size)"
+            ));
+        }
+        let tokens = self.jwt_secret.is_some() || self.jwt_public_key.is_some();
+        if !tokens && (self.jwt_audience.is_some() || self.jwt_issuer.is_some()) {
+            return Err(
+                "--jwt-audience and --jwt-issuer need --jwt-secret or --jwt-public-key".into(),
+            );
+        }
+        if self.jwt_leeway_secs > MAX_PERIOD_SECS as u64 {
+            return Err(format!(
+                "--jwt-leeway-secs must be at most {MAX_PERIOD_SECS} seconds"
+            ));
+        }
+        for prefix in self.reserved_prefixes.iter().filter(|p| !p.is_empty()) {
+            if !matches!(
+                RoomPattern::parse(&format!("{prefix}*")),
+                Some(RoomPattern::Prefix(_))
+            ) {
+                return Err(format!(
+                    "--reserved-prefixes: `{prefix}` is not the start of a room name \
+                     (A-Z a-z 0-9 _ - . :)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Rejects combinations that cannot work, with a message for the operator.
     pub fn validate(&self) -> Result<(), String> {
         if self.history_keep < self.history_on_join {
@@ -352,6 +426,7 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("--tls-cert and --tls-key go together: give both or neither".into());
         }
+        self.validate_identity()?;
         Ok(())
     }
 }
@@ -414,6 +489,37 @@ mod tests {
                 .unwrap_err();
             assert!(err.contains("--rate-per-sec"), "{value}: {err}");
         }
+    }
+
+    #[test]
+    fn identity_flags_are_checked() {
+        let secret = "--jwt-secret=0123456789abcdef0123456789abcdef";
+        flags(&[secret]).validate().unwrap();
+        flags(&[
+            secret,
+            "--jwt-audience=chat",
+            "--jwt-issuer=https://auth.example",
+        ])
+        .validate()
+        .unwrap();
+        for bad in [
+            &["--jwt-secret=too-short"][..],
+            &[secret, "--jwt-public-key=/etc/roomcast/jwt.pem"],
+            &["--jwt-audience=chat"],
+            &["--jwt-issuer=https://auth.example"],
+            &["--reserved-prefixes=ok:,not ok"],
+            &[secret, "--jwt-leeway-secs=86401"],
+        ] {
+            assert!(flags(bad).validate().is_err(), "{bad:?}");
+        }
+        assert_eq!(flags(&[]).reserved_prefixes, ["private:"]);
+        assert_eq!(flags(&[]).jwt_leeway_secs, 30);
+        let two = flags(&["--reserved-prefixes=staff.,ops:"]);
+        assert_eq!(two.reserved_prefixes, ["staff.", "ops:"]);
+        // An empty value reserves nothing.
+        let none = flags(&["--reserved-prefixes="]);
+        none.validate().unwrap();
+        assert!(none.reserved_prefixes.iter().all(String::is_empty));
     }
 
     /// Set by [`for_tests_ignores_the_environment`] in the child it runs.

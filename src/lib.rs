@@ -7,6 +7,7 @@
 //! # Layout
 //!
 //! - [`config`]: the one `Config` (flags and `ROOMCAST_*` variables).
+//! - [`auth`]: who a socket is (tokens, or development mode) and the rooms it may use.
 //! - [`ids`]: `RoomId`, `UserId`, `SessionId`, `Seq`: validated domain names.
 //! - [`protocol`]: wire types, decoding with stable error codes, encode-once frames. No actix.
 //! - [`server`]: the `ChatServer` actor, its messages, and pure room logic.
@@ -22,6 +23,7 @@
 //! [`start`] is the entry point that `main` and the tests share: it binds, starts
 //! `ChatServer` and the HTTP server, and returns a [`Running`] server that can be shut down.
 
+pub mod auth;
 pub mod broker;
 pub mod cluster;
 pub mod config;
@@ -123,6 +125,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let config = Arc::new(config);
     let started = Instant::now();
     let (sampler, live) = http::live::Sampler::start(Arc::clone(&metrics), started);
+    // Who sockets are: tokens checked with the configured key, or development mode.
+    let identity = Arc::new(auth::Identity::from_config(&config)?);
+    if identity.is_development() && !addr.ip().is_loopback() {
+        log::warn!(
+            "development mode on a non-loopback address addr={addr}: any client may claim any \
+             user name; set --jwt-secret or --jwt-public-key (docs/SECURITY.md)"
+        );
+    }
     let state = web::Data::new(http::AppState {
         server: chat.clone(),
         config: Arc::clone(&config),
@@ -130,6 +140,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics: Arc::clone(&metrics),
         live,
         stats: stats.clone(),
+        identity,
     });
     // One per server: the per-IP connection rate is counted across the workers.
     let upgrade_guard = web::Data::new(http::guard::UpgradeGuard::new(&config));

@@ -26,6 +26,9 @@ pub const HISTORY_PAGE_MAX: usize = 100;
 pub const HISTORY_PAGE_DEFAULT: usize = 50;
 /// Longest accepted `client_msg_id`, in characters.
 pub const MAX_CLIENT_MSG_ID: usize = 64;
+/// Longest `token` of a `refresh`, in characters: far above any real token (tokens are
+/// ASCII, so characters are bytes).
+pub const MAX_TOKEN_CHARS: usize = 8192;
 
 /// A decoded client message. `room` is `None` when the client left `room_id` out; the session
 /// fills in its default room (or reports `missing_field`).
@@ -62,6 +65,10 @@ pub enum ClientMessage {
     },
     Ping,
     Pong,
+    /// A fresh token for the same user, before the socket's token lapses.
+    Refresh {
+        token: String,
+    },
 }
 
 impl ClientMessage {
@@ -77,6 +84,7 @@ impl ClientMessage {
             ClientMessage::History { .. } => "history",
             ClientMessage::Ping => "ping",
             ClientMessage::Pong => "pong",
+            ClientMessage::Refresh { .. } => "refresh",
         }
     }
 }
@@ -174,6 +182,14 @@ error_codes! {
     StoreUnavailable => "store_unavailable",
     /// Cluster mode: messages of a room were lost between nodes and are no longer kept.
     HistoryGap => "history_gap",
+    /// The socket's token does not grant this: joining the room, or chatting or typing in it.
+    Forbidden => "forbidden",
+    /// A `refresh` token that is malformed, forged, or fails `nbf`, `aud` or `iss`.
+    TokenInvalid => "token_invalid",
+    /// A `refresh` token that has already expired.
+    TokenExpired => "token_expired",
+    /// A `refresh` token for another user than the socket's.
+    TokenUserMismatch => "token_user_mismatch",
 }
 
 impl Serialize for ErrorCode {
@@ -196,6 +212,8 @@ pub mod close_code {
     pub const HEARTBEAT_TIMEOUT: u16 = 4002;
     /// An operator disconnected the user (`POST /api/users/{user_id}/disconnect`).
     pub const DISCONNECTED: u16 = 4003;
+    /// The socket's token expired (plus the leeway) without a `refresh`.
+    pub const TOKEN_EXPIRED: u16 = 4004;
 }
 
 /// Limits that shape what `decode` accepts.
@@ -251,6 +269,9 @@ pub fn decode(text: &str, limits: DecodeLimits) -> Result<ClientMessage, DecodeE
         },
         "ping" => ClientMessage::Ping,
         "pong" => ClientMessage::Pong,
+        "refresh" => ClientMessage::Refresh {
+            token: f.text("token", MAX_TOKEN_CHARS)?,
+        },
         other => return Err(DecodeError::UnknownType(truncate(other, 64))),
     })
 }
@@ -427,6 +448,11 @@ pub enum ServerMessage<'a> {
         has_more: bool,
     },
     Pong,
+    /// The answer to a `refresh` that was accepted: the socket now lapses at the new
+    /// token's `exp` (Unix seconds).
+    Refreshed {
+        expires_at: u64,
+    },
     Error {
         code: ErrorCode,
         message: &'a str,
@@ -643,10 +669,41 @@ mod tests {
             ),
             (r#"{"type":"history","limit":0}"#, InvalidField),
             (r#"{"type":"history","before_seq":-1}"#, InvalidField),
+            (r#"{"type":"refresh"}"#, MissingField),
+            (r#"{"type":"refresh","token":""}"#, EmptyText),
+            (r#"{"type":"refresh","token":7}"#, InvalidField),
         ];
         for (text, code) in cases {
             assert_eq!(code_of(text), code, "for {text}");
         }
+    }
+
+    #[test]
+    fn refresh_carries_a_token_and_is_answered_with_its_expiry() {
+        assert_eq!(
+            decode(r#"{"type":"refresh","token":"a.b.c"}"#, LIMITS),
+            Ok(ClientMessage::Refresh {
+                token: "a.b.c".into()
+            })
+        );
+        // The token is not held to `max_text_chars`, but to its own bound.
+        let long = format!(
+            r#"{{"type":"refresh","token":"{}"}}"#,
+            "t".repeat(MAX_TOKEN_CHARS)
+        );
+        assert!(decode(&long, LIMITS).is_ok());
+        let too_long = format!(
+            r#"{{"type":"refresh","token":"{}"}}"#,
+            "t".repeat(MAX_TOKEN_CHARS + 1)
+        );
+        assert_eq!(code_of(&too_long), ErrorCode::TextTooLong);
+        assert_eq!(
+            &*ServerMessage::Refreshed {
+                expires_at: 1700000000
+            }
+            .encode(),
+            r#"{"type":"refreshed","expires_at":1700000000}"#
+        );
     }
 
     #[test]

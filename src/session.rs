@@ -16,7 +16,12 @@
 //! Its mailbox is bounded (`max_pending`): when the client stops reading, actix-web stops
 //! polling this actor, the mailbox fills, and `ChatServer` treats the session as a slow
 //! consumer.
+//!
+//! Its user is its token's `sub` (or, in development mode, the name its URL gave): its
+//! grants are checked here, before anything reaches `ChatServer`, and it closes with 4004
+//! when its token lapses without a `refresh` ([`identity`]).
 
+mod identity;
 mod inbound;
 mod throttle;
 
@@ -39,8 +44,13 @@ use crate::protocol::{
 use crate::ratelimit::TokenBucket;
 use crate::server::ChatServer;
 use crate::server::messages::{Backlog, ClientRequest, Command, Disconnect, Outbound, SessionKind};
+pub use identity::Identified;
+use identity::SessionAuth;
 use inbound::{Frames, Inbound, InboundError};
 use throttle::{Throttle, Verdict};
+
+/// A session's actor context.
+type Ctx = ws::WebsocketContext<ChatSession>;
 
 /// The one WebSocket version roomcast speaks (RFC 6455).
 const WEBSOCKET_VERSION: &str = "13";
@@ -94,7 +104,9 @@ pub fn upgrade(
         .headers()
         .get(header::SEC_WEBSOCKET_VERSION)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let mut response = match ws::handshake(req) {
+    // `roomcast.v1` is selected whenever it is offered (a browser fails a connection whose
+    // offered protocols go unanswered); a `roomcast.token.<JWT>` offer never is.
+    let mut response = match ws::handshake_with_protocols(req, &[crate::auth::SUBPROTOCOL]) {
         Err(ws::HandshakeError::UnsupportedVersion) => {
             return Err(UpgradeError::UnsupportedVersion(
                 version.unwrap_or_default(),
@@ -124,7 +136,10 @@ pub fn upgrade(
 
 pub struct ChatSession {
     id: SessionId,
+    /// Who the socket is: its token's `sub`, or the name a development socket gave.
     user: UserId,
+    /// What its token grants, and when it lapses.
+    auth: SessionAuth,
     /// A chat socket, or a notification socket (which only answers pings).
     kind: SessionKind,
     /// The room named in the URL; messages that leave out `room_id` are about it.
@@ -162,18 +177,20 @@ impl ChatSession {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: SessionId,
-        user: UserId,
         kind: SessionKind,
         default_room: Option<RoomId>,
         conn: Option<ConnFd>,
         server: Addr<ChatServer>,
         config: Arc<Config>,
         metrics: Arc<Metrics>,
+        identified: Identified,
     ) -> Self {
         let now = Instant::now();
+        let (user, auth) = SessionAuth::new(identified);
         ChatSession {
             id,
             user,
+            auth,
             kind,
             default_room,
             server,
@@ -327,6 +344,9 @@ impl ChatSession {
         };
         log::debug!("frame session={} type={}", self.id, msg.kind());
         self.metrics.frame_received(msg.kind());
+        if let ClientMessage::Refresh { token } = &msg {
+            return self.on_refresh(token, ctx);
+        }
         let is_ping = matches!(msg, ClientMessage::Ping);
         let command = match self.command_for(msg) {
             Ok(Some(command)) => command,
@@ -334,6 +354,9 @@ impl ChatSession {
             Ok(None) => return,
             Err(e) => return self.refuse(ctx, e.code(), &e.to_string()),
         };
+        if let Err(denied) = self.check_grants(&command) {
+            return self.forbid(denied, ctx);
+        }
         if self.in_flight.get() >= self.config.max_in_flight {
             self.metrics.frame_dropped(drop_reason::OVERLOADED);
             return self.answer_refusal(Refusal::Overloaded, ctx);
@@ -366,6 +389,7 @@ impl ChatSession {
         match msg {
             Ok(ClientMessage::Ping) => self.write(ctx, pong_frame()),
             Ok(ClientMessage::Pong) => {}
+            Ok(ClientMessage::Refresh { token }) => self.on_refresh(&token, ctx),
             Ok(other) => self.refuse(
                 ctx,
                 ErrorCode::UnknownType,
@@ -379,14 +403,16 @@ impl ChatSession {
     }
 
     /// Maps a client message to a server command, filling in the default room. `Ok(None)` for
-    /// `ping` and `pong`, which the session handles itself.
+    /// `ping`, `pong` and `refresh`, which the session handles itself.
     fn command_for(&self, msg: ClientMessage) -> Result<Option<Command>, DecodeError> {
         let room = |r: Option<RoomId>| {
             r.or_else(|| self.default_room.clone())
                 .ok_or(DecodeError::MissingField("room_id"))
         };
         Ok(Some(match msg {
-            ClientMessage::Ping | ClientMessage::Pong => return Ok(None),
+            ClientMessage::Ping | ClientMessage::Pong | ClientMessage::Refresh { .. } => {
+                return Ok(None);
+            }
             ClientMessage::Join { room: r, since_seq } => Command::Join {
                 room: room(r)?,
                 since: since_seq,
@@ -459,6 +485,7 @@ impl Actor for ChatSession {
         ctx.run_interval(self.config.heartbeat_interval(), |act, ctx| {
             act.heartbeat(ctx)
         });
+        self.schedule_lapse(ctx);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {

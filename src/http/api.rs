@@ -56,6 +56,7 @@ pub fn mount(cfg: &mut web::ServiceConfig, body_limit: usize) {
             .route("/rooms/{room_id}", web::get().to(get_room))
             .route("/rooms/{room_id}/messages", web::post().to(post_message))
             .route("/rooms/{room_id}/history", web::get().to(history))
+            .route("/dev-token", web::post().to(super::dev_token::dev_token))
             .route("/users/{user_id}/disconnect", web::post().to(disconnect)),
     );
 }
@@ -449,6 +450,7 @@ mod tests {
         let config = Arc::new(config);
         let started = Instant::now();
         let (_sampler, live) = crate::http::live::Sampler::start(Arc::clone(&metrics), started);
+        let identity = Arc::new(crate::auth::Identity::from_config(&config).unwrap());
         let state = web::Data::new(AppState {
             server,
             config: Arc::clone(&config),
@@ -456,6 +458,7 @@ mod tests {
             metrics,
             live,
             stats,
+            identity,
         });
         let app = test::init_service(
             App::new()

@@ -23,6 +23,9 @@ pub enum ApiError {
     /// A WebSocket handshake from a page whose origin `--allowed-origins` does not allow.
     #[error("{0}")]
     OriginForbidden(String),
+    /// A WebSocket's token is missing or refused (401), or is for another user (403).
+    #[error(transparent)]
+    Token(#[from] crate::auth::AuthError),
     /// No such route, or no such thing.
     #[error("{0}")]
     NotFound(String),
@@ -72,6 +75,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::OriginForbidden(_) => "origin_forbidden",
+            ApiError::Token(e) => e.code(),
             ApiError::NotFound(_) => "not_found",
             ApiError::UnknownRoom(_) => "unknown_room",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
@@ -158,6 +162,8 @@ impl ResponseError for ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::OriginForbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Token(e) if e.is_forbidden() => StatusCode::FORBIDDEN,
+            ApiError::Token(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) | ApiError::UnknownRoom(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -179,6 +185,16 @@ impl ResponseError for ApiError {
         }
         if let ApiError::RateLimited { retry_after_secs } = self {
             response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+        }
+        if let ApiError::Token(e) = self
+            && !e.is_forbidden()
+        {
+            // RFC 6750 §3: name the scheme; say when the token itself was the trouble.
+            let challenge = match e {
+                crate::auth::AuthError::Missing => r#"Bearer realm="roomcast""#,
+                _ => r#"Bearer realm="roomcast", error="invalid_token""#,
+            };
+            response.insert_header((header::WWW_AUTHENTICATE, challenge));
         }
         if let ApiError::Unavailable(_) | ApiError::RequestTimeout(_) = self {
             // The connection is not worth keeping: the server is full, or the client slow.

@@ -13,6 +13,7 @@
 mod access;
 mod api;
 mod assets;
+mod dev_token;
 pub mod error;
 pub mod guard;
 mod health;
@@ -56,6 +57,9 @@ pub struct AppState {
     /// `ChatServer`'s counts, as it published them after its latest message: `/health`
     /// reads them without waiting in its mailbox.
     pub stats: tokio::sync::watch::Receiver<crate::server::messages::Stats>,
+    /// How sockets prove who they are (`auth`): one per server, shared by the workers, so a
+    /// development token minted by one worker is accepted by all.
+    pub identity: Arc<crate::auth::Identity>,
 }
 
 /// The middleware every request passes (`App::wrap(from_fn(bound_request))`).

@@ -3,6 +3,7 @@
 //! One test binary with modules (rather than one binary per file) so the suite links once.
 
 mod api;
+mod auth;
 mod bad_input;
 mod chat;
 mod cluster;
