@@ -170,6 +170,11 @@ pub struct Config {
     #[arg(long, env = "ROOMCAST_CLUSTER", value_name = "REDIS_URL")]
     pub cluster: Option<String>,
 
+    /// Cluster mode: seconds a node that died without a goodbye keeps its users present on
+    /// the other nodes (nodes beat every third of it).
+    #[arg(long, env = "ROOMCAST_PRESENCE_TTL_SECS", default_value_t = 30)]
+    pub presence_ttl_secs: u64,
+
     // Transport hardening: who may open sockets, how fast, through which proxies, over TLS.
     // docs/DEPLOY.md says what each guards against.
     /// Origins whose pages may open WebSockets, comma-separated (`https://chat.example.com`),

@@ -59,6 +59,14 @@ macro_rules! name_type {
                 s.serialize_str(&self.0)
             }
         }
+
+        /// Validated like [`Self::parse`]: a name that breaks the rule is an error.
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                Self::parse(&s).ok_or_else(|| serde::de::Error::custom(NAME_RULE))
+            }
+        }
     };
 }
 

@@ -34,6 +34,7 @@
 //! lost only its newest writes continues above what nodes saw. Seqs stay below 2^53, exact
 //! in JavaScript.
 
+pub mod peers;
 pub mod store;
 pub mod subscriber;
 

@@ -1,5 +1,6 @@
-//! The node's subscription to the cluster's channel, on a thread of its own: every chat any
-//! node stores arrives here and goes to `ChatServer` as [`Event::Published`].
+//! The node's subscription to the cluster's channels, on a thread of its own: every chat any
+//! node stores arrives here and goes to `ChatServer` as [`Event::Published`], and every node
+//! event ([`super::peers`]) as [`Event::Peer`].
 //!
 //! When the connection is lost the thread tells `ChatServer` (`Subscribed(false)`), then
 //! reconnects with backoff (100 ms doubling to 2 s) and resubscribes; once back it says
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use super::peers::{EVENTS, PeerEvent};
 use super::{CHANNEL, CONNECT_TIMEOUT, parse_published};
 use crate::protocol::Frame;
 use crate::store::Event;
@@ -62,13 +64,19 @@ fn listen(
 ) -> redis::RedisResult<()> {
     let mut con = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
     let mut pubsub = con.as_pubsub();
-    pubsub.subscribe(CHANNEL)?;
+    pubsub.subscribe(&[CHANNEL, EVENTS])?;
     pubsub.set_read_timeout(Some(POLL))?;
     *subscribed = true;
     log::info!("subscribed to {CHANNEL}");
     events.do_send(StoreEvents(vec![Event::Subscribed(true)]));
     loop {
         match pubsub.get_message() {
+            Ok(msg) if msg.get_channel_name() == EVENTS => {
+                match serde_json::from_slice::<PeerEvent>(msg.get_payload_bytes()) {
+                    Ok(event) => events.do_send(StoreEvents(vec![Event::Peer(event)])),
+                    Err(e) => log::warn!("node event skipped: {e}"),
+                }
+            }
             Ok(msg) => {
                 let payload = String::from_utf8_lossy(msg.get_payload_bytes());
                 match parse_published(&payload) {

@@ -6,6 +6,7 @@ use super::ChatServer;
 use super::messages::{ApiFailure, Posted};
 use super::room::HistoryEntry;
 use super::store_bridge::Waiter;
+use crate::cluster::peers::PeerEvent;
 use crate::ids::{RoomId, SessionId, UserId};
 use crate::metrics::drop_reason;
 use crate::protocol::{ErrorCode, Frame, ServerMessage, timestamp_now};
@@ -180,7 +181,8 @@ impl ChatServer {
             return;
         };
         let targets = self.sessions.chat_sessions(&to_user).to_vec();
-        if targets.is_empty() {
+        let elsewhere = self.cluster && self.peers.has_chat(&to_user);
+        if targets.is_empty() && !elsewhere {
             let frame = ServerMessage::Error {
                 code: ErrorCode::UserOffline,
                 message: &format!("user '{to_user}' is not online"),
@@ -204,6 +206,13 @@ impl ChatServer {
         for target in targets {
             self.send(target, frame.clone());
         }
+        if elsewhere {
+            self.tell_peers(|n| PeerEvent::Private {
+                n,
+                to: to_user.clone(),
+                f: frame.to_string(),
+            });
+        }
     }
 
     /// The `typing` command: to the room's other users, never the typist's own sessions.
@@ -221,6 +230,12 @@ impl ChatServer {
         }
         .encode();
         self.fan_out(&room, &frame, Some(&user));
+        self.tell_peers(|n| PeerEvent::Typing {
+            n,
+            r: room.clone(),
+            u: user.clone(),
+            t: is_typing,
+        });
     }
 }
 

@@ -16,6 +16,7 @@ use super::outbox::Outbox;
 use super::registry::{JoinRefused, JoinStart, SessionEntry};
 use super::room::{Added, Removed, Room};
 use super::{ChatServer, Handle};
+use crate::cluster::peers::PeerEvent;
 use crate::ids::{RoomId, Seq, SessionId, UserId};
 use crate::protocol::{
     ErrorCode, Frame, PROTOCOL_VERSION, ServerMessage, close_code, timestamp_now,
@@ -43,6 +44,19 @@ impl ChatServer {
         let outbox = Outbox::new(msg.addr, msg.backlog);
         let entry = SessionEntry::new(msg.user.clone(), msg.kind, outbox, msg.conn);
         self.sessions.insert(msg.session, entry);
+        let notifications = msg.kind == SessionKind::Notifications;
+        let sockets = match notifications {
+            false => self.sessions.chat_sessions(&msg.user).len(),
+            true => self.sessions.notification_sockets(&msg.user).len(),
+        };
+        if sockets == 1 {
+            self.tell_peers(|n| PeerEvent::Online {
+                n,
+                u: msg.user.clone(),
+                notifications,
+                on: true,
+            });
+        }
         match msg.kind {
             SessionKind::Chat => {
                 let welcome = ServerMessage::Welcome {
@@ -195,11 +209,15 @@ impl ChatServer {
         let user = entry.user.clone();
         let outbox: Handle = Rc::clone(&entry.handle);
         let added = room.add(&user, session, Rc::clone(&outbox));
+        let last_seq = room.last_seq();
+        // Present over the cluster: here, and on the other nodes.
+        let users = self.room_users(room_id);
+        let users: Vec<&UserId> = users.iter().collect();
         let joined = ServerMessage::Joined {
             room_id,
             user_id: &user,
-            users: &room.users(),
-            last_seq: room.last_seq(),
+            users: &users,
+            last_seq,
             history: history.len(),
             recovered,
         }
@@ -209,6 +227,14 @@ impl ChatServer {
             self.outboxes.queue(session, &outbox, frame);
         }
         if added == Added::FirstSessionOfUser {
+            self.tell_peers(|n| PeerEvent::Joined {
+                n,
+                r: room_id.clone(),
+                u: user.clone(),
+            });
+        }
+        // `user_joined` marks the user's first session in the room over the cluster.
+        if added == Added::FirstSessionOfUser && !self.present_elsewhere(room_id, &user) {
             let timestamp = timestamp_now();
             let message = format!("{user} joined the room");
             let frame = ServerMessage::UserJoined {
@@ -243,7 +269,8 @@ impl ChatServer {
             return;
         }
         // A session still joining sees the room as it is (possibly empty).
-        let users = self.rooms.get(&room).map(Room::users).unwrap_or_default();
+        let users = self.room_users(&room);
+        let users: Vec<&UserId> = users.iter().collect();
         let frame = ServerMessage::ActiveUsers {
             users: &users,
             room_id: &room,
@@ -259,10 +286,23 @@ impl ChatServer {
             return;
         };
         let removed = room.remove(user, session);
-        if room.is_empty() {
+        let emptied = room.is_empty();
+        if emptied {
             self.rooms.remove(room_id);
             log::debug!("room emptied room={room_id}");
-        } else if removed == Removed::LastSessionOfUser {
+        }
+        if removed == Removed::LastSessionOfUser {
+            self.tell_peers(|n| PeerEvent::Left {
+                n,
+                r: room_id.clone(),
+                u: user.clone(),
+            });
+        }
+        // `user_left` marks the user's last session in the room over the cluster.
+        if !emptied
+            && removed == Removed::LastSessionOfUser
+            && !self.present_elsewhere(room_id, user)
+        {
             let timestamp = timestamp_now();
             let message = format!("{user} left the room");
             let frame = ServerMessage::UserLeft {
@@ -282,6 +322,7 @@ impl ChatServer {
         for room in &entry.rooms {
             self.leave_room(session, &entry.user, room);
         }
+        self.tell_if_last(&entry.user, entry.kind);
         Some(entry)
     }
 
@@ -311,7 +352,25 @@ impl ChatServer {
         }
     }
 
-    /// Closes every socket of `user` (chat and notification) with 4003; returns how many.
+    /// Tells the other nodes when `user` has no socket of `kind` left here.
+    fn tell_if_last(&self, user: &UserId, kind: SessionKind) {
+        let notifications = kind == SessionKind::Notifications;
+        let left = match notifications {
+            false => self.sessions.chat_sessions(user).is_empty(),
+            true => self.sessions.notification_sockets(user).is_empty(),
+        };
+        if left {
+            self.tell_peers(|n| PeerEvent::Online {
+                n,
+                u: user.clone(),
+                notifications,
+                on: false,
+            });
+        }
+    }
+
+    /// Closes every socket of `user` (chat and notification) with 4003, on every node;
+    /// returns how many on this one.
     pub(super) fn disconnect_user(
         &mut self,
         user: &UserId,
@@ -319,6 +378,7 @@ impl ChatServer {
         ctx: &mut Context<Self>,
     ) -> usize {
         let sessions = self.sessions.sessions_of(user);
+        self.tell_peers(|n| PeerEvent::Kick { n, u: user.clone() });
         for session in &sessions {
             self.close_session(*session, close_code::DISCONNECTED, reason, ctx);
         }
@@ -342,10 +402,12 @@ impl ChatServer {
         let Some(rooms) = self.sessions.detach(session, code, reason) else {
             return;
         };
-        if let Some(user) = self.sessions.user_of(session).cloned() {
+        if let Some(entry) = self.sessions.get(session) {
+            let (user, kind) = (entry.user.clone(), entry.kind);
             for room in &rooms {
                 self.leave_room(session, &user, room);
             }
+            self.tell_if_last(&user, kind);
         }
         if !self.finish_closing(session) {
             ctx.run_later(self.limits.slow_consumer_grace, move |act, ctx| {

@@ -36,6 +36,7 @@ mod chat;
 mod membership;
 pub mod messages;
 mod outbox;
+mod peers;
 mod queries;
 pub mod registry;
 mod replicas;
@@ -160,6 +161,14 @@ pub struct ChatServer {
     subscribed: bool,
     /// Cluster mode: times the subscription was lost.
     broker_reconnects: u64,
+    /// Cluster mode: this node's id in node events (random at start).
+    node_id: String,
+    /// Cluster mode: the other nodes' presence, as they told it.
+    peers: crate::cluster::peers::Peers,
+    /// Cluster mode: where node events are published.
+    publisher: Option<crate::cluster::peers::Publisher>,
+    /// Cluster mode: how long a silent node's users stay present.
+    presence_ttl: Duration,
     /// Set by `Shutdown`: no new sessions.
     shutting_down: bool,
     slow_consumers_closed: u64,
@@ -193,6 +202,10 @@ impl ChatServer {
             held: HashMap::new(),
             subscribed: false,
             broker_reconnects: 0,
+            node_id: uuid::Uuid::new_v4().to_string(),
+            peers: Default::default(),
+            publisher: None,
+            presence_ttl: Duration::from_secs(30),
             shutting_down: false,
             slow_consumers_closed: 0,
         }
@@ -233,6 +246,8 @@ impl ChatServer {
         let limits = ServerLimits::from_config(config);
         let mut server = ChatServer::new(limits, store, broker, metrics);
         server.cluster = true;
+        server.publisher = Some(crate::cluster::peers::Publisher::start(url)?);
+        server.presence_ttl = Duration::from_secs(config.presence_ttl_secs.max(1));
         Ok(ctx.run(server))
     }
 
@@ -375,7 +390,15 @@ impl Actor for ChatServer {
         // later request from the same session could overtake it. What bounds this mailbox is
         // each session's `max_in_flight` and the connection limit.
         ctx.set_mailbox_capacity(0);
-        log::info!("chat server started");
+        if self.cluster {
+            // Beat a third of the presence TTL, and let silent nodes' users leave.
+            let every = (self.presence_ttl / 3).max(Duration::from_millis(100));
+            ctx.run_interval(every, |act, ctx| {
+                act.beat();
+                act.settle(ctx);
+            });
+        }
+        log::info!("chat server started node={}", self.node_id);
     }
 }
 
@@ -432,7 +455,10 @@ impl Handler<StoreEvents> for ChatServer {
 
     fn handle(&mut self, msg: StoreEvents, ctx: &mut Context<Self>) {
         for event in msg.0 {
-            self.store_event(event);
+            match event {
+                crate::store::Event::Peer(peer) => self.peer_event(peer, ctx),
+                event => self.store_event(event),
+            }
             // A batch can carry thousands of chats: flush within it when much is gathered.
             self.settle(ctx);
         }
@@ -444,6 +470,7 @@ impl Handler<Shutdown> for ChatServer {
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
         self.shutting_down = true;
+        self.tell_peers(|n| crate::cluster::peers::PeerEvent::Bye { n });
         log::info!("closing sessions={} for shutdown", self.sessions.len());
         // Every socket goes: no presence announcements to sockets that are all closing.
         self.rooms.clear();

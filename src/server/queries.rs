@@ -13,6 +13,7 @@ use super::messages::{
 use super::room::Room;
 use super::store_bridge::Waiter;
 use super::{ChatServer, Handle};
+use crate::cluster::peers::PeerEvent;
 use crate::ids::{RoomId, UserId};
 use crate::store::{Op, Read, Tag};
 
@@ -49,7 +50,9 @@ impl ChatServer {
     /// One room: live, or known to the store only (no members), or unknown (`None`).
     pub(super) fn get_room(&mut self, room: RoomId) -> ResponseFuture<Option<RoomDetail>> {
         if let Some(live) = self.rooms.get(&room) {
-            return Box::pin(std::future::ready(Some(room_detail(&room, live))));
+            let mut detail = room_detail(&room, live);
+            detail.members = self.room_users(&room);
+            return Box::pin(std::future::ready(Some(detail)));
         }
         // No members: the store knows whether it ever had messages.
         let (tx, rx) = oneshot::channel();
@@ -88,15 +91,37 @@ impl ChatServer {
     /// the offline users' copies go to their inbox, and the answer waits until they are
     /// committed.
     pub(super) fn notify(&mut self, msg: Notify) -> ResponseFuture<Pushed> {
+        let to = match &msg.to {
+            Audience::Users(users) => Some(users.clone()),
+            Audience::Everyone => None,
+        };
         let users: Vec<UserId> = match msg.to {
             Audience::Users(users) => users,
-            Audience::Everyone => self.sessions.notified_users(),
+            Audience::Everyone => {
+                let mut all = self.sessions.notified_users();
+                if self.cluster {
+                    all.extend(self.peers.notified_users().cloned());
+                    all.sort_unstable();
+                    all.dedup();
+                }
+                all
+            }
         };
+        // Other nodes deliver to their own sockets; their users count as reached.
+        self.tell_peers(|n| PeerEvent::Notify {
+            n,
+            to,
+            f: msg.frame.to_string(),
+        });
         let mut pushed = Pushed::default();
         for user in users {
             let sockets = self.sessions.notification_sockets(&user);
+            let elsewhere = self.cluster && self.peers.has_notifications(&user);
             if sockets.is_empty() {
-                pushed.offline.push(user);
+                match elsewhere {
+                    true => pushed.reached.push(user),
+                    false => pushed.offline.push(user),
+                }
                 continue;
             }
             for session in sockets {

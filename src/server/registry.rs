@@ -301,6 +301,13 @@ impl<H> Registry<H> {
         self.notification_sockets
     }
 
+    /// Users with at least one chat socket, sorted.
+    pub fn chat_user_ids(&self) -> Vec<UserId> {
+        let mut all: Vec<UserId> = self.chat.keys().cloned().collect();
+        all.sort_unstable();
+        all
+    }
+
     /// Users with at least one notification socket, sorted.
     pub fn notified_users(&self) -> Vec<UserId> {
         let mut all: Vec<UserId> = self.notified.keys().cloned().collect();

@@ -236,6 +236,7 @@ impl ChatServer {
         self.metrics.set_broker_up(up);
         self.subscribed = up;
         if up {
+            self.greet_peers();
             let rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
             for room in rooms {
                 self.fill(&room);

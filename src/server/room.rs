@@ -108,6 +108,11 @@ impl<H> Room<H> {
             .is_some_and(|s| s.iter().any(|(id, _)| *id == session))
     }
 
+    /// Whether `user` has a session in the room.
+    pub fn has_user(&self, user: &UserId) -> bool {
+        self.members.contains_key(user)
+    }
+
     /// No sessions left: the room can be dropped from memory.
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()

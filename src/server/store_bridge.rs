@@ -64,6 +64,8 @@ impl ChatServer {
             } => self.inbox_taken(user, session, frames),
             Event::Published { room, seq, frame } => self.published(room, seq, frame),
             Event::Subscribed(up) => self.subscribed(up),
+            // Handled by the `StoreEvents` handler, which has the context it needs.
+            Event::Peer(_) => {}
             Event::State(state) => {
                 if state != self.store_state {
                     log::warn!("history store state={}", state.as_str());

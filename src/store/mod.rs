@@ -274,6 +274,9 @@ pub enum Event {
     /// Cluster mode: the node's subscription to the cluster's channel was lost (`false`) or
     /// is back (`true`). Back, every live room's gap since its last seq must be filled.
     Subscribed(bool),
+    /// Cluster mode: what another node says (presence, typing, private messages,
+    /// notifications, kicks).
+    Peer(crate::cluster::peers::PeerEvent),
 }
 
 /// How the store is doing, as `/health` and the metrics report it.

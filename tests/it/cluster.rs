@@ -125,10 +125,65 @@ impl Drop for RedisServer {
 
 /// `n` nodes on `redis`.
 fn nodes(redis: &RedisServer, n: usize) -> Vec<ChildServer> {
+    nodes_with(redis, n, &[])
+}
+
+fn nodes_with(redis: &RedisServer, n: usize, args: &[&str]) -> Vec<ChildServer> {
     let url = redis.url();
+    let base = ["--cluster", url.as_str(), "--rate-per-sec", "0"];
     (0..n)
-        .map(|_| ChildServer::spawn(&["--cluster", &url, "--rate-per-sec", "0"]))
+        .map(|_| ChildServer::spawn(&[&base[..], args].concat()))
         .collect()
+}
+
+/// Waits until every node is subscribed to the cluster's channels (`/health`'s `broker`).
+async fn wait_subscribed(nodes: &[ChildServer]) {
+    for node in nodes {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let (_, health) = http_get(node.addr, "/health").await;
+            if health["broker"] == "up" {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never subscribed: {health}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Asks `get_users` until `want` are all listed (presence crosses nodes asynchronously).
+async fn wait_users(c: &mut Client, room: &str, want: &[&str]) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        c.send(json!({"type": "get_users", "room_id": room})).await;
+        let users = loop {
+            let f = c.recv().await;
+            if f["type"] == "active_users" {
+                break f["users"].clone();
+            }
+        };
+        if users == json!(want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "users stayed {users}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The next frame of `ty` (others skipped).
+async fn next_of(c: &mut Client, ty: &str) -> Value {
+    loop {
+        let f = c.recv().await;
+        if f["type"] == ty {
+            return f;
+        }
+    }
 }
 
 /// Joins `room` as `user` on `node`; returns the client and its `joined` (with history).
@@ -167,7 +222,7 @@ async fn every_member_on_every_node_gets_every_chat_once_in_one_order() {
     // Everyone is a member on its node before anyone posts: a barrier per client.
     for m in &mut members {
         m.send(json!({"type": "get_users"})).await;
-        m.expect("active_users").await;
+        next_of(m, "active_users").await;
     }
 
     let mut senders = Vec::new();
@@ -409,4 +464,108 @@ async fn killing_redis_under_traffic_loses_nothing_acknowledged() {
         })
         .collect();
     assert_eq!(got, acked);
+}
+
+#[tokio::test]
+async fn presence_counts_users_over_the_cluster() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 2);
+    wait_subscribed(&nodes).await;
+    let (mut ann, _) = join(&nodes[0], "p", "ann").await;
+    let (mut bob, _) = join(&nodes[1], "p", "bob").await;
+    // Each sees both, whichever node they are on.
+    wait_users(&mut bob, "p", &["ann", "bob"]).await;
+    wait_users(&mut ann, "p", &["ann", "bob"]).await;
+
+    // A second socket of bob's, on the other node: no second `user_joined`.
+    let (bob2, joined) = join(&nodes[0], "p", "bob").await;
+    assert_eq!(joined.frame["users"], json!(["ann", "bob"]));
+    // bob leaves one node but is still on the other: no `user_left`; then leaves both.
+    bob.close().await;
+    ann.send(json!({"type": "get_users", "room_id": "p"})).await;
+    let users = next_of(&mut ann, "active_users").await;
+    assert_eq!(users["users"], json!(["ann", "bob"]));
+    bob2.close().await;
+    let left = next_of(&mut ann, "user_left").await;
+    assert_eq!(left["user_id"], "bob");
+    wait_users(&mut ann, "p", &["ann"]).await;
+}
+
+#[tokio::test]
+async fn typing_private_messages_and_kicks_reach_users_on_other_nodes() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 2);
+    wait_subscribed(&nodes).await;
+    let (mut ann, _) = join(&nodes[0], "t", "ann").await;
+    let (mut bob, _) = join(&nodes[1], "t", "bob").await;
+    wait_users(&mut ann, "t", &["ann", "bob"]).await;
+
+    ann.send(json!({"type": "typing", "is_typing": true})).await;
+    let typing = next_of(&mut bob, "typing").await;
+    assert_eq!(
+        (typing["user_id"].as_str(), typing["is_typing"].as_bool()),
+        (Some("ann"), Some(true))
+    );
+
+    ann.send(json!({"type": "private", "to_user": "bob", "content": "psst"}))
+        .await;
+    let private = next_of(&mut bob, "private").await;
+    assert_eq!(
+        (private["from"].as_str(), private["message"].as_str()),
+        (Some("ann"), Some("psst"))
+    );
+    ann.send(json!({"type": "private", "to_user": "nobody", "content": "hi"}))
+        .await;
+    let error = next_of(&mut ann, "error").await;
+    assert_eq!(error["code"], "user_offline");
+
+    // An operator on the first node disconnects bob, who is on the second.
+    let (status, _) = api(nodes[0].addr, "POST", "/api/users/bob/disconnect", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(bob.expect_close().await, 4003);
+    let left = next_of(&mut ann, "user_left").await;
+    assert_eq!(left["user_id"], "bob");
+}
+
+#[tokio::test]
+async fn a_notification_pushed_on_one_node_reaches_a_socket_on_another() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 2);
+    wait_subscribed(&nodes).await;
+    let mut socket = Client::connect(&nodes[1].url("/notifications/bob")).await;
+    // Push through the first node until it knows bob's socket is on the second (that news
+    // crosses asynchronously); pushes before that wait in bob's inbox.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let body = json!({"user_id": "bob", "title": "t", "message": "hello"});
+        let (status, answer) = api(nodes[0].addr, "POST", "/api/notifications", Some(&body)).await;
+        assert_eq!(status, 200, "{answer}");
+        if answer["reached"] == json!(["bob"]) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob never reached: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = next_of(&mut socket, "notification").await;
+    assert_eq!(
+        (got["title"].as_str(), got["message"].as_str()),
+        (Some("t"), Some("hello"))
+    );
+}
+
+#[tokio::test]
+async fn the_users_of_a_node_killed_with_sigkill_leave_within_the_presence_ttl() {
+    let redis = RedisServer::start();
+    let nodes = nodes_with(&redis, 2, &["--presence-ttl-secs", "1"]);
+    wait_subscribed(&nodes).await;
+    let (mut ann, _) = join(&nodes[0], "d", "ann").await;
+    let (_bob, _) = join(&nodes[1], "d", "bob").await;
+    wait_users(&mut ann, "d", &["ann", "bob"]).await;
+    nodes[1].signal("KILL");
+    let left = next_of(&mut ann, "user_left").await;
+    assert_eq!(left["user_id"], "bob");
+    wait_users(&mut ann, "d", &["ann"]).await;
 }
