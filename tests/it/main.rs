@@ -7,6 +7,7 @@ mod bad_input;
 mod chat;
 mod common;
 mod durable;
+mod fuzz;
 mod hostile;
 mod lifecycle;
 mod limits;
