@@ -612,6 +612,24 @@ impl ClientSink {
             _ => Err(()),
         }
     }
+
+    /// Sends `messages` in order (any kind: text, binary, ping) and flushes once after the
+    /// last, so a burst costs few system calls; `Err` once the connection is gone.
+    pub async fn send_all(
+        &mut self,
+        messages: impl IntoIterator<Item = Message>,
+    ) -> Result<(), ()> {
+        for message in messages {
+            match tokio::time::timeout(TIMEOUT, self.0.feed(message)).await {
+                Ok(Ok(())) => {}
+                _ => return Err(()),
+            }
+        }
+        match tokio::time::timeout(TIMEOUT, self.0.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    }
 }
 
 pub struct ClientStream(futures_util::stream::SplitStream<Ws>);
@@ -630,6 +648,16 @@ impl ClientStream {
                 }
                 Ok(Some(Ok(_))) => continue,
             }
+        }
+    }
+
+    /// The next message of any kind as it came (control frames and the close included);
+    /// `None` when the connection ends or fails without a close frame, or goes quiet for
+    /// `TIMEOUT`.
+    pub async fn next_message(&mut self) -> Option<Message> {
+        match tokio::time::timeout(TIMEOUT, self.0.next()).await {
+            Ok(Some(Ok(message))) => Some(message),
+            Ok(Some(Err(_))) | Ok(None) | Err(_) => None,
         }
     }
 }

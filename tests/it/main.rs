@@ -9,6 +9,7 @@ mod chat;
 mod cluster;
 mod common;
 mod durable;
+mod fuzz;
 mod guard;
 mod hostile;
 mod lifecycle;
