@@ -7,7 +7,7 @@
 -- ARGV[1] the floor: the highest seq the calling node has seen in the room
 -- ARGV[2], ARGV[3] the frame's text before and after its seq
 -- ARGV[4] the stream's length bound   ARGV[5] the channel   ARGV[6] the room id
--- ARGV[7] seconds a resend key is kept   ARGV[8] now, in Unix seconds (a new epoch)
+-- ARGV[7] seconds a resend key is kept   ARGV[8] now, in Unix milliseconds (a new epoch)
 --
 -- Returns {1, seq} for a new chat, {0, seq} for a resend of a chat stored as seq.
 -- Seqs are returned and written as decimal strings: Lua numbers are doubles, and their
@@ -22,15 +22,16 @@ end
 
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
 if seq == 0 then
-  -- A room this dataset has never seen. Its seqs start above the dataset's epoch (set
-  -- once, when the dataset was created): if Redis loses its data, the new epoch is later,
-  -- so no seq handed out before can be handed out again.
+  -- A room this dataset has never seen. Its seqs start above the dataset's epoch (the
+  -- millisecond the dataset began, times 1000): if Redis loses its data, the new epoch is
+  -- later, so no seq handed out before can be handed out again unless a room took more
+  -- than a thousand chats a millisecond on average.
   local epoch = redis.call('GET', KEYS[4])
   if not epoch then
     epoch = ARGV[8]
     redis.call('SET', KEYS[4], epoch)
   end
-  seq = tonumber(epoch) * 1000000
+  seq = tonumber(epoch) * 1000
   redis.call('SET', KEYS[3], string.format('%d', seq + 1))
 end
 local floor = tonumber(ARGV[1])

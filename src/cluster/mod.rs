@@ -23,13 +23,13 @@
 //! | `room:R:log` | stream | the room's chats, entry id `SEQ-1`, field `f` the frame | `MAXLEN ~ --retention-messages` |
 //! | `resend:R:U:ID` | string | the seq stored for a `client_msg_id`, for resends | expires after 24 h |
 //! | `inbox:U` | list | `EXPIRES_MS\nFRAME`, the user's stored notifications | `--inbox-max`, expires after `--inbox-ttl-secs` |
-//! | `epoch` | string | Unix seconds when this dataset began; seqs start at `epoch × 10^6 + 1` | one |
+//! | `epoch` | string | the Unix millisecond this dataset began; seqs start at `epoch × 1000 + 1` | one |
 //!
 //! The channel `roomcast:chats` carries `R\nSEQ\nFRAME` for every chat.
 //!
-//! Seqs start at `epoch × 10^6 + 1` rather than 1 so that a Redis that lost its data cannot
+//! Seqs start at `epoch × 1000 + 1` rather than 1 so that a Redis that lost its data cannot
 //! make a seq mean two messages: the new dataset's epoch is later, so its seqs are higher
-//! than any handed out before (unless a room averaged a million chats a second). And each
+//! than any handed out before (unless a room averaged a thousand chats a millisecond). And each
 //! append carries the highest seq its node has seen in the room as a floor, so a Redis that
 //! lost only its newest writes continues above what nodes saw. Seqs stay below 2^53, exact
 //! in JavaScript.

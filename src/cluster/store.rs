@@ -212,7 +212,7 @@ impl RedisStore {
             0 => u64::MAX,
             n => n,
         };
-        let now_secs = self.retention.clock.now_ms() / 1000;
+        let now_ms = self.retention.clock.now_ms();
         let con = self.con.as_mut().expect("connection() succeeded before");
         let (new, seq): (u8, String) = self
             .script
@@ -228,7 +228,7 @@ impl RedisStore {
             .arg(CHANNEL)
             .arg(a.room.as_str())
             .arg(RESEND_TTL_SECS)
-            .arg(now_secs)
+            .arg(now_ms)
             .invoke(con)?;
         let seq = Seq(seq.parse().map_err(|_| bad_reply("the script's seq"))?);
         self.saw(&a.room, seq);

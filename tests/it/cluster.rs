@@ -569,3 +569,39 @@ async fn the_users_of_a_node_killed_with_sigkill_leave_within_the_presence_ttl()
     assert_eq!(left["user_id"], "bob");
     wait_users(&mut ann, "d", &["ann"]).await;
 }
+
+/// A Redis without persistence restarts empty: a node that never saw the room still hands
+/// out seqs above every seq handed out before, so none means two messages.
+#[tokio::test]
+async fn a_redis_that_lost_its_data_reuses_no_seq() {
+    let mut redis = RedisServer::start();
+    let nodes = nodes(&redis, 2);
+    let (mut a, _) = join(&nodes[0], "e", "ann").await;
+    for n in 0..3 {
+        a.send(json!({"type": "chat", "text": format!("before{n}")}))
+            .await;
+    }
+    let before = seqs(&chats(&mut a, 3).await);
+    redis.kill_and_restart();
+    // The other node, which never saw the room, posts after the loss.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let after = loop {
+        let body = json!({"text": "after"});
+        let (status, posted) =
+            api(nodes[1].addr, "POST", "/api/rooms/e/messages", Some(&body)).await;
+        if status == 201 {
+            break posted["seq"].as_u64().unwrap();
+        }
+        // Until the node has reconnected: 503 store_unavailable, nothing posted.
+        assert_eq!(status, 503, "{posted}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never posted after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        after > before[2],
+        "seq {after} after the loss, {before:?} before"
+    );
+}
