@@ -93,7 +93,7 @@ pub struct FloodArgs {
     pub duration: f64,
     /// Most messages sent in the whole run (split evenly over the senders); the flood ends
     /// early once they are sent.
-    #[arg(long, default_value_t = 20_000_000)]
+    #[arg(long, default_value_t = 100_000_000)]
     pub max_messages: u64,
     /// Pad each flood chat text to this many bytes (default: no padding, ~25 bytes).
     #[arg(long)]

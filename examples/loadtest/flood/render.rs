@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::summary::FloodSection;
+use super::summary::{FloodSection, LAGGING_BYTES};
 use crate::charts::{self, Unit};
-use crate::report::Section;
+use crate::report::{Section, TimelineSection};
 use crate::stats::{fmt_bytes, fmt_us};
 
 fn reasons(m: &BTreeMap<String, u64>) -> String {
@@ -42,7 +42,10 @@ pub fn sections(f: &FloodSection) -> Vec<Section> {
         ),
         row(
             "sent / accepted",
-            format!("{} ({:.0}/s) / {}", f.sent, f.sent_per_sec, f.accepted),
+            format!(
+                "{} ({:.0}/s over {:.1} s of sending) / {}",
+                f.sent, f.sent_per_sec, f.sending_secs, f.accepted
+            ),
         ),
         row("refused overloaded", f.overloaded.to_string()),
     ];
@@ -143,6 +146,15 @@ pub fn sections(f: &FloodSection) -> Vec<Section> {
             } else {
                 "not sampled".to_string()
             },
+        ));
+        rows.push(row(
+            "lagging / keeping up at the close",
+            format!(
+                "{} / {}  (at least / under {} unread at the last sample)",
+                c.readers_lagging,
+                c.readers_keeping_up,
+                fmt_bytes(LAGGING_BYTES as f64)
+            ),
         ));
         rows.push(row(
             "at the close: not yet across",
@@ -276,6 +288,19 @@ pub fn charts(f: &FloodSection) -> String {
         charts::line(&unread, x, Unit::Bytes),
         charts::line(&unsent, x, Unit::Bytes),
     );
+    if !f.closes.readers_per_second.is_empty() {
+        let closes = TimelineSection {
+            what: "readers closed".to_string(),
+            per_second: f.closes.readers_per_second.clone(),
+            measure_from_s: 0.0,
+            measure_to_s: f.flood_secs,
+        };
+        let _ = write!(
+            s,
+            "<h2>Readers closed per second</h2>\n{}\n",
+            charts::timeline(&closes)
+        );
+    }
     if f.quiet.latency.us.count > 0 {
         let _ = write!(
             s,

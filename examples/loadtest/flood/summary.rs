@@ -21,7 +21,11 @@ pub struct FloodSection {
     /// Messages/s offered by all senders together; 0: as fast as the sockets took them.
     pub offered_per_sec: f64,
     pub flood_secs: f64,
+    /// From the start until the last sender stopped (earlier than `flood_secs` when
+    /// `--max-messages` were all sent first).
+    pub sending_secs: f64,
     pub sent: u64,
+    /// Messages sent per second of sending.
     pub sent_per_sec: f64,
     /// Echoed to their senders: accepted, stored and delivered.
     pub accepted: u64,
@@ -97,6 +101,35 @@ pub struct Closes {
     pub behind_messages: Spread,
     pub unread_bytes: Spread,
     pub unsent_bytes: Spread,
+    /// Closed readers whose socket held at least [`LAGGING_BYTES`] unread at the last sample
+    /// before the close (the reader was behind what the server had written), and those
+    /// whose socket held less (it was taking what came).
+    pub readers_lagging: u64,
+    pub readers_keeping_up: u64,
+    /// Readers closed in each second of the run.
+    pub readers_per_second: Vec<u64>,
+    /// Every closed reader, in the order of their closes.
+    pub closed_readers: Vec<ClosedReader>,
+}
+
+/// Unread bytes in a reader's socket from which it counts as lagging: a few frames' worth
+/// is a reader between two reads, this much is a backlog.
+pub const LAGGING_BYTES: u64 = 64 * 1024;
+
+/// One reader the server closed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClosedReader {
+    pub member: usize,
+    /// Seconds since the start of the flood.
+    pub at_s: f64,
+    pub code: Option<u16>,
+    pub reason: String,
+    pub since_delivery_ms: f64,
+    /// Accepted messages it had not received.
+    pub behind: u64,
+    /// Its connection's queues at the last sample before the close (bytes).
+    pub unread: Option<u64>,
+    pub unsent: Option<u64>,
 }
 
 /// The readers' connection queues over the run (`/proc/net/tcp`).
@@ -214,6 +247,27 @@ pub fn build_report(a: &FloodArgs, sh: &Shared, outcomes: &[Outcome], x: Extras)
                 behind.push(c.behind);
                 unread.extend(c.unread);
                 unsent.extend(c.unsent);
+                match c.unread {
+                    Some(b) if b >= LAGGING_BYTES => f.closes.readers_lagging += 1,
+                    Some(_) => f.closes.readers_keeping_up += 1,
+                    None => {}
+                }
+                let second = at.max(0.0) as usize;
+                let per_second = &mut f.closes.readers_per_second;
+                if per_second.len() <= second {
+                    per_second.resize(second + 1, 0);
+                }
+                per_second[second] += 1;
+                f.closes.closed_readers.push(ClosedReader {
+                    member: o.idx,
+                    at_s: at,
+                    code: c.code,
+                    reason: c.reason.clone(),
+                    since_delivery_ms: c.since_delivery_ns as f64 / 1e6,
+                    behind: c.behind,
+                    unread: c.unread,
+                    unsent: c.unsent,
+                });
             }
         }
         match o.role {
@@ -274,9 +328,16 @@ pub fn build_report(a: &FloodArgs, sh: &Shared, outcomes: &[Outcome], x: Extras)
         .sent
         .saturating_sub(f.accepted + f.overloaded + f.rate_limited)
         .saturating_sub(f.other_errors.values().sum::<u64>());
-    f.sent_per_sec = f.sent as f64 / a.duration;
+    f.sending_secs = match sh.room.sending_ended_ns.load(Ordering::SeqCst) {
+        super::UNKNOWN => a.duration,
+        end => secs_since_start(end).min(a.duration),
+    };
+    f.sent_per_sec = f.sent as f64 / f.sending_secs.max(1e-3);
     f.gaps.readers_us = Percentiles::of(&reader_gaps);
     f.gaps.senders_us = Percentiles::of(&sender_gaps);
+    f.closes
+        .closed_readers
+        .sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     f.closes.since_delivery_us = Spread::of(since);
     f.closes.behind_messages = Spread::of(behind);
     f.closes.unread_bytes = Spread::of(unread);
