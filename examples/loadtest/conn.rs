@@ -60,17 +60,20 @@ pub struct Connector {
 }
 
 impl Connector {
-    /// `read_buffer` is tungstenite's read buffer per socket (it grows for larger frames).
+    /// `read_buffer` is tungstenite's read buffer per socket (it grows for larger frames);
+    /// `write_buffer` is how many bytes of frames it gathers before writing them (0: each
+    /// frame is written when it is sent; more is written on a flush).
     pub fn new(
         addr: SocketAddr,
         target: Target,
         concurrency: usize,
         timeout: Duration,
         read_buffer: usize,
+        write_buffer: usize,
     ) -> Connector {
         let config = WebSocketConfig::default()
             .read_buffer_size(read_buffer)
-            .write_buffer_size(0)
+            .write_buffer_size(write_buffer)
             .max_message_size(Some(16 << 20))
             .max_frame_size(Some(16 << 20));
         Connector {

@@ -23,6 +23,11 @@
 //!   `left`. Afterwards `/health` should be back to its baseline.
 //! - `notify`: `--sockets N` notification sockets and `--pushes M` pushes over HTTP, once the
 //!   server has a notification endpoint (exit status 2 while `/notifications/x` is a 404).
+//! - `flood`: `--senders S` post into one room at a fixed total `--rate` (0: as fast as the
+//!   sockets take it) with no window, for `--duration` seconds, while `--readers R` read it
+//!   and a quiet pair in another room times one chat every 100 ms: the longest time a reader
+//!   went without a delivery, who was closed and why, chats refused `overloaded`, the quiet
+//!   room's latency, `/health` answers and, with `--server-pid`, the server's RSS over time.
 //!
 //! Common flags: `--url` (env `ROOMCAST_URL`, default `ws://127.0.0.1:8080`; only loopback
 //! hosts unless `--allow-remote`), `--server-pid PID` (server CPU and RSS from `/proc`; the
@@ -39,8 +44,8 @@
 //! # Layout
 //!
 //! - `main.rs`: flags, the runtime, the shared context ([`Ctx`]), the verdict and the outputs.
-//! - `fanout.rs`, `idle.rs`, `churn.rs`, `notify.rs`: one scenario each; `acks.rs`: a
-//!   sender's `client_msg_id` bookkeeping for `fanout --ack`.
+//! - `fanout.rs`, `idle.rs`, `churn.rs`, `notify.rs`, `flood/`: one scenario each; `acks.rs`:
+//!   a sender's `client_msg_id` bookkeeping for `fanout --ack`.
 //! - `conn.rs`: opening connections, `welcome`, `join`.
 //! - `wire.rs`: the receive path's byte-level frame reading and the `seq` checker.
 //! - `stats.rs`: histograms and per-second counters shared by the tasks.
@@ -60,6 +65,7 @@ mod charts;
 mod churn;
 mod conn;
 mod fanout;
+mod flood;
 mod idle;
 mod notify;
 mod proc;
@@ -91,7 +97,7 @@ use crate::target::Target;
 #[command(
     name = "loadtest",
     version,
-    about = "roomcast load tool: fan-out, idle, churn and notification load, with loss and order checks",
+    about = "roomcast load tool: fan-out, idle, churn, notification and flood load, with loss and order checks",
     after_help = "Exit status: 0 = no loss, duplication, disorder or connection failure; \
                   1 = problems (listed in the summary); 2 = could not run."
 )]
@@ -112,6 +118,17 @@ enum Scenario {
     Churn(churn::ChurnArgs),
     /// Notification sockets and HTTP pushes (needs the server's notification endpoint).
     Notify(notify::NotifyArgs),
+    /// An open-loop flood into one room: delivery gaps, closes, refusals, a quiet room's
+    /// latency, /health and server memory.
+    #[command(
+        after_help = "Besides the senders and readers, a quiet pair in a room of its own times one \
+                      chat every --quiet-interval-ms, and /health is probed every --health-every \
+                      seconds. Exit status 1 when the server closed a member, a delivery was \
+                      lost, duplicated or out of order, a quiet chat was not delivered, or a \
+                      /health probe went unanswered; chats refused `overloaded` are reported, \
+                      not failures."
+    )]
+    Flood(flood::FloodArgs),
 }
 
 impl Scenario {
@@ -121,6 +138,7 @@ impl Scenario {
             Scenario::Idle(_) => "idle",
             Scenario::Churn(_) => "churn",
             Scenario::Notify(_) => "notify",
+            Scenario::Flood(_) => "flood",
         }
     }
 }
@@ -229,12 +247,19 @@ impl Ctx {
     }
 
     pub fn connector(&self, read_buffer: usize) -> Arc<Connector> {
+        self.connector_with(read_buffer, 0)
+    }
+
+    /// A connector whose sockets gather up to `write_buffer` bytes of frames before writing
+    /// them (0: each frame is written at once), for sockets that send in bulk.
+    pub fn connector_with(&self, read_buffer: usize, write_buffer: usize) -> Arc<Connector> {
         Arc::new(Connector::new(
             self.addr,
             self.target.clone(),
             self.common.connect_concurrency,
             Duration::from_secs_f64(self.common.connect_timeout),
             read_buffer,
+            write_buffer,
         ))
     }
 
@@ -356,6 +381,7 @@ fn main() -> ExitCode {
         Scenario::Idle(a) => a.validate(),
         Scenario::Churn(a) => a.validate(),
         Scenario::Notify(a) => a.validate(),
+        Scenario::Flood(a) => a.validate(),
     };
     if let Err(e) = checked {
         return usage(e);
@@ -453,6 +479,23 @@ async fn resolve(
     )
 }
 
+/// The tool's HTTP client: resolves the target's host to `addr` (the address checked at
+/// the start), never uses a proxy.
+pub fn http_client(
+    target: &Target,
+    addr: SocketAddr,
+    connect_timeout: f64,
+) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .resolve(&target.host, addr)
+        .connect_timeout(Duration::from_secs_f64(connect_timeout))
+        .tcp_nodelay(true)
+        .user_agent("roomcast-loadtest")
+        .build()
+        .context("cannot set up the HTTP client")
+}
+
 async fn run(cli: Cli, target: Target, threads: usize) -> anyhow::Result<Report> {
     let scenario = cli.scenario.name();
     let addr = resolve(
@@ -472,14 +515,7 @@ async fn run(cli: Cli, target: Target, threads: usize) -> anyhow::Result<Report>
         }
         None => None,
     };
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .resolve(&target.host, addr)
-        .connect_timeout(Duration::from_secs_f64(cli.common.connect_timeout))
-        .tcp_nodelay(true)
-        .user_agent("roomcast-loadtest")
-        .build()
-        .context("cannot set up the HTTP client")?;
+    let http = http_client(&target, addr, cli.common.connect_timeout)?;
     let epoch = Instant::now();
     let run_id = {
         let ms = chrono::Utc::now().timestamp_millis() as u64;
@@ -506,6 +542,7 @@ async fn run(cli: Cli, target: Target, threads: usize) -> anyhow::Result<Report>
         Scenario::Idle(a) => idle::run(&ctx, a).await?,
         Scenario::Churn(a) => churn::run(&ctx, a).await?,
         Scenario::Notify(a) => notify::run(&ctx, a).await?,
+        Scenario::Flood(a) => flood::run(&ctx, a).await?,
     };
     ctx.progress.finish();
     let wall = epoch.elapsed().as_secs_f64();
@@ -542,6 +579,7 @@ async fn run(cli: Cli, target: Target, threads: usize) -> anyhow::Result<Report>
         Scenario::Idle(a) => serde_json::to_value(a)?,
         Scenario::Churn(a) => serde_json::to_value(a)?,
         Scenario::Notify(a) => serde_json::to_value(a)?,
+        Scenario::Flood(a) => serde_json::to_value(a)?,
     };
     report.settings = settings;
     report.warnings = ctx.progress.warnings();

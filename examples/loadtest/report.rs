@@ -16,6 +16,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::charts::{self, Unit};
+use crate::flood::FloodSection;
 use crate::proc::ServerStats;
 use crate::stats::{Bucket, Percentiles, fmt_bytes, fmt_us};
 
@@ -51,6 +52,8 @@ pub struct Report {
     pub churn: Option<ChurnSection>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notify: Option<NotifySection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flood: Option<FloodSection>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerStats>,
     pub tool_process: ToolStats,
@@ -348,6 +351,10 @@ pub fn sections(r: &Report) -> Vec<Section> {
                 ),
             ],
         });
+    }
+
+    if let Some(f) = &r.flood {
+        out.extend(crate::flood::sections(f));
     }
 
     if let Some(a) = &r.acks {
@@ -687,6 +694,9 @@ pub fn html(r: &Report) -> String {
             esc(&capitalize(&t.what)),
             charts::timeline(t)
         );
+    }
+    if let Some(f) = &r.flood {
+        s.push_str(&crate::flood::charts(f));
     }
     if let Some(a) = &r.acks {
         let _ = write!(

@@ -263,6 +263,25 @@ pub fn parse_ack(frame: &[u8]) -> Option<(&[u8], u64)> {
     ))
 }
 
+/// How many messages an `error` frame refusing messages (`overloaded`, `rate_limited`)
+/// stands for: the server answers a run of refusals with one error whose message says
+/// `"...; N messages dropped since the last error"`; any other refusal is one message.
+pub fn refused_count(frame: &[u8]) -> u64 {
+    const TAIL: &[u8] = b" messages dropped";
+    let Some(message) = str_field(frame, b"\"message\":\"") else {
+        return 1;
+    };
+    let Some(end) = find(message, TAIL) else {
+        return 1;
+    };
+    let digits = message[..end]
+        .iter()
+        .rev()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    parse_u64(&message[end - digits..end]).map_or(1, |(n, _)| n.max(1))
+}
+
 /// The `join` frame.
 pub fn join_frame(room: &str) -> String {
     format!(r#"{{"type":"join","room_id":"{room}"}}"#)
@@ -436,6 +455,19 @@ mod tests {
             chat_frame_with_id("r", "lt:1:2:3", "c2"),
             r#"{"type":"chat","room_id":"r","text":"lt:1:2:3","client_msg_id":"c2"}"#
         );
+    }
+
+    #[test]
+    fn refusals_count_the_messages_they_stand_for() {
+        let one = br#"{"type":"error","code":"overloaded","message":"too many requests waiting for the server; the message was dropped"}"#;
+        assert_eq!(refused_count(one), 1);
+        let many = br#"{"type":"error","code":"overloaded","message":"too many requests waiting for the server; 37 messages dropped since the last error"}"#;
+        assert_eq!(refused_count(many), 37);
+        let room = br#"{"type":"error","code":"overloaded","message":"room 'r' is busy: its members are behind; send again later","room_id":"r"}"#;
+        assert_eq!(refused_count(room), 1);
+        assert_eq!(refused_count(br#"{"type":"error","code":"x"}"#), 1);
+        let zero = br#"{"type":"error","message":"0 messages dropped"}"#;
+        assert_eq!(refused_count(zero), 1);
     }
 
     #[test]

@@ -195,6 +195,8 @@ pub enum Unit {
     Percent,
     /// Bytes, drawn in MiB so the ticks are round there.
     Bytes,
+    /// Milliseconds.
+    Millis,
 }
 
 /// A line over `(seconds, value)` points, from zero.
@@ -203,7 +205,7 @@ pub fn line(points: &[(f64, f64)], x_desc: &str, unit: Unit) -> String {
         return "<p>Too few samples.</p>".to_string();
     }
     let scale = match unit {
-        Unit::Percent => 1.0,
+        Unit::Percent | Unit::Millis => 1.0,
         Unit::Bytes => 1.0 / (1024.0 * 1024.0),
     };
     let points: Vec<(f64, f64)> = points.iter().map(|&(t, v)| (t, v * scale)).collect();
@@ -220,6 +222,7 @@ pub fn line(points: &[(f64, f64)], x_desc: &str, unit: Unit) -> String {
         let y_fmt = |v: &f64| match unit {
             Unit::Percent => format!("{}%", trim(*v)),
             Unit::Bytes => format!("{} MiB", trim(*v)),
+            Unit::Millis => format!("{} ms", trim(*v)),
         };
         chart
             .configure_mesh()
@@ -255,6 +258,7 @@ pub fn line(points: &[(f64, f64)], x_desc: &str, unit: Unit) -> String {
                 let value = match unit {
                     Unit::Percent => format!("{v:.0}%"),
                     Unit::Bytes => fmt_bytes(v / scale),
+                    Unit::Millis => format!("{v:.1} ms"),
                 };
                 Tip {
                     x: chart.backend_coord(&(left, 0.0)).0..chart.backend_coord(&(right, 0.0)).0,
