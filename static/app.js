@@ -5,6 +5,13 @@
  *   #name-input, #connect-btn    pick a name and connect; both disabled while signed in
  *   #disconnect-btn               "Sign out": disconnects and forgets the user's rooms,
  *                                 threads and unsent chats (shown while signed in)
+ *   #token-form    shown while the page needs a token it cannot get by itself (js/auth.js):
+ *                  #token (a password field) and #token-btn use a pasted one; #session-note
+ *                  says why (data-state "token": none yet, "expiring": "session expires in
+ *                  N min — paste a new token", "expired": "session expired — paste a new
+ *                  token"; #conn-detail then reads "waiting for a token" / "session expired")
+ *   URL fragment   #token=JWT signs in as the token's user (removed from the address bar at
+ *                  once); #ttl=SECS asks development tokens to live SECS seconds (tests)
  *   #conn-state    text is exactly "connected", "reconnecting" or "offline" (also data-state);
  *                  the detail ("attempt 3, next try in 2 s", "connecting…") is in #conn-detail
  *                  and in the title attribute of #conn-state
@@ -22,7 +29,8 @@
  *                  your own messages sent from this page carry data-client-msg-id and the class
  *                  "pending" until the server's `ack` (stored durably), then "acked";
  *                  li.msg.own.pending without data-seq until the echo arrives ("failed" +
- *                  button.retry-btn when neither echo nor ack came in 10 s);
+ *                  button.retry-btn when neither echo nor ack came in 10 s, or when an error
+ *                  named it: then data-error-code, e.g. "forbidden", and p.reason);
  *                  li.notice[data-user] for joined/left notices; .text holds the message;
  *                  in a thread, li.private (as in #privates) instead; li.date-divider[data-date=
  *                  "YYYY-MM-DD"] (local day) above each day's first item, li.unread-divider
@@ -48,6 +56,11 @@
  * A reload signs this tab in again as the same name and rejoins its rooms with `since_seq`,
  * with their messages, unread counts and the private threads as they were (js/storage.js).
  *
+ * Both sockets carry a token as WebSocket protocols, never in the URL: a development token
+ * from `POST /api/dev-token`, or, when the server checks real tokens, one handed to the page
+ * (#token= in the URL, or pasted); fresh ones go out as `refresh` before they lapse
+ * (js/auth.js).
+ *
  * Everything from the network or the user is put in the page as text nodes (see `h` in
  * js/dom.js), never as HTML.
  *
@@ -58,6 +71,7 @@
  *   render.js      the render schedule (`invalidate`) and the connection, rooms, members
  *                  and typing regions
  *   timeline.js    the message list of the current room
+ *   auth.js        the token: development tokens, a given one, refresh, expiry
  *   connection.js  the chat socket: connect, heartbeat, reconnect with backoff
  *   frames.js      what each server frame does to the state
  *   rooms.js       rooms and their messages: join, rejoin, leave, select, unread, presence
@@ -68,6 +82,7 @@
  *   storage.js     what survives a reload (localStorage, sessionStorage)
  */
 
+import { readFragment, useToken } from './js/auth.js';
 import { noteTyping, submitMessage } from './js/composer.js';
 import { connectAs, retryNow, signOut, tick } from './js/connection.js';
 import { ui } from './js/dom.js';
@@ -82,6 +97,10 @@ function init() {
   ui.loginForm.addEventListener('submit', (ev) => {
     ev.preventDefault();
     connectAs(ui.nameInput.value.trim());
+  });
+  ui.tokenForm.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    if (useToken(ui.tokenInput.value)) ui.tokenInput.value = '';
   });
   ui.disconnectBtn.addEventListener('click', () => {
     signOut();
@@ -110,8 +129,9 @@ function init() {
   window.addEventListener('pagehide', saveNow);
   setInterval(tick, 1000);
   invalidateAll();
-  // Signed in before a reload: sign in again, with the rooms and threads as they were.
-  const user = tabUser();
+  // A token handed over in the URL signs in as its user; signed in before a reload: sign in
+  // again, with the rooms and threads as they were.
+  const user = readFragment() || tabUser();
   if (user) connectAs(user);
 }
 

@@ -12,6 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::args::redact;
 use crate::render::field;
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -21,25 +22,27 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the server's side of the closing handshake.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Why the connection to `url` failed, in words. The URL is shown with its token hidden.
 fn describe_connect_error(url: &str, error: tungstenite::Error) -> anyhow::Error {
+    let url = redact(url);
     match error {
         tungstenite::Error::Http(response) => {
             let status = response.status();
-            let detail = response
+            let error = response
                 .body()
                 .as_deref()
                 .and_then(|body| serde_json::from_slice::<Value>(body).ok())
-                .and_then(|body| {
-                    let error = body.get("error")?;
-                    Some(format!(
-                        "{}: {}",
-                        field(error, "code"),
-                        field(error, "message")
-                    ))
-                });
+                .and_then(|body| body.get("error").cloned());
             let mut text = format!("the server refused the connection to {url}: HTTP {status}");
-            if let Some(detail) = detail {
-                text.push_str(&format!(": {detail}"));
+            if let Some(error) = &error {
+                text.push_str(&format!(
+                    ": {}: {}",
+                    field(error, "code"),
+                    field(error, "message")
+                ));
+                if error.get("code").and_then(Value::as_str) == Some("token_missing") {
+                    text.push_str(" (give --token TOKEN or --token-cmd CMD)");
+                }
             } else if status.as_u16() == 503 {
                 text.push_str(" (the server is full or shutting down)");
             }
@@ -52,7 +55,8 @@ fn describe_connect_error(url: &str, error: tungstenite::Error) -> anyhow::Error
 pub async fn connect(url: &str) -> anyhow::Result<Ws> {
     match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(url)).await {
         Err(_) => bail!(
-            "cannot connect to {url}: no answer within {} s",
+            "cannot connect to {}: no answer within {} s",
+            redact(url),
             CONNECT_TIMEOUT.as_secs()
         ),
         Ok(Err(error)) => Err(describe_connect_error(url, error)),
@@ -61,7 +65,11 @@ pub async fn connect(url: &str) -> anyhow::Result<Ws> {
 }
 
 pub async fn send_json(ws: &mut Ws, frame: &Value) -> anyhow::Result<()> {
-    log::debug!("-> {frame}");
+    if frame.get("type").and_then(Value::as_str) == Some("refresh") {
+        log::debug!("-> refresh (token not shown)");
+    } else {
+        log::debug!("-> {frame}");
+    }
     ws.send(Message::text(frame.to_string()))
         .await
         .context("lost the connection while sending")

@@ -1,7 +1,7 @@
 //! A terminal client for roomcast.
 //!
-//! It opens one multi-room socket (`{url}/ws?user_id=USER`, see `docs/PROTOCOL.md`), joins the
-//! rooms given with `--room`, then sends every line typed on stdin as a chat message to the
+//! It opens one multi-room socket (`{url}/ws?user_id=USER&token=TOKEN`, see `docs/PROTOCOL.md`),
+//! joins the rooms given with `--room`, then sends every line typed on stdin as a chat message to the
 //! *current room* (the room joined or switched to last) and prints what the server sends, one
 //! line per event:
 //!
@@ -25,8 +25,8 @@
 //! are printed as they came.
 //!
 //! A message shows as sent only once the server has it. A chat appears when the server echoes
-//! it (it is stored then); one the server refuses appears as `[ROOM, failed] you: TEXT`
-//! before the error. A private message shows as pending, then sent or failed (see
+//! it (it is stored then); one the server refuses (a room the token opens read-only:
+//! `forbidden`) appears as `[ROOM, failed] you: TEXT` before the error. A private message shows as pending, then sent or failed (see
 //! `pending.rs` for how the client learns that a private message was delivered).
 //!
 //! When stdin and stdout are terminals, the last line is a prompt naming the current room,
@@ -43,17 +43,40 @@
 //! answers were still missing after `--timeout SECS` (default 5; stderr names what was
 //! waiting).
 //!
+//! # Tokens
+//!
+//! The socket carries a token (a JWT whose `sub` is `--user`) in `?token=`:
+//!
+//! - `--token TOKEN` (env `ROOMCAST_TOKEN`): one your application's backend gave you. It
+//!   cannot be renewed by itself: at 80% of its lifetime the client says so, and the server
+//!   closes the socket when it lapses (`4004 (token expired)`, exit 1).
+//! - `--token-cmd CMD`: a shell command (`sh -c CMD`) that prints a fresh token on its first
+//!   line of stdout, say `curl -s https://app.example/chat-token` or a script that asks your
+//!   backend. Run at start (unless `--token` is given too) and again at 80% of each token's
+//!   lifetime; the fresh token goes to the server as `refresh`. If it fails, the client says
+//!   so (`! cannot get a fresh token: ...`) and tries again soon, while the token lasts.
+//! - Neither, against a development server (no JWT option): the client gets a token for
+//!   `--user` from `POST /api/dev-token` and a fresh one the same way before it lapses. A
+//!   server without that route (older, or one that checks real tokens) or one that will not
+//!   make one for this client (401, 403: `--api-key`, another machine) gets `?user_id=USER`
+//!   alone, as development mode allows; a server that checks tokens then refuses the socket,
+//!   and the client says to give `--token` or `--token-cmd`.
+//!
+//! Tokens are never printed: URLs in messages show `token=…`.
+//!
 //! # Usage
 //!
 //! ```text
 //! cargo run --example client -- --user alice --room lobby [--room dev] [--url ws://HOST:PORT]
-//!                               [--quiet-typing] [--send TEXT]... [--timeout SECS]
+//!                               [--token TOKEN | --token-cmd CMD] [--quiet-typing]
+//!                               [--send TEXT]... [--timeout SECS]
 //! ```
 //!
-//! - `--user NAME` (env `ROOMCAST_USER`): your user name.
+//! - `--user NAME` (env `ROOMCAST_USER`): your user name (with a token: its `sub`).
 //! - `--room ROOM` (repeatable, default `lobby`): rooms to join; the last one is the current room.
 //! - `--url URL` (env `ROOMCAST_URL`, default `ws://127.0.0.1:8080`): the server's base URL
 //!   (`http://` and `https://` are accepted as `ws://` and `wss://`).
+//! - `--token TOKEN` (env `ROOMCAST_TOKEN`), `--token-cmd CMD`: see [Tokens](#tokens).
 //! - `--quiet-typing`: do not print typing notifications.
 //! - `--send TEXT` (repeatable): script mode. Send each TEXT to the current room once all rooms
 //!   are joined, wait until the server has echoed every one of them, then close and exit 0.
@@ -84,13 +107,17 @@
 //!
 //! 0 after `/quit`, end of input, Ctrl-C, or a completed `--send` script. 1 when the connection
 //! cannot be opened or is lost, and when the server closes it; the close code and its meaning
-//! are printed (for example `1001 (server is shutting down)`). 1 too when piped input ends with
-//! a message failed or unanswered (see above). 2 for bad command-line arguments.
+//! are printed (for example `1001 (server is shutting down)`, or `4004 (token expired)` when
+//! the token lapsed unrefreshed). 1 too when piped input ends with a message failed or
+//! unanswered (see above), and when `--token-cmd` fails at start. 2 for bad command-line
+//! arguments.
 //!
 //! # Layout
 //!
 //! - `main.rs`: this page, logging, the exit status.
 //! - `args.rs`: the flags, the name rule, the socket URL.
+//! - `token.rs`: where the token comes from (`--token`, `--token-cmd`, a development token)
+//!   and when to refresh it.
 //! - `command.rs`: typed lines parsed into a `Command` (pure).
 //! - `state.rs`: `State`, the rooms and the current room, updated by the server's frames;
 //!   `state/step.rs`: what each command does, a `Step` (both pure).
@@ -99,8 +126,8 @@
 //! - `render.rs`: server frames and close codes as printed lines (pure).
 //! - `connection.rs`: opening, writing to and closing the WebSocket.
 //! - `terminal.rs`: reading stdin; `Screen`, printing lines under the prompt.
-//! - `session.rs`: the loop over socket, stdin and Ctrl-C; the `--send` script; the wait at
-//!   the end of piped input.
+//! - `session.rs`: the loop over socket, stdin, Ctrl-C and token refreshes; the `--send`
+//!   script; the wait at the end of piped input.
 
 mod args;
 mod command;
@@ -110,6 +137,7 @@ mod render;
 mod session;
 mod state;
 mod terminal;
+mod token;
 
 use clap::Parser;
 

@@ -17,7 +17,10 @@
 //!   flight; a private message waiting for its barrier when one comes is reported "not
 //!   confirmed", never "sent".
 //! - `/users`, `/history` and `/leave` are answered by `active_users`, `history` and `left`
-//!   (or an `error` naming the room). Joins are `State`'s business.
+//!   (or an `error` naming the room: `forbidden` when the token does not open it). Joins are
+//!   `State`'s business.
+//! - A chat the token does not allow there (a read-only room) is answered with a `forbidden`
+//!   error naming its `client_msg_id`: it failed, like any chat an error names.
 
 use std::collections::VecDeque;
 
@@ -232,7 +235,9 @@ impl Pending {
                     private.doubt.get_or_insert_with(|| code.to_owned());
                 }
             }
-            ("not_in_room", Some(room)) if self.users.iter().any(|u| u.room == room) => {
+            ("not_in_room" | "forbidden", Some(room))
+                if self.users.iter().any(|u| u.room == room) =>
+            {
                 return self.users_answered(room);
             }
             ("not_in_room", Some(room)) if self.leaves.iter().any(|r| r == room) => {

@@ -198,8 +198,9 @@ fn view(frame: &Value) -> View {
             field(frame, "code"),
             field(frame, "message")
         ),
-        // The `chat` echo already showed the message; its `ack` says it is stored.
-        "pong" | "ack" => return View::Hidden,
+        // The `chat` echo already showed the message; its `ack` says it is stored; the
+        // socket lives on after `refreshed` (the session handles it before it gets here).
+        "pong" | "ack" | "refreshed" => return View::Hidden,
         _ => return View::Unknown,
     })
 }
@@ -220,6 +221,7 @@ fn describe_close(code: u16) -> &'static str {
         4001 => "slow consumer: this client did not read fast enough",
         4002 => "heartbeat timeout",
         4003 => "disconnected by an operator",
+        4004 => "token expired",
         _ => "unknown close code",
     }
 }
@@ -229,11 +231,10 @@ pub fn describe_close_frame(frame: Option<&CloseFrame>) -> String {
         None => "the server closed the connection (no close code)".to_owned(),
         Some(frame) => {
             let code = u16::from(frame.code);
-            let mut text = format!(
-                "the server closed the connection: {code} ({})",
-                describe_close(code)
-            );
-            if !frame.reason.is_empty() {
+            let meaning = describe_close(code);
+            let mut text = format!("the server closed the connection: {code} ({meaning})");
+            // A reason that only repeats the meaning ("token expired") is not said twice.
+            if !frame.reason.is_empty() && frame.reason.as_str() != meaning {
                 text.push_str(&format!(": {}", clean(frame.reason.as_str())));
             }
             text
@@ -391,5 +392,14 @@ mod tests {
             describe_close_frame(Some(&frame)),
             "the server closed the connection: 1001 (server is shutting down): shutdown"
         );
+        let lapsed = CloseFrame {
+            code: CloseCode::from(4004),
+            reason: "token expired".into(),
+        };
+        assert_eq!(
+            describe_close_frame(Some(&lapsed)),
+            "the server closed the connection: 4004 (token expired)"
+        );
+        assert_eq!(shown(&json!({"type": "refreshed", "expires_at": 1})), None);
     }
 }

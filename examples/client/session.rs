@@ -7,6 +7,9 @@
 //!   1 naming what failed, or what got no answer within the timeout.
 //! - `--send`: once the rooms are joined, send the texts, wait for their echoes, exit.
 //!
+//! Meanwhile the socket's token is refreshed before it lapses (`token.rs`): the fresh one is
+//! fetched on a task of its own (a `--token-cmd` may take its time) and sent as `refresh`.
+//!
 //! Lines are read only once the rooms given with `--room` are joined (or refused) and their
 //! history shown, so what a script prints follows the rooms' history, and a chat finds its
 //! room.
@@ -21,12 +24,13 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::args::{Args, build_url};
+use crate::args::{Args, build_url, http_base};
 use crate::command::parse_command;
 use crate::connection::{CLOSE_TIMEOUT, Ws, close, connect, send_json};
 use crate::render::{describe_close_frame, render};
 use crate::state::{State, Step};
 use crate::terminal::{Screen, Tty, next_line, spawn_stdin_reader};
+use crate::token::{self, Fresh};
 
 /// `--timeout` with `--send`: the whole script's.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,6 +63,13 @@ struct Client {
     piped: bool,
     /// With piped input, the messages that failed, which make the exit status 1.
     failed: Vec<String>,
+    /// The socket's token and when to refresh it.
+    auth: token::Session,
+    /// Fresh tokens, fetched on a task of their own.
+    fresh_tx: mpsc::Sender<anyhow::Result<Fresh>>,
+    fresh_rx: mpsc::Receiver<anyhow::Result<Fresh>>,
+    /// A fresh token is being fetched.
+    fetching: bool,
 }
 
 impl Client {
@@ -104,11 +115,24 @@ impl Client {
     async fn on_text(&mut self, raw: &str) -> anyhow::Result<Flow> {
         log::debug!("<- {raw}");
         let frame = serde_json::from_str::<Value>(raw).unwrap_or(Value::Null);
+        let kind = frame.get("type").and_then(Value::as_str);
+        if kind == Some("refreshed") {
+            // The socket lives on with the fresh token: nothing to show.
+            self.auth.refreshed(&frame);
+            return Ok(Flow::Continue);
+        }
+        let refused_refresh = kind == Some("error")
+            && frame
+                .get("code")
+                .and_then(Value::as_str)
+                .is_some_and(|code| code.starts_with("token_"));
+        if refused_refresh && self.auth.source.renews() {
+            self.auth.retry_soon();
+        }
         let seen = self.state.observe(&frame);
         for line in &seen.before {
             self.screen.line(line);
         }
-        let kind = frame.get("type").and_then(Value::as_str);
         let hidden = seen.hide || (self.quiet_typing && kind == Some("typing"));
         if !hidden && let Some(line) = render(raw) {
             self.screen.line(&line);
@@ -119,8 +143,45 @@ impl Client {
         if self.piped {
             self.failed.extend(seen.failed);
         }
-        if self.script.is_some() {
+        if self.script.is_some() && !refused_refresh {
             return self.advance_script(&frame, kind).await;
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Time to refresh the token: fetch a fresh one on a task of its own (or say, once, that
+    /// a `--token` cannot be renewed).
+    fn refresh_due(&mut self) -> Flow {
+        if !self.auth.source.renews() {
+            if let Some(line) = self.auth.cannot_renew() {
+                self.screen.line(&line);
+            }
+            return Flow::Continue;
+        }
+        self.auth.refresh_at = None;
+        self.fetching = true;
+        let source = self.auth.source.clone();
+        let tx = self.fresh_tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(source.fetch().await).await;
+        });
+        Flow::Continue
+    }
+
+    /// A fresh token came (or could not be had): send it as `refresh`.
+    async fn on_fresh(&mut self, fresh: Option<anyhow::Result<Fresh>>) -> anyhow::Result<Flow> {
+        self.fetching = false;
+        match fresh {
+            Some(Ok(fresh)) => {
+                let frame = self.auth.adopt(fresh);
+                send_json(&mut self.ws, &frame).await?;
+            }
+            Some(Err(error)) => {
+                self.screen
+                    .line(&format!("! cannot get a fresh token: {error:#}"));
+                self.auth.retry_soon();
+            }
+            None => {}
         }
         Ok(Flow::Continue)
     }
@@ -262,6 +323,9 @@ impl Client {
                 () = tokio::time::sleep_until(ready_deadline), if self.piped && !ready => {
                     self.unanswered(timeout)
                 },
+                () = tokio::time::sleep_until(self.auth.refresh_at.unwrap_or_else(Instant::now)),
+                    if self.auth.refresh_at.is_some() && !self.fetching => self.refresh_due(),
+                fresh = self.fresh_rx.recv(), if self.fetching => self.on_fresh(fresh).await?,
             };
             ready = ready || !self.state.joining();
             let flow = match flow {
@@ -304,8 +368,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         quiet_typing,
         send,
         timeout,
+        token,
+        token_cmd,
     } = args;
-    let url = build_url(&url, &user);
+    let (fresh, source) = token::sign_in(token, token_cmd, http_base(&url), &user).await?;
+    let auth = token::Session::new(fresh, source);
+    let url = build_url(&url, &user, auth.token());
     let mut ws = connect(&url).await?;
     let mut state = State::new(&user);
     let mut seen = HashSet::new();
@@ -328,6 +396,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         PIPED_TIMEOUT
     };
+    let (fresh_tx, fresh_rx) = mpsc::channel(1);
     let mut client = Client {
         ws,
         state,
@@ -336,6 +405,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         script,
         piped: !scripted && !tty.stdin,
         failed: Vec::new(),
+        auth,
+        fresh_tx,
+        fresh_rx,
+        fetching: false,
     };
     let timeout = timeout.map_or(default_timeout, Duration::from_secs);
     client.run(lines, timeout).await

@@ -240,7 +240,7 @@ impl State {
                         }
                         None
                     }
-                    "too_many_rooms" | "invalid_room" | "store_unavailable"
+                    "too_many_rooms" | "invalid_room" | "store_unavailable" | "forbidden"
                         if self.pending_joins.contains(&room) =>
                     {
                         self.pending_joins.retain(|r| *r != room);

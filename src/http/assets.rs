@@ -21,6 +21,7 @@ const FILES: &[(&str, &str)] = embed![
     "index.html",
     "style.css",
     "app.js",
+    "js/auth.js",
     "js/composer.js",
     "js/connection.js",
     "js/dom.js",

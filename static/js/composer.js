@@ -90,7 +90,8 @@ export function failOverduePending(now) {
 export function noteTyping() {
   const room = state.rooms.get(state.current);
   const text = ui.messageInput.value;
-  if (!room || room.status !== 'joined' || state.privateTo || !text || text.startsWith('/')) {
+  if (!room || room.status !== 'joined' || room.postDenied || state.privateTo || !text
+    || text.startsWith('/')) {
     stopTyping(true);
     return;
   }

@@ -1,8 +1,10 @@
 // The chat socket (/ws): signing in as a name (with what was saved for it) and signing out
 // (forgetting it), sending frames, the heartbeat and timeouts that notice a dead link, and
-// reconnecting with backoff. Frames received go to `frames.js`; a lost socket leaves every
-// room 'idle' until the rejoin.
+// reconnecting with backoff. Before a socket opens, `auth.js` gets its token (the socket
+// carries it as a WebSocket protocol), or says to wait for one. Frames received go to
+// `frames.js`; a lost socket leaves every room 'idle' until the rejoin.
 
+import { afterClose, beginSignIn, credentials, endSignIn, named, protocols } from './auth.js';
 import { stopTyping, failOverduePending } from './composer.js';
 import { ui } from './dom.js';
 import { pushError } from './errors.js';
@@ -52,32 +54,74 @@ export function connectAs(name) {
   state.wantOnline = true;
   state.attempt = 0;
   state.conn = 'connecting';
-  openSocket();
+  state.lostAt = 0;
   closeNotifySocket();
-  openNotifySocket();
+  beginSignIn(name);
+  connectNow();
   invalidateAll();
 }
 
 /** Sign out: disconnects, and forgets this user's rooms, threads and unsent chats. */
 export function signOut() {
   state.wantOnline = false;
+  state.connectGen += 1;  // a connect still getting its token gives up
   clearTimeout(state.reconnectTimer);
   state.reconnectTimer = null;
   stopTyping(true);
   closeSocket();
   closeNotifySocket();
+  endSignIn();
   forgetUser(state.me);
   resetSession();
   state.me = null;
   onSocketLost(1000);
 }
 
-export function openSocket() {
+/**
+ * Gets the token (auth.js), then opens the chat socket, and the notification socket if it is
+ * closed; or waits for a token from the user; or tries again later.
+ */
+export async function connectNow() {
+  clearTimeout(state.reconnectTimer);
+  state.reconnectTimer = null;
+  state.connectGen += 1;
+  const gen = state.connectGen;
+  if (state.conn !== 'reconnecting') state.conn = 'connecting';
+  invalidate('conn');
+  const next = await credentials(state.lostAt);
+  if (gen !== state.connectGen || !state.wantOnline || state.ws) return;
+  if (next === 'go') {
+    openSocket();
+    if (!state.notify.ws) openNotifySocket();
+  } else if (next === 'retry') {
+    scheduleReconnect(0);
+  } else {
+    state.conn = 'offline';  // until a token is given (auth.js asks for it)
+  }
+  invalidateAll();
+}
+
+/** A token was given while a socket was closed for want of one: open it now. */
+export function resumeAfterToken() {
+  if (!state.wantOnline) return;
+  if (!state.ws && state.conn !== 'connecting') {
+    state.attempt = 0;
+    connectNow();
+  } else if (!state.notify.ws) {
+    openNotifySocket();
+  }
+}
+
+function openSocket() {
   clearTimeout(state.reconnectTimer);
   state.reconnectTimer = null;
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  const ws = new WebSocket(`${scheme}//${location.host}/ws?user_id=${encodeURIComponent(state.me)}`);
+  // With a token, the socket carries it as a protocol, never in the URL (URLs end up in logs).
+  const ws = named()
+    ? new WebSocket(`${scheme}//${location.host}/ws?user_id=${encodeURIComponent(state.me)}`)
+    : new WebSocket(`${scheme}//${location.host}/ws`, protocols());
   state.ws = ws;
+  state.wsToken = state.auth.token;
   state.socketGen += 1;
   state.lastRx = Date.now();
   state.lastPing = Date.now();
@@ -96,14 +140,25 @@ function closeSocket() {
 
 function onSocketLost(code) {
   state.ws = null;
+  state.lostAt = Date.now();
   stopTyping(false);
   for (const room of state.rooms.values()) {
     room.status = 'idle';
     room.historyLeft = 0;
     clearRemoteTyping(room);
   }
-  if (state.wantOnline) scheduleReconnect(code);
-  else state.conn = 'offline';
+  if (!state.wantOnline) state.conn = 'offline';
+  else {
+    const next = afterClose(code, state.wsToken);
+    if (next === 'backoff') scheduleReconnect(code);
+    else if (next === 'now') {
+      state.attempt = 0;
+      state.conn = 'reconnecting';
+      connectNow();
+    } else {
+      state.conn = 'offline';  // the session expired, or this server wants a token
+    }
+  }
   invalidateAll();
 }
 
@@ -114,12 +169,12 @@ function scheduleReconnect(code) {
   state.conn = 'reconnecting';
   state.retryAt = Date.now() + delay;
   clearTimeout(state.reconnectTimer);
-  state.reconnectTimer = setTimeout(() => { state.reconnectTimer = null; openSocket(); }, delay);
+  state.reconnectTimer = setTimeout(() => { state.reconnectTimer = null; connectNow(); }, delay);
 }
 
 /** Back online (the browser says so): don't wait out the backoff. */
 export function retryNow() {
-  if (state.conn === 'reconnecting' && state.reconnectTimer) openSocket();
+  if (state.conn === 'reconnecting' && state.reconnectTimer) connectNow();
 }
 
 /** Heartbeat and timeouts; also keeps the reconnect countdown fresh. Runs every second. */
@@ -141,4 +196,5 @@ export function tick() {
   }
   failOverduePending(now);
   if (state.conn === 'reconnecting') invalidate('conn');
+  if (state.auth.need === 'expiring') invalidate('auth');  // the countdown
 }

@@ -8,6 +8,7 @@ export const $ = (sel) => document.querySelector(sel);
 export const ui = {
   loginForm: $('#login-form'), nameInput: $('#name-input'), connectBtn: $('#connect-btn'),
   disconnectBtn: $('#disconnect-btn'),
+  tokenForm: $('#token-form'), tokenInput: $('#token'), sessionNote: $('#session-note'),
   connState: $('#conn-state'), connDetail: $('#conn-detail'), errors: $('#errors'),
   joinForm: $('#join-form'),
   roomInput: $('#room-input'), roomList: $('#room-list'), roomTitle: $('#room-title'),

@@ -1,12 +1,13 @@
 // What each frame from the chat socket does to the state (docs/PROTOCOL.md): welcome,
-// joined/left, chat and history, presence, typing, private, ack, ping, error. Unknown types
-// are ignored, as the protocol asks.
+// joined/left, chat and history, presence, typing, private, ack, ping, refreshed, error.
+// Unknown types are ignored, as the protocol asks.
 
+import { newerThan, onRefreshRefused, onRefreshed, welcomed } from './auth.js';
 import { send } from './connection.js';
 import { pushError } from './errors.js';
 import { markPrivateFailed, receivePrivate } from './privates.js';
 import {
-  addChat, finishJoin, minSeq, presence, removeRoom, resetRoomHistory, sendJoin,
+  addChat, addNotice, finishJoin, minSeq, presence, removeRoom, resetRoomHistory, sendJoin,
   setRemoteTyping,
 } from './rooms.js';
 import { invalidate, invalidateAll } from './render.js';
@@ -26,6 +27,9 @@ const handlers = {
   welcome(f) {
     state.conn = 'connected';
     state.attempt = 0;
+    welcomed();
+    // A fresh token came while this socket was opening: it lives on with that one.
+    if (newerThan(state.wsToken)) send({ type: 'refresh', token: state.auth.token });
     if (f.limits) state.limits = { ...state.limits, ...f.limits };
     for (const room of state.rooms.values()) sendJoin(room);  // rejoin everything we had
     invalidateAll();
@@ -112,6 +116,8 @@ const handlers = {
   ping() { send({ type: 'pong' }); },
   pong() {},
 
+  refreshed(f) { onRefreshed(f); },
+
   error(f) {
     pushError(f.code || 'error', f.message || '');
     const room = f.room_id ? state.rooms.get(f.room_id) : null;
@@ -122,8 +128,17 @@ const handlers = {
       invalidate('messages');
     }
     if (f.code === 'user_offline') markPrivateFailed(f.to_user, f.message || '');
-    else if (room && room.status === 'joining' && ['invalid_room', 'too_many_rooms'].includes(f.code)) {
+    else if (['token_invalid', 'token_expired', 'token_user_mismatch'].includes(f.code)) {
+      onRefreshRefused();  // the socket goes on until its current token lapses
+    } else if (room && room.status === 'joining'
+      && ['invalid_room', 'too_many_rooms', 'forbidden'].includes(f.code)) {
       removeRoom(room.id);  // the join was refused
+    } else if (room && f.code === 'forbidden') {
+      // The token does not allow that here (a read-only room, say); the socket goes on. A
+      // refused chat is marked failed above; anything else is said in the room, and the page
+      // stops announcing its typing there (until a refresh, which may bring other grants).
+      room.postDenied = true;
+      if (!pending) addNotice(room, { text: f.message || 'Not allowed in this room.' });
     } else if (room && f.code === 'already_joined') {
       room.status = 'joined';
       send({ type: 'get_users', room_id: room.id });

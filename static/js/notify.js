@@ -1,7 +1,8 @@
-// Notifications: the user's notification socket (/notifications/{name}, reconnected with
-// backoff while the chat wants to be online) and the toasts it shows (#toasts), each
-// dismissable, gone by themselves after a while.
+// Notifications: the user's notification socket (/notifications/{name}, with the same token as
+// the chat socket, reconnected with backoff while the chat wants to be online) and the toasts
+// it shows (#toasts), each dismissable, gone by themselves after a while.
 
+import { credentials, named, newerThan, protocols } from './auth.js';
 import { backoff } from './connection.js';
 import { h, keepFocus, ui } from './dom.js';
 import { invalidate } from './render.js';
@@ -14,31 +15,65 @@ export function openNotifySocket() {
   const n = state.notify;
   clearTimeout(n.timer);
   n.timer = null;
+  if (n.ws) return;
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  const ws = new WebSocket(`${scheme}//${location.host}/notifications/${encodeURIComponent(state.me)}`);
+  const url = `${scheme}//${location.host}/notifications/${encodeURIComponent(state.me)}`;
+  const ws = named() ? new WebSocket(url) : new WebSocket(url, protocols());
+  const used = state.auth.token;
   n.ws = ws;
   ws.addEventListener('open', () => {
     if (n.ws !== ws) return;
     n.open = true;
     n.attempt = 0;
+    // A fresh token came while this socket was opening: this socket lives on with it too.
+    if (newerThan(used)) sendNotify({ type: 'refresh', token: state.auth.token });
     invalidate('toasts');
   });
   ws.addEventListener('message', (ev) => {
     if (n.ws !== ws) return;
     let frame;
     try { frame = JSON.parse(ev.data); } catch { return; }
+    // `refreshed` and refused refreshes are the chat socket's to show.
     if (frame && frame.type === 'notification') showToast(frame);
   });
-  ws.addEventListener('close', () => {
+  ws.addEventListener('close', (ev) => {
     if (n.ws !== ws) return;
     n.ws = null;
     n.open = false;
-    if (state.wantOnline) {
-      n.attempt += 1;
-      n.timer = setTimeout(openNotifySocket, backoff(n.attempt));
+    n.lostAt = Date.now();
+    // Its token lapsed: a newer one (or, in development mode, a fresh one) reopens it at
+    // once; otherwise it waits, like the chat socket, for a token (auth.js asks for it).
+    const lapsed = ev.code === 4004;
+    const now = lapsed && (state.auth.mode === 'dev' || newerThan(used));
+    const waiting = ['token', 'expired'].includes(state.auth.need);
+    if (state.wantOnline && !waiting && (now || !lapsed)) {
+      n.attempt = now ? 0 : n.attempt + 1;
+      n.timer = setTimeout(reopenNotifySocket, now ? 0 : backoff(n.attempt));
     }
     invalidate('toasts');
   });
+}
+
+/** Reopens the notification socket once its token is ready (a fresh one after a loss). */
+async function reopenNotifySocket() {
+  const n = state.notify;
+  n.timer = null;
+  const next = await credentials(n.lostAt);
+  if (!state.wantOnline || n.ws || n.timer) return;
+  if (next === 'go') openNotifySocket();
+  else if (next === 'retry') {
+    n.attempt += 1;
+    n.timer = setTimeout(reopenNotifySocket, backoff(n.attempt));
+  }
+  // 'wait': the page asks for a token; resumeAfterToken() opens it once given.
+}
+
+/** Sends `frame` on the notification socket if it is open (a `refresh`). */
+export function sendNotify(frame) {
+  const ws = state.notify.ws;
+  if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+  ws.send(JSON.stringify(frame));
+  return true;
 }
 
 export function closeNotifySocket() {

@@ -2,9 +2,10 @@
 // `flush` calls each dirty region's renderer, then the state is saved (soon) for a reload.
 // This module owns that schedule and the renderers of the connection state and the name
 // field, the room list and title, the members (marked stale while not joined) and the
-// typing line; the message list, composer, private threads, errors and toasts render in
-// their own modules.
+// typing line; the message list, composer, private threads, errors, toasts and the token
+// form render in their own modules.
 
+import { renderAuth } from './auth.js';
 import { h, keepFocus, ui } from './dom.js';
 import { renderComposer } from './composer.js';
 import { renderErrors } from './errors.js';
@@ -18,7 +19,7 @@ import { renderMessages } from './timeline.js';
 const renderers = {
   conn: renderConn, rooms: renderRooms, messages: renderMessages, members: renderMembers,
   typing: renderTyping, privates: renderPrivates, errors: renderErrors, composer: renderComposer,
-  toasts: renderToasts,
+  toasts: renderToasts, auth: renderAuth,
 };
 
 const dirty = new Set();
@@ -53,6 +54,8 @@ function renderConn() {
     detail = state.reconnectTimer ? `attempt ${state.attempt}, next try in ${wait} s`
       : `attempt ${state.attempt}, connecting…`;
   } else if (state.conn === 'connected') detail = `as ${state.me}`;
+  else if (state.wantOnline && state.auth.need === 'expired') detail = 'session expired';
+  else if (state.wantOnline && state.auth.need === 'token') detail = 'waiting for a token';
   ui.connState.textContent = label;
   ui.connState.dataset.state = label;
   ui.connState.title = detail;

@@ -91,7 +91,7 @@ export function presence(f, joined) {
   invalidate('members');
 }
 
-function addNotice(room, { user, text, timestamp }) {
+export function addNotice(room, { user, text, timestamp }) {
   room.noticeOrder += 1;
   room.notices.push({ afterSeq: room.maxSeq, order: room.noticeOrder, user, text,
     timestamp: timestamp || new Date().toISOString() });

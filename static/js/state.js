@@ -11,6 +11,7 @@ export const state = {
   retryAt: 0,            // when the scheduled reconnect fires
   reconnectTimer: null,  // the scheduled reconnect, if any
   ws: null,
+  wsToken: null,         // the token the chat socket was opened with
   socketGen: 0,          // increases with every socket; tags which socket sent a message
   lastRx: 0,             // when the socket last received a frame (or was opened)
   lastPing: 0,
@@ -24,9 +25,32 @@ export const state = {
   privateTo: null,       // the peer whose thread is shown (private mode), or null: the room
   errors: [],            // { id, code, message }
   typingOut: null,       // { room, timer } while we announce that we are typing
-  notify: { ws: null, attempt: 0, timer: null, open: false },  // the notification socket
+  lostAt: 0,             // when the chat socket was last lost (a dev token older than that is re-minted)
+  connectGen: 0,         // increases with every connect attempt; an attempt still getting its token
+                         // when a newer one starts (or Sign out) gives up
+  notify: { ws: null, attempt: 0, timer: null, open: false, lostAt: 0 },  // the notification socket
+  auth: newAuth(),       // how this sign-in proves who it is (js/auth.js)
   toasts: [],            // { id, title, message, kind, timestamp, timer }
 };
+
+/** The sign-in's credentials: a token and when it lapses, and what the page waits for. */
+export function newAuth() {
+  return {
+    mode: null,          // null (not known yet) | 'dev' (development tokens from the server) |
+                         // 'token' (a token given to the page) | 'named' (no token: the socket
+                         // names its user, development mode when this page may not mint)
+    token: null,         // the JWT the sockets use
+    exp: 0,              // its expiry (Unix seconds, the server's clock)
+    iat: null,           // when it was issued (Unix seconds), if it says
+    receivedAt: 0,       // when the page got it (ms, this clock)
+    refreshAt: 0,        // when to get the next one (ms: 80% of its lifetime)
+    refreshTimer: null,
+    retryTimer: null,    // a failed development-token refresh, tried again
+    need: null,          // null | 'token' (none yet) | 'expiring' | 'expired': asking for a token
+    minting: null,       // the development-token request in flight (a promise)
+    probing: false,      // 'named' is being tried once: if the socket never opens, ask for a token
+  };
+}
 
 export function newRoom(id) {
   return {
@@ -47,6 +71,7 @@ export function newRoom(id) {
     countFrom: Infinity, // chat with a seq above this counts as unread (set on `joined`)
     loadedOnce: false,   // the first join's history has arrived
     noOlder: false,      // the server said there is nothing older
+    postDenied: false,   // the token let us read here but refused a post (`forbidden`)
     nodes: new Map(),    // render cache: item key -> element
   };
 }

@@ -2,13 +2,16 @@
 // ("roomcast.user.NAME"): the rooms joined, each with its newest messages, highest seq and
 // unread count; the private threads and their messages; chats not sent yet. In
 // sessionStorage (this tab only, kept across a reload): the name the tab is signed in as, so
-// a reload signs in again while other tabs, signed in as others, are left alone. And the
-// name last used (localStorage), to prefill the field.
+// a reload signs in again while other tabs, signed in as others, are left alone; and a token
+// given to the page (js/auth.js), so a reload keeps its session: tokens are never put in
+// localStorage, and development tokens are not kept at all. And the name last used
+// (localStorage), to prefill the field.
 
 import { newRoom, newThread, state } from './state.js';
 
 const NAME_KEY = 'roomcast.name';
 const TAB_USER_KEY = 'roomcast.tab-user';
+const TAB_TOKEN_KEY = 'roomcast.tab-token';
 const userKey = (name) => `roomcast.user.${name}`;
 const FORMAT = 1;
 const KEEP_MESSAGES = 200;         // newest chats kept per room (older ones: "Load older")
@@ -35,11 +38,27 @@ export function setTabUser(name) {
   sessionStorage.setItem(TAB_USER_KEY, name);
 }
 
+/** The token given to this tab for `name` (sessionStorage only), or null. */
+export function tabToken(name) {
+  try {
+    const kept = JSON.parse(sessionStorage.getItem(TAB_TOKEN_KEY) || 'null');
+    return kept && kept.user === name && typeof kept.token === 'string' ? kept.token : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Keeps a token given to this tab, for a reload (never in localStorage). */
+export function setTabToken(name, token) {
+  sessionStorage.setItem(TAB_TOKEN_KEY, JSON.stringify({ user: name, token }));
+}
+
 /** Sign out: this tab signs in as nobody after a reload, and `name`'s data is forgotten. */
 export function forgetUser(name) {
   clearTimeout(saveTimer);
   saveTimer = null;
   sessionStorage.removeItem(TAB_USER_KEY);
+  sessionStorage.removeItem(TAB_TOKEN_KEY);
   if (name) localStorage.removeItem(userKey(name));
 }
 

@@ -119,7 +119,8 @@ function messageNode(item) {
         failed ? (data.error ? `not delivered (${data.error})` : 'not delivered') : 'sending…'),
       failed && h('button', { type: 'button', class: 'retry-btn subtle',
         'aria-label': 'Retry sending this message', onclick: () => retryPending(data.cid) }, 'Retry')),
-    h('p', { class: 'text' }, data.text));
+    h('p', { class: 'text' }, data.text),
+    failed && data.errorText && h('p', { class: 'reason' }, data.errorText));
   }
   const own = data.user_id === state.me;
   const dataset = { seq: data.seq, user: data.user_id };

@@ -722,6 +722,20 @@ impl Server {
         format!("ws://{}{path}", self.addr)
     }
 
+    fn running(&self) -> &TestServer {
+        self.running.as_ref().expect("the server is running")
+    }
+
+    /// The value of `series` in the server's `/metrics` now (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        self.running().metric(series).await
+    }
+
+    /// The counts `/health` reports.
+    pub async fn health(&self) -> Value {
+        self.running().health().await
+    }
+
     /// Shuts the server down (sockets closed with 1001) and waits until it has stopped.
     pub fn stop(&mut self) {
         if let Some(running) = self.running.take() {

@@ -22,3 +22,4 @@ mod rooms;
 mod safety;
 mod session;
 mod threads;
+mod tokens;

@@ -33,9 +33,12 @@ for (const [k, v] of Object.entries({ CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED
 window.WebSocket = FakeWebSocket;
 "#;
 
-/// The page's current chat socket (the newest one on /ws).
-pub(crate) const CHAT_SOCKET: &str =
-    "const s = window.__sockets.filter((s) => s.url.includes('/ws?')).at(-1);";
+/// The page's current chat socket: the newest one on `/ws` (with a query or without: a socket
+/// with a token carries it as a protocol, and has none); `isChat(s)` says whether `s` is one.
+pub(crate) const CHAT_SOCKET: &str = concat!(
+    "const isChat = (s) => /\\/ws(\\?|$)/.test(String(s.url));",
+    "const s = window.__sockets.filter(isChat).at(-1);"
+);
 
 /// Delivers `frames` on the current chat socket.
 pub(crate) async fn deliver(page: &Page, frames: Value) {
@@ -277,7 +280,7 @@ fn pending_until_ack_and_a_rejoin_asks_for_what_it_missed() {
             // The page reconnects by itself and rejoins asking for what came after seq 5.
             page.wait_for(
                 "the new socket open",
-                &format!("{CHAT_SOCKET} return window.__sockets.filter((s) => s.url.includes('/ws?')).length === 2 && s.readyState === 1;"),
+                &format!("{CHAT_SOCKET} return window.__sockets.filter(isChat).length === 2 && s.readyState === 1;"),
                 vec![],
                 |v| *v == json!(true),
             )

@@ -93,13 +93,13 @@ const WS_RECORDER: &str = r#"
   window.WebSocket = class extends Real {
     constructor(url, protocols) {
       super(url, protocols);
-      if (!String(url).includes('/ws?')) return;
+      if (!/\/ws(\?|$)/.test(String(url))) return;
       this.addEventListener('message', (ev) => {
         try { window.__wsLog.received.push(JSON.parse(ev.data)); } catch {}
       });
     }
     send(data) {
-      if (String(this.url).includes('/ws?')) {
+      if (/\/ws(\?|$)/.test(String(this.url))) {
         try { window.__wsLog.sent.push(JSON.parse(data)); } catch {}
       }
       super.send(data);

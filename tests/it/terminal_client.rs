@@ -1,5 +1,7 @@
 //! The terminal client (`examples/client/`), run as the real binary against a server in this
 //! process: stdin piped (or a pseudo-terminal, for the prompt), stdout compared line by line.
+//! Its tokens: a development token by default, `--token` and `--token-cmd` against a server
+//! that checks them, refresh before the lapse, `4004` and `forbidden` shown.
 //!
 //! The binary is the one `cargo build --example client` leaves in `target/debug/examples/`,
 //! beside this test binary's `deps/` folder. `cargo test --all-targets` builds examples only as
@@ -61,6 +63,7 @@ fn client_command(url: &str, args: &[&str]) -> Command {
         .args(args)
         .env_remove("ROOMCAST_USER")
         .env_remove("ROOMCAST_URL")
+        .env_remove("ROOMCAST_TOKEN")
         .env("RUST_LOG", "warn")
         .kill_on_drop(true);
     command
@@ -78,7 +81,12 @@ struct Ran {
 /// Runs the client with `input` as its whole stdin (then end of input) until it exits, which
 /// it must within `TIMEOUT`.
 async fn run_piped(url: &str, args: &[&str], input: &str) -> Ran {
-    let mut child = client_command(url, args)
+    run_piped_command(client_command(url, args), input).await
+}
+
+/// [`run_piped`] with a command built by the caller (say, with an environment variable set).
+async fn run_piped_command(mut command: Command, input: &str) -> Ran {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -89,6 +97,11 @@ async fn run_piped(url: &str, args: &[&str], input: &str) -> Ran {
         .await
         .expect("write the client's stdin");
     drop(stdin);
+    finish(child).await
+}
+
+/// Waits (at most `TIMEOUT`) for a client started with piped stdout and stderr to exit.
+async fn finish(child: tokio::process::Child) -> Ran {
     let output = tokio::time::timeout(TIMEOUT, child.wait_with_output())
         .await
         .expect("the client exits by itself")
@@ -190,6 +203,9 @@ async fn a_private_message_to_someone_online_shows_pending_then_sent() {
     );
 }
 
+/// A token for [`silent_server`], so the client asks it for none.
+const SILENT_TOKEN: &str = "never.checked.here";
+
 fn welcome() -> serde_json::Value {
     json!({"type": "welcome", "user_id": "u", "session_id": 1, "server": "silent"})
 }
@@ -198,7 +214,8 @@ fn joined_r() -> serde_json::Value {
     json!({"type": "joined", "room_id": "r", "user_id": "u", "users": ["u"], "history": 0})
 }
 
-/// A peer that accepts one WebSocket, sends `frames`, then never answers anything.
+/// A peer that accepts one WebSocket, sends `frames`, then never answers anything. It serves
+/// no `POST /api/dev-token`: give its clients a token ([`SILENT_TOKEN`]), which it never checks.
 async fn silent_server(frames: Vec<serde_json::Value>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -221,7 +238,8 @@ async fn silent_server(frames: Vec<serde_json::Value>) -> String {
 async fn piped_input_names_what_got_no_answer_and_exits_1() {
     // Only a peer that never answers can show this without racing a real server.
     let url = silent_server(vec![welcome(), joined_r()]).await;
-    let ran = run_piped(&url, &["--room", "r", "--timeout", "1"], "hello\n").await;
+    let args = ["--room", "r", "--timeout", "1", "--token", SILENT_TOKEN];
+    let ran = run_piped(&url, &args, "hello\n").await;
     assert_eq!(
         ran.lines,
         [
@@ -240,7 +258,8 @@ async fn piped_input_names_what_got_no_answer_and_exits_1() {
 #[tokio::test]
 async fn piped_input_gives_up_on_a_join_that_gets_no_answer() {
     let url = silent_server(vec![welcome()]).await;
-    let ran = run_piped(&url, &["--room", "r", "--timeout", "1"], "hello\n").await;
+    let args = ["--room", "r", "--timeout", "1", "--token", SILENT_TOKEN];
+    let ran = run_piped(&url, &args, "hello\n").await;
     assert_eq!(ran.lines, ["connected as u (session N, silent)"], "{ran:?}");
     assert_eq!(ran.code, Some(1), "{ran:?}");
     assert_eq!(
@@ -343,4 +362,315 @@ async fn a_terminal_gets_a_prompt_naming_the_current_room() {
         .expect("the client exits after /quit")
         .expect("wait for the client");
     assert!(status.success(), "{status}");
+}
+
+// ---- tokens ----
+
+const SECRET: &str = "the terminal client tests' HS256 secret, 32+ bytes";
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
+/// A token for `sub` issued now, lapsing `secs` from now, with `extra` claims (grants).
+fn token(sub: &str, secs: u64, extra: serde_json::Value) -> String {
+    let now = unix_now();
+    let mut claims = json!({"sub": sub, "iat": now, "exp": now + secs});
+    if let serde_json::Value::Object(extra) = extra {
+        claims.as_object_mut().unwrap().extend(extra);
+    }
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).expect("an HMAC key");
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    jsonwebtoken::encode(&header, &claims, &key).expect("signed")
+}
+
+/// A server that checks tokens signed with [`SECRET`], closing sockets `leeway` seconds after
+/// their token's `exp`.
+fn jwt_server(leeway: u64) -> TestServer {
+    TestServer::with(|c| {
+        c.jwt_secret = Some(SECRET.into());
+        c.jwt_leeway_secs = leeway;
+    })
+}
+
+const EXPIRED_CLOSES: &str = r#"roomcast_sockets_closed_total{code="4004",reason="token_expired"}"#;
+
+/// What a client sent to [`recording_server`]: the `POST /api/dev-token` request line and
+/// body, and the socket's request target.
+#[derive(Debug, PartialEq)]
+struct Recorded {
+    mint: (String, serde_json::Value),
+    socket: String,
+}
+
+/// A peer that answers `POST /api/dev-token` with `status` (and, for 200, a token `tkn.x.y`),
+/// then accepts one WebSocket, welcomes it and confirms a join of `r`; reports what it got.
+async fn recording_server(status: u16) -> (String, tokio::sync::oneshot::Receiver<Recorded>) {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept the POST");
+        let mut http = tokio::io::BufReader::new(tcp);
+        let mut request_line = String::new();
+        http.read_line(&mut request_line).await.expect("a request");
+        let mut length = 0;
+        loop {
+            let mut header = String::new();
+            http.read_line(&mut header).await.expect("a header");
+            if header.trim().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().expect("a length");
+            }
+        }
+        let mut body = vec![0; length];
+        http.read_exact(&mut body).await.expect("the body");
+        let answer = if status == 200 {
+            json!({"token": "tkn.x.y", "user_id": "u", "expires_at": unix_now() + 3600})
+        } else {
+            json!({"error": {"code": "not_found", "message": "no such route"}})
+        };
+        let answer = answer.to_string();
+        let response = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+             connection: close\r\n\r\n{answer}",
+            answer.len()
+        );
+        http.get_mut()
+            .write_all(response.as_bytes())
+            .await
+            .expect("answer");
+        drop(http);
+
+        let (tcp, _) = listener.accept().await.expect("accept the socket");
+        let mut target = String::new();
+        // The callback's type, error included, is tungstenite's.
+        #[allow(clippy::result_large_err)]
+        let callback = |request: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                        response| {
+            target = request.uri().to_string();
+            Ok(response)
+        };
+        let mut ws = tokio_tungstenite::accept_hdr_async(tcp, callback)
+            .await
+            .expect("upgrade");
+        let _ = tx.send(Recorded {
+            mint: (
+                request_line.trim().to_owned(),
+                serde_json::from_slice(&body).expect("a JSON body"),
+            ),
+            socket: target,
+        });
+        for frame in [welcome(), joined_r()] {
+            ws.send(frame.to_string().into()).await.expect("send");
+        }
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    (format!("ws://{addr}"), rx)
+}
+
+#[tokio::test]
+async fn without_a_token_the_client_gets_a_development_token_and_sends_it() {
+    let (url, recorded) = recording_server(200).await;
+    let ran = run_piped(&url, &["--room", "r"], "").await;
+    assert_eq!((ran.code, ran.stderr.as_str()), (Some(0), ""), "{ran:?}");
+    assert_eq!(
+        recorded.await.expect("a client came"),
+        Recorded {
+            mint: (
+                "POST /api/dev-token HTTP/1.1".into(),
+                json!({"user_id": "u"})
+            ),
+            socket: "/ws?user_id=u&token=tkn.x.y".into(),
+        }
+    );
+
+    // A real development server takes it: the client chats as before.
+    let srv = TestServer::start();
+    let ran = run_piped(&srv.url(""), &["--room", "r"], "with a dev token\n").await;
+    assert_eq!(
+        ran.lines,
+        [
+            connected(),
+            "joined r (1 user, 0 history messages)".into(),
+            "[r #1] u: with a dev token".into(),
+        ],
+        "{ran:?}"
+    );
+    assert_eq!((ran.code, ran.stderr.as_str()), (Some(0), ""), "{ran:?}");
+}
+
+#[tokio::test]
+async fn a_server_without_development_tokens_gets_the_user_named_in_the_url() {
+    let (url, recorded) = recording_server(404).await;
+    let ran = run_piped(&url, &["--room", "r"], "").await;
+    assert_eq!((ran.code, ran.stderr.as_str()), (Some(0), ""), "{ran:?}");
+    assert_eq!(
+        recorded.await.expect("a client came").socket,
+        "/ws?user_id=u"
+    );
+}
+
+#[tokio::test]
+async fn with_tokens_the_client_sends_the_one_it_is_given() {
+    let srv = jwt_server(30);
+    let t = token("u", 600, json!({}));
+    let ran = run_piped(&srv.url(""), &["--room", "r", "--token", &t], "hello\n").await;
+    assert_eq!(
+        ran.lines,
+        [
+            connected(),
+            "joined r (1 user, 0 history messages)".into(),
+            "[r #1] u: hello".into(),
+        ],
+        "{ran:?}"
+    );
+    assert_eq!((ran.code, ran.stderr.as_str()), (Some(0), ""), "{ran:?}");
+
+    // The same from the environment.
+    let mut command = client_command(&srv.url(""), &["--room", "r", "--send", "from env"]);
+    command.env("ROOMCAST_TOKEN", &t);
+    let ran = run_piped_command(command, "").await;
+    assert_eq!(ran.lines.last().unwrap(), "[r #2] u: from env", "{ran:?}");
+    assert_eq!((ran.code, ran.stderr.as_str()), (Some(0), ""), "{ran:?}");
+
+    // Without one, the server refuses the socket, and the client says what to give it
+    // (a token for another user is refused too, and never printed).
+    let ran = run_piped(&srv.url(""), &["--room", "r"], "").await;
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert!(
+        ran.stderr.contains("HTTP 401 Unauthorized: token_missing")
+            && ran
+                .stderr
+                .ends_with("(give --token TOKEN or --token-cmd CMD)\n"),
+        "{ran:?}"
+    );
+    let bobs = token("bob", 600, json!({}));
+    let ran = run_piped(&srv.url(""), &["--room", "r", "--token", &bobs], "").await;
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert!(
+        ran.stderr
+            .contains("?user_id=u&token=…: HTTP 403 Forbidden: token_user_mismatch"),
+        "{ran:?}"
+    );
+    assert!(!ran.stderr.contains(&bobs), "{ran:?}");
+}
+
+#[tokio::test]
+async fn a_chat_the_token_does_not_allow_fails_as_forbidden() {
+    let srv = jwt_server(30);
+    let t = token("u", 600, json!({"read_only": ["news"], "rooms": ["news"]}));
+    let ran = run_piped(
+        &srv.url(""),
+        &["--room", "staff", "--room", "news", "--token", &t],
+        "hi\n",
+    )
+    .await;
+    assert_eq!(
+        ran.lines,
+        [
+            connected(),
+            "! error forbidden: your token does not grant room 'staff'".into(),
+            "joined news (1 user, 0 history messages)".into(),
+            "[news, failed] you: hi".into(),
+            "! error forbidden: room 'news' is read-only for you".into(),
+        ],
+        "{ran:?}"
+    );
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert_eq!(
+        ran.stderr,
+        "roomcast-client: not sent: chat \"hi\" in news (forbidden)\n"
+    );
+}
+
+#[tokio::test]
+async fn a_token_cmd_refreshes_the_token_before_it_lapses() {
+    let srv = jwt_server(0);
+    let dir = temp_dir("token-cmd");
+    // The first run prints a token of 5 s; every later one a token of 10 min.
+    std::fs::write(dir.join("token0"), token("u", 5, json!({}))).unwrap();
+    std::fs::write(dir.join("token1"), token("u", 600, json!({}))).unwrap();
+    let cmd = format!(
+        "cd '{}' && n=$(cat runs 2>/dev/null || echo 0) && echo $((n + 1)) > runs && \
+         cat token$((n < 1 ? n : 1))",
+        dir.display()
+    );
+    let first_exp = unix_now() + 5;
+    let mut child = client_command(&srv.url(""), &["--room", "r", "--token-cmd", &cmd])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    use tokio::io::AsyncWriteExt as _;
+    stdin.write_all(b"before\n").await.expect("type");
+    // Past the first token's exp (no leeway): the socket lives on with the fresh one.
+    let past = first_exp + 2;
+    tokio::time::sleep(std::time::Duration::from_secs(
+        past.saturating_sub(unix_now()),
+    ))
+    .await;
+    stdin.write_all(b"after\n").await.expect("type");
+    drop(stdin);
+    let ran = finish(child).await;
+    assert_eq!(
+        ran.lines,
+        [
+            connected(),
+            "joined r (1 user, 0 history messages)".into(),
+            "[r #1] u: before".into(),
+            "[r #2] u: after".into(),
+        ],
+        "{ran:?}"
+    );
+    assert_eq!((ran.code, ran.stderr.as_str()), (Some(0), ""), "{ran:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("runs")).unwrap().trim(),
+        "2",
+        "run at start and once to refresh"
+    );
+    assert_eq!(srv.metric(EXPIRED_CLOSES).await, 0.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_token_that_lapses_unrefreshed_ends_the_client_with_token_expired() {
+    let srv = jwt_server(0);
+    let t = token("u", 3, json!({}));
+    let mut child = client_command(&srv.url(""), &["--room", "r", "--token", &t])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    // Stdin stays open: only the lapse ends it.
+    let stdin = child.stdin.take().expect("piped stdin");
+    let ran = finish(child).await;
+    drop(stdin);
+    assert_eq!(ran.lines.len(), 3, "{ran:?}");
+    assert!(
+        ran.lines[2].starts_with("! your token expires in ")
+            && ran.lines[2]
+                .ends_with(" s and cannot be renewed: give --token-cmd CMD to refresh it"),
+        "{ran:?}"
+    );
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert_eq!(
+        ran.stderr,
+        "roomcast-client: the server closed the connection: 4004 (token expired)\n"
+    );
+    assert_eq!(srv.metric(EXPIRED_CLOSES).await, 1.0);
 }
