@@ -334,7 +334,13 @@ impl ChatServer {
         };
         self.slow_consumers_closed += 1;
         self.metrics.slow_consumer_closed();
-        log::warn!("slow consumer closed session={session} user={}", entry.user);
+        let (frames, bytes, since) = entry.handle.backlog_state();
+        log::warn!(
+            "slow consumer closed session={session} user={} backlog_frames={frames} \
+             backlog_bytes={bytes} since_last_write_ms={}",
+            entry.user,
+            since.as_millis()
+        );
         entry
             .handle
             .close_now(close_code::SLOW_CONSUMER, "slow consumer");

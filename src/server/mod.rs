@@ -117,9 +117,18 @@ const FLUSH_EVERY_FRAMES: usize = 16_384;
 /// Messages handled after which `ChatServer` flushes at once, for the same reason.
 const FLUSH_EVERY_MESSAGES: usize = 256;
 
-/// A session that wrote to its socket within this long is taking bytes: if its queue grows,
-/// the server is behind, not the reader.
-const PROGRESS_WINDOW: Duration = Duration::from_millis(250);
+/// A room sheds new chats when most of its readers have more than this fraction of the queue
+/// bound waiting: early enough that what is already accepted (each sender's chats in flight
+/// and in the store) still fits below the bound, so readers the server is behind on are not
+/// closed as slow.
+const SHED_AT: usize = 8;
+
+/// A session that wrote to its socket within this long is still reading: if its queue grows,
+/// the server is behind, not the reader. Generous, because a session writes only when its
+/// worker thread gets to it, and under a flood the workers can be busy for most of a second
+/// (measured: 0.7 s); a reader that stopped reading never writes again and drops out of the
+/// count after this long.
+const PROGRESS_WINDOW: Duration = Duration::from_secs(2);
 
 pub struct ChatServer {
     limits: ServerLimits,
@@ -371,11 +380,11 @@ impl ChatServer {
         let Some(r) = self.rooms.get(room) else {
             return false;
         };
-        let half = self.limits.queue.bytes / 2;
+        let threshold = self.limits.queue.bytes / SHED_AT;
         let behind = r
             .sessions()
             .filter(|(_, _, outbox)| {
-                outbox.queued_bytes() > half && outbox.progressing(PROGRESS_WINDOW)
+                outbox.queued_bytes() > threshold && outbox.progressing(PROGRESS_WINDOW)
             })
             .count();
         behind * 2 > r.session_count()

@@ -73,6 +73,16 @@ impl Outbox {
         self.backlog.bytes() + self.pending_bytes.get()
     }
 
+    /// What waits for the session, for logs: frames and bytes handed over and not written,
+    /// and how long since it last wrote.
+    pub fn backlog_state(&self) -> (usize, usize, std::time::Duration) {
+        (
+            self.backlog.frames(),
+            self.backlog.bytes(),
+            self.backlog.since_progress(),
+        )
+    }
+
     /// Whether the session wrote to its socket within `within` (or was first fed then).
     pub fn progressing(&self, within: std::time::Duration) -> bool {
         self.backlog.since_progress() <= within
