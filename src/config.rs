@@ -170,6 +170,11 @@ pub struct Config {
     #[arg(long, env = "ROOMCAST_CLUSTER", value_name = "REDIS_URL")]
     pub cluster: Option<String>,
 
+    /// Sockets of one kind (chat, notifications) one user may have open on this node; the
+    /// user's oldest is closed with 4005 when a newer one passes it.
+    #[arg(long, env = "ROOMCAST_MAX_SOCKETS_PER_USER", default_value_t = 16)]
+    pub max_sockets_per_user: usize,
+
     /// Cluster mode: seconds a node that died without a goodbye keeps its users present on
     /// the other nodes (nodes beat every third of it).
     #[arg(long, env = "ROOMCAST_PRESENCE_TTL_SECS", default_value_t = 30)]
@@ -411,6 +416,9 @@ impl Config {
                  --max-frame-bytes >= 128"
                     .into(),
             );
+        }
+        if self.max_sockets_per_user == 0 {
+            return Err("--max-sockets-per-user must be >= 1".into());
         }
         if self.prune_interval_ms == 0 {
             return Err("--prune-interval-ms must be >= 1".into());

@@ -214,6 +214,9 @@ pub mod close_code {
     pub const DISCONNECTED: u16 = 4003;
     /// The socket's token expired (plus the leeway) without a `refresh`.
     pub const TOKEN_EXPIRED: u16 = 4004;
+    /// The user opened more sockets of this kind than `--max-sockets-per-user`: the oldest
+    /// goes.
+    pub const TOO_MANY_SOCKETS: u16 = 4005;
 }
 
 /// Limits that shape what `decode` accepts.

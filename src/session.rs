@@ -520,6 +520,7 @@ impl Handler<Outbound> for ChatSession {
                 let label = match code {
                     1001 => "shutdown",
                     close_code::SLOW_CONSUMER => "slow_consumer",
+                    close_code::TOO_MANY_SOCKETS => "too_many_sockets",
                     _ => "server",
                 };
                 self.close(ctx, code, label, reason)

@@ -30,7 +30,7 @@ impl ChatServer {
     /// Admits a new session, unless the server is full or stopping. A chat socket is greeted
     /// with `welcome` (and joins the URL's room, if any); a notification socket is sent what
     /// waited in the user's inbox.
-    pub(super) fn connect(&mut self, msg: Connect) -> Result<(), Refused> {
+    pub(super) fn connect(&mut self, msg: Connect, ctx: &mut Context<Self>) -> Result<(), Refused> {
         if self.shutting_down {
             return Err(Refused::ShuttingDown);
         }
@@ -45,10 +45,26 @@ impl ChatServer {
         let entry = SessionEntry::new(msg.user.clone(), msg.kind, outbox, msg.conn);
         self.sessions.insert(msg.session, entry);
         let notifications = msg.kind == SessionKind::Notifications;
-        let sockets = match notifications {
-            false => self.sessions.chat_sessions(&msg.user).len(),
-            true => self.sessions.notification_sockets(&msg.user).len(),
+        let mine = match notifications {
+            false => self.sessions.chat_sessions(&msg.user),
+            true => self.sessions.notification_sockets(&msg.user),
         };
+        let sockets = mine.len();
+        // Past the per-user limit the oldest socket goes: a user who opens a new tab keeps
+        // the tab in front of them, and a forgotten one makes room.
+        if sockets > self.limits.max_sockets_per_user {
+            let oldest = mine[0];
+            log::info!(
+                "too many sockets user={} closing session={oldest}",
+                msg.user
+            );
+            self.close_session(
+                oldest,
+                close_code::TOO_MANY_SOCKETS,
+                "too many sockets",
+                ctx,
+            );
+        }
         if sockets == 1 {
             self.tell_peers(|n| PeerEvent::Online {
                 n,

@@ -77,6 +77,8 @@ pub struct ServerLimits {
     /// `overloaded`.
     pub max_in_store: usize,
     pub max_rooms_per_socket: usize,
+    /// Sockets of one kind per user; past it the user's oldest is closed with 4005.
+    pub max_sockets_per_user: usize,
     pub history_on_join: usize,
     pub history_keep: usize,
     /// Most messages a `since_seq` join is given.
@@ -97,6 +99,7 @@ impl ServerLimits {
             },
             max_in_store: c.max_in_flight,
             max_rooms_per_socket: c.max_rooms_per_socket,
+            max_sockets_per_user: c.max_sockets_per_user,
             history_on_join: c.history_on_join,
             history_keep: c.history_keep,
             recovery_max: c.recovery_max,
@@ -418,7 +421,7 @@ impl Handler<Connect> for ChatServer {
     type Result = Result<(), Refused>;
 
     fn handle(&mut self, msg: Connect, ctx: &mut Context<Self>) -> Self::Result {
-        let result = self.connect(msg);
+        let result = self.connect(msg, ctx);
         self.settle(ctx);
         result
     }

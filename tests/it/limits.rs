@@ -308,3 +308,26 @@ async fn requests_past_the_in_flight_bound_are_refused_and_the_rest_delivered() 
     }
     observer.sync("q").await;
 }
+
+/// Past `--max-sockets-per-user`, the user's oldest socket of that kind is closed with 4005;
+/// the newer ones, and other users, go on.
+#[tokio::test]
+async fn past_the_per_user_socket_limit_the_oldest_socket_goes() {
+    let srv = TestServer::with(|c| c.max_sockets_per_user = 2);
+    let mut first = srv.client("alice").await;
+    let mut second = srv.client("alice").await;
+    let mut bob = srv.client("bob").await;
+    let mut third = srv.client("alice").await;
+    assert_eq!(first.expect_close().await, 4005);
+    for c in [&mut second, &mut third, &mut bob] {
+        c.ping().await;
+    }
+    // Notification sockets count on their own.
+    let mut n1 = Client::connect(&srv.url("/notifications/alice")).await;
+    let mut n2 = Client::connect(&srv.url("/notifications/alice")).await;
+    n2.send_raw("ping").await;
+    assert_eq!(n2.recv_text().await, "pong");
+    n1.send_raw("ping").await;
+    assert_eq!(n1.recv_text().await, "pong");
+    second.ping().await;
+}
