@@ -52,7 +52,9 @@ pub struct JoinInfo {
 }
 
 pub struct Connector {
-    addr: SocketAddr,
+    /// The nodes, used in turn (one for a single server).
+    addrs: Vec<SocketAddr>,
+    next: std::sync::atomic::AtomicUsize,
     target: Target,
     permits: Semaphore,
     timeout: Duration,
@@ -64,7 +66,7 @@ impl Connector {
     /// `write_buffer` is how many bytes of frames it gathers before writing them (0: each
     /// frame is written when it is sent; more is written on a flush).
     pub fn new(
-        addr: SocketAddr,
+        addrs: Vec<SocketAddr>,
         target: Target,
         concurrency: usize,
         timeout: Duration,
@@ -77,7 +79,8 @@ impl Connector {
             .max_message_size(Some(16 << 20))
             .max_frame_size(Some(16 << 20));
         Connector {
-            addr,
+            addrs,
+            next: std::sync::atomic::AtomicUsize::new(0),
             target,
             permits: Semaphore::new(concurrency.max(1)),
             timeout,
@@ -99,7 +102,8 @@ impl Connector {
             .map_err(|_| "shutting down".to_string())?;
         let started = Instant::now();
         let handshake = async {
-            let tcp = TcpStream::connect(self.addr)
+            let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tcp = TcpStream::connect(self.addrs[turn % self.addrs.len()])
                 .await
                 .map_err(|e| io_reason(&e))?;
             tcp.set_nodelay(true).map_err(|e| io_reason(&e))?;

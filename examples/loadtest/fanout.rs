@@ -186,6 +186,9 @@ impl Room {
         let echoes = self.echoes.load(Ordering::SeqCst);
         match self.base_seq.load(Ordering::SeqCst) {
             u64::MAX => echoes,
+            // A new cluster room (see `wire::CLUSTER_SEQS_FROM`): its seqs start at the first
+            // echo's, not after the joined `last_seq` of 0.
+            0 if self.max_seq.load(Ordering::SeqCst) >= wire::CLUSTER_SEQS_FROM => echoes,
             base => echoes.max(self.seen_max.load(Ordering::SeqCst).saturating_sub(base)),
         }
     }

@@ -155,6 +155,11 @@ pub struct Common {
         global = true
     )]
     pub url: String,
+    /// Another node of the same cluster (repeatable): WebSocket clients are spread over
+    /// `--url` and these, round-robin in the order they open. HTTP calls and `--server-pid`
+    /// concern `--url` only.
+    #[arg(long, global = true)]
+    pub also_url: Vec<String>,
     /// Allow a host that is not a loopback address (127.0.0.0/8, localhost, ::1).
     #[arg(long, global = true)]
     pub allow_remote: bool,
@@ -229,6 +234,8 @@ pub struct Ctx {
     pub common: Common,
     pub target: Target,
     pub addr: SocketAddr,
+    /// `--also-url`'s nodes, resolved: clients go to `addr` and these in turn.
+    pub also: Vec<SocketAddr>,
     /// Tags room and user names, so runs never share rooms (or their history).
     pub run_id: String,
     /// Time zero of every timestamp the tool sends (`send_ns`).
@@ -253,8 +260,10 @@ impl Ctx {
     /// A connector whose sockets gather up to `write_buffer` bytes of frames before writing
     /// them (0: each frame is written at once), for sockets that send in bulk.
     pub fn connector_with(&self, read_buffer: usize, write_buffer: usize) -> Arc<Connector> {
+        let mut addrs = vec![self.addr];
+        addrs.extend(&self.also);
         Arc::new(Connector::new(
-            self.addr,
+            addrs,
             self.target.clone(),
             self.common.connect_concurrency,
             Duration::from_secs_f64(self.common.connect_timeout),
@@ -505,6 +514,15 @@ async fn run(cli: Cli, target: Target, threads: usize) -> anyhow::Result<Report>
         cli.common.server_pid,
     )
     .await?;
+    let mut also = Vec::new();
+    for url in &cli.common.also_url {
+        let node = Target::parse(url).map_err(anyhow::Error::msg)?;
+        if !node.is_loopback() && !cli.common.allow_remote {
+            anyhow::bail!("refusing to load {url:?}: not a loopback address (see --allow-remote)");
+        }
+        let timeout = Duration::from_secs_f64(cli.common.connect_timeout);
+        also.push(resolve(&node, cli.common.allow_remote, timeout, None).await?);
+    }
     let server = match cli.common.server_pid {
         Some(pid) => {
             proc::check_server_pid(pid, addr)?;
@@ -528,6 +546,7 @@ async fn run(cli: Cli, target: Target, threads: usize) -> anyhow::Result<Report>
         common: cli.common.clone(),
         target,
         addr,
+        also,
         run_id,
         epoch,
         progress: Progress::new(cli.common.quiet),

@@ -317,6 +317,10 @@ pub struct SeqChecker {
     gaps: Vec<(u64, u64)>,
 }
 
+/// Seqs at or above this come from a cluster (`epoch_ms × 1000 + n`); a single node's start
+/// at 1 and stay far below it.
+pub const CLUSTER_SEQS_FROM: u64 = 1_000_000_000_000_000;
+
 impl SeqChecker {
     /// Starts after `last_seq` (the room's newest `seq` when this receiver joined, from
     /// `joined`), so even a lost first message is caught.
@@ -338,6 +342,12 @@ impl SeqChecker {
     }
 
     pub fn observe(&mut self, seq: u64) -> SeqEvent {
+        // A cluster's room starts its seqs above its Redis dataset's epoch (milliseconds ×
+        // 1000), not at 1: in a room that had none, the first such seq starts the count.
+        if self.last == 0 && self.gaps.is_empty() && seq >= CLUSTER_SEQS_FROM {
+            self.last = seq;
+            return SeqEvent::InOrder;
+        }
         if seq == self.last.wrapping_add(1) {
             self.last = seq;
             return SeqEvent::InOrder;
