@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use roomcast::Config;
-use roomcast::broker::LocalBroker;
 use roomcast::ids::{RoomId, Seq, SessionId, UserId};
 use roomcast::metrics::Metrics;
 use roomcast::protocol::{self, DecodeLimits, ServerMessage};
@@ -128,13 +127,7 @@ fn fan_out(c: &mut Criterion) {
                     let mut config = Config::for_tests();
                     config.max_pending = 100_000;
                     let store = Box::new(MemoryStore::new(100, 100));
-                    let server = ChatServer::start_with(
-                        &config,
-                        store,
-                        Box::new(LocalBroker),
-                        Metrics::new(),
-                    )
-                    .unwrap();
+                    let server = ChatServer::start_with(&config, store, Metrics::new()).unwrap();
                     // Setup frames: each member gets `welcome` and `joined`, and a `user_joined`
                     // for every member after it. Wait for all of them before measuring.
                     target.store(members * 2 + members * (members - 1) / 2, Ordering::Relaxed);

@@ -15,7 +15,7 @@
 //! - [`http`]: routes: upgrades, push, health, metrics, live stats, the embedded pages.
 //! - [`metrics`]: the per-server Prometheus metrics.
 //! - [`store`]: history beyond the in-memory window, behind one trait.
-//! - [`broker`]: the seam for fan-out across nodes.
+//! - [`cluster`]: several nodes as one, through Redis (`--cluster`).
 //! - [`ratelimit`], [`conn`]: a token bucket; a handle to cut a stalled connection.
 //! - [`procfs`]: process and kernel figures from `/proc`, for live stats, tests and tools.
 //! - [`tls`]: `--tls-cert`/`--tls-key` made into the listener's rustls configuration.
@@ -24,7 +24,6 @@
 //! `ChatServer` and the HTTP server, and returns a [`Running`] server that can be shut down.
 
 pub mod auth;
-pub mod broker;
 pub mod cluster;
 pub mod config;
 pub mod conn;
@@ -102,13 +101,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let chat_config = config.clone();
     let chat_metrics = Arc::clone(&metrics);
     chat_arbiter.spawn_fn(move || {
-        let broker = Box::new(broker::LocalBroker);
         let chat = match (backend, &chat_config.cluster) {
-            (Some(backend), _) => {
-                ChatServer::start_with(&chat_config, backend, broker, chat_metrics)
-                    .map_err(anyhow::Error::from)
-            }
-            (None, Some(url)) => ChatServer::start_cluster(&chat_config, url, broker, chat_metrics),
+            (Some(backend), _) => ChatServer::start_with(&chat_config, backend, chat_metrics)
+                .map_err(anyhow::Error::from),
+            (None, Some(url)) => ChatServer::start_cluster(&chat_config, url, chat_metrics),
             (None, None) => Err(anyhow::anyhow!("no store")),
         };
         let _ = chat_tx.send(chat);

@@ -426,7 +426,6 @@ mod tests {
     use serde_json::Value;
 
     use super::super::{AppState, not_found, routes};
-    use crate::broker::LocalBroker;
     use crate::config::Config;
     use crate::metrics::Metrics;
     use crate::server::ChatServer;
@@ -441,8 +440,7 @@ mod tests {
         config.api_key = api_key.map(Into::into);
         let store = Box::new(MemoryStore::new(10, 10));
         let metrics = Metrics::new();
-        let broker = Box::new(LocalBroker);
-        let server = ChatServer::start_with(&config, store, broker, Arc::clone(&metrics)).unwrap();
+        let server = ChatServer::start_with(&config, store, Arc::clone(&metrics)).unwrap();
         let stats = server
             .send(crate::server::messages::WatchStats)
             .await

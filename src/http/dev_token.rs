@@ -112,7 +112,6 @@ mod tests {
 
     use super::super::{AppState, not_found, routes};
     use crate::auth::Identity;
-    use crate::broker::LocalBroker;
     use crate::config::Config;
     use crate::metrics::Metrics;
     use crate::server::ChatServer;
@@ -122,9 +121,7 @@ mod tests {
     async fn call(config: Config, peer: &str, headers: &[(&str, &str)]) -> (u16, Value) {
         let store = Box::new(MemoryStore::new(10, 10));
         let metrics = Metrics::new();
-        let server =
-            ChatServer::start_with(&config, store, Box::new(LocalBroker), Arc::clone(&metrics))
-                .unwrap();
+        let server = ChatServer::start_with(&config, store, Arc::clone(&metrics)).unwrap();
         let stats = server
             .send(crate::server::messages::WatchStats)
             .await

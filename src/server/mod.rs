@@ -53,7 +53,6 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::watch;
 
-use crate::broker::Broker;
 use crate::config::Config;
 use crate::conn::ConnHandle;
 use crate::ids::{RoomId, SessionId, UserId};
@@ -162,7 +161,6 @@ pub struct ChatServer {
     /// HTTP requests waiting for the store, by `Tag::Request` number.
     waiting: HashMap<u64, Waiter>,
     next_request: u64,
-    broker: Box<dyn Broker>,
     metrics: Arc<Metrics>,
     /// Cluster mode: chats are delivered from the cluster's channel (`replicas`), not when
     /// this node's store answers.
@@ -187,12 +185,7 @@ pub struct ChatServer {
 }
 
 impl ChatServer {
-    pub fn new(
-        limits: ServerLimits,
-        store: StoreHandle,
-        broker: Box<dyn Broker>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(limits: ServerLimits, store: StoreHandle, metrics: Arc<Metrics>) -> Self {
         ChatServer {
             limits,
             sessions: Registry::default(),
@@ -208,7 +201,6 @@ impl ChatServer {
             fanouts: Vec::new(),
             waiting: HashMap::new(),
             next_request: 1,
-            broker,
             metrics,
             cluster: false,
             held: HashMap::new(),
@@ -227,7 +219,6 @@ impl ChatServer {
     pub fn start_with(
         config: &Config,
         backend: Box<dyn Backend>,
-        broker: Box<dyn Broker>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Addr<ChatServer>> {
         let ctx = Context::new();
@@ -238,7 +229,7 @@ impl ChatServer {
             Duration::from_millis(config.prune_interval_ms),
         )?;
         let limits = ServerLimits::from_config(config);
-        Ok(ctx.run(ChatServer::new(limits, store, broker, metrics)))
+        Ok(ctx.run(ChatServer::new(limits, store, metrics)))
     }
 
     /// Starts a `ChatServer` of a cluster node on the current arbiter: its store thread
@@ -247,7 +238,6 @@ impl ChatServer {
     pub fn start_cluster(
         config: &Config,
         url: &str,
-        broker: Box<dyn Broker>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Addr<ChatServer>> {
         let ctx = Context::new();
@@ -256,7 +246,7 @@ impl ChatServer {
         let store = StoreHandle::spawn(move |rx| store.run(rx, events))?;
         crate::cluster::subscriber::start(url, ctx.address().recipient())?;
         let limits = ServerLimits::from_config(config);
-        let mut server = ChatServer::new(limits, store, broker, metrics);
+        let mut server = ChatServer::new(limits, store, metrics);
         server.cluster = true;
         server.publisher = Some(crate::cluster::peers::Publisher::start(url)?);
         server.presence_ttl = Duration::from_secs(config.presence_ttl_secs.max(1));
@@ -316,7 +306,6 @@ impl ChatServer {
                 queued += 1;
             }
         }
-        self.broker.publish(room, frame);
         self.metrics.deliveries(queued as u64);
         queued
     }

@@ -13,7 +13,6 @@ use tokio::sync::mpsc;
 use super::ChatServer;
 use super::messages::*;
 use super::room::HistoryEntry;
-use crate::broker::LocalBroker;
 use crate::config::Config;
 use crate::ids::{RoomId, Seq, SessionId, UserId};
 use crate::metrics::Metrics;
@@ -132,7 +131,7 @@ fn start(mode: &Arc<AtomicU8>) -> Addr<ChatServer> {
         inner: MemoryStore::new(100, 100),
         mode: Arc::clone(mode),
     });
-    ChatServer::start_with(&config, backend, Box::new(LocalBroker), Metrics::new()).unwrap()
+    ChatServer::start_with(&config, backend, Metrics::new()).unwrap()
 }
 
 fn room(name: &str) -> RoomId {
