@@ -419,17 +419,10 @@ mod tests {
     //! The access rule as the `/api` scope applies it, for peers the integration tests cannot
     //! be (they connect from loopback): requests built with a chosen peer address.
 
-    use std::sync::Arc;
-    use std::time::Instant;
-
-    use actix_web::{App, test, web};
+    use actix_web::test;
     use serde_json::Value;
 
-    use super::super::{AppState, not_found, routes};
     use crate::config::Config;
-    use crate::metrics::Metrics;
-    use crate::server::ChatServer;
-    use crate::store::MemoryStore;
 
     const REMOTE: &str = "192.0.2.7:40000";
     const LOCAL: &str = "127.0.0.1:40000";
@@ -438,36 +431,7 @@ mod tests {
     async fn call(api_key: Option<&str>, req: test::TestRequest) -> (u16, Value) {
         let mut config = Config::for_tests();
         config.api_key = api_key.map(Into::into);
-        let store = Box::new(MemoryStore::new(10, 10));
-        let metrics = Metrics::new();
-        let server = ChatServer::start_with(&config, store, Arc::clone(&metrics)).unwrap();
-        let stats = server
-            .send(crate::server::messages::WatchStats)
-            .await
-            .unwrap();
-        let config = Arc::new(config);
-        let started = Instant::now();
-        let (_sampler, live) = crate::http::live::Sampler::start(Arc::clone(&metrics), started);
-        let identity = Arc::new(crate::auth::Identity::from_config(&config).unwrap());
-        let state = web::Data::new(AppState {
-            server,
-            config: Arc::clone(&config),
-            started,
-            metrics,
-            live,
-            stats,
-            identity,
-        });
-        let app = test::init_service(
-            App::new()
-                .app_data(state)
-                .configure(|cfg| routes(cfg, &config))
-                .default_service(web::to(not_found)),
-        )
-        .await;
-        let resp = test::call_service(&app, req.to_request()).await;
-        let status = resp.status().as_u16();
-        (status, test::read_body_json(resp).await)
+        super::super::call_app(config, req).await
     }
 
     fn get(path: &str, peer: &str) -> test::TestRequest {

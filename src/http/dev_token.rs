@@ -104,48 +104,13 @@ mod tests {
     //! The loopback rule, for peers the integration tests cannot be (they connect from
     //! loopback): requests built with a chosen peer address.
 
-    use std::sync::Arc;
-    use std::time::Instant;
-
-    use actix_web::{App, test, web};
+    use actix_web::test;
     use serde_json::{Value, json};
 
-    use super::super::{AppState, not_found, routes};
-    use crate::auth::Identity;
     use crate::config::Config;
-    use crate::metrics::Metrics;
-    use crate::server::ChatServer;
-    use crate::store::MemoryStore;
 
     /// `POST /api/dev-token` from `peer` with `headers` to a fresh app; status and body.
     async fn call(config: Config, peer: &str, headers: &[(&str, &str)]) -> (u16, Value) {
-        let store = Box::new(MemoryStore::new(10, 10));
-        let metrics = Metrics::new();
-        let server = ChatServer::start_with(&config, store, Arc::clone(&metrics)).unwrap();
-        let stats = server
-            .send(crate::server::messages::WatchStats)
-            .await
-            .unwrap();
-        let identity = Arc::new(Identity::from_config(&config).unwrap());
-        let config = Arc::new(config);
-        let started = Instant::now();
-        let (_sampler, live) = crate::http::live::Sampler::start(Arc::clone(&metrics), started);
-        let state = web::Data::new(AppState {
-            server,
-            config: Arc::clone(&config),
-            started,
-            metrics,
-            live,
-            stats,
-            identity,
-        });
-        let app = test::init_service(
-            App::new()
-                .app_data(state)
-                .configure(|cfg| routes(cfg, &config))
-                .default_service(web::to(not_found)),
-        )
-        .await;
         let mut req = test::TestRequest::post()
             .uri("/api/dev-token")
             .peer_addr(peer.parse().unwrap())
@@ -153,9 +118,7 @@ mod tests {
         for header in headers {
             req = req.insert_header(*header);
         }
-        let resp = test::call_service(&app, req.to_request()).await;
-        let status = resp.status().as_u16();
-        (status, test::read_body_json(resp).await)
+        super::super::call_app(config, req).await
     }
 
     const REMOTE: &str = "192.0.2.7:40000";

@@ -257,3 +257,45 @@ pub fn routes(cfg: &mut web::ServiceConfig, config: &Config) {
         None => assets::embedded(cfg),
     }
 }
+
+/// One request to a fresh app with the real routes and a real `ChatServer` on the memory
+/// store: its status and JSON body. For unit tests that need a peer address the integration
+/// tests cannot have (they connect from loopback).
+#[cfg(test)]
+pub(crate) async fn call_app(
+    config: Config,
+    req: actix_web::test::TestRequest,
+) -> (u16, serde_json::Value) {
+    use actix_web::{App, test, web};
+
+    let store = Box::new(crate::store::MemoryStore::new(10, 10));
+    let metrics = Metrics::new();
+    let server = ChatServer::start_with(&config, store, Arc::clone(&metrics)).unwrap();
+    let stats = server
+        .send(crate::server::messages::WatchStats)
+        .await
+        .unwrap();
+    let identity = Arc::new(crate::auth::Identity::from_config(&config).unwrap());
+    let config = Arc::new(config);
+    let started = Instant::now();
+    let (_sampler, live) = live::Sampler::start(Arc::clone(&metrics), started);
+    let state = web::Data::new(AppState {
+        server,
+        config: Arc::clone(&config),
+        started,
+        metrics,
+        live,
+        stats,
+        identity,
+    });
+    let app = test::init_service(
+        App::new()
+            .app_data(state)
+            .configure(|cfg| routes(cfg, &config))
+            .default_service(web::to(not_found)),
+    )
+    .await;
+    let resp = test::call_service(&app, req.to_request()).await;
+    let status = resp.status().as_u16();
+    (status, test::read_body_json(resp).await)
+}
