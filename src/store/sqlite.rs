@@ -1,17 +1,36 @@
 //! The durable store: one SQLite file, in WAL mode.
 //!
 //! Durability is chosen with [`SyncMode`]:
-//! - `full` (the default): every commit fsyncs the write-ahead log. A message acknowledged
-//!   to its sender survives a process crash and a power loss.
-//! - `normal`: commits reach the OS but are fsynced only at checkpoints. What was
-//!   acknowledged survives a process crash (the OS still has it); a power loss can take the
-//!   last commits back, never corrupt the file.
+//! - `normal`: a commit reaches the OS page cache and is not fsynced by itself;
+//!   the checkpoint thread (below) fsyncs the write-ahead log at most [`CHECKPOINT_EVERY`]
+//!   after it. A message acknowledged to its sender survives a process crash (the OS still
+//!   has it); a power loss (or a kernel or VM crash) can take back the commits of the last
+//!   [`CHECKPOINT_EVERY`] or so (and their seqs are then handed out again), never corrupt
+//!   the file.
+//! - `full` (the default): every commit fsyncs the write-ahead log before anyone is told. An acknowledged
+//!   message also survives a power loss.
 //!
-//! Either way one commit covers a whole batch (see [`super::writer`]), so the fsync is paid
+//! Either way one commit covers a whole batch (see [`super::writer`]), so an fsync is paid
 //! once per batch, not per message.
+//!
+//! **Checkpoints are kept off the commit path.** SQLite's automatic checkpoint copies the
+//! log into the database inside the commit that crosses 1,000 pages, and every message
+//! behind that commit waits for it and its two fsyncs. Here the
+//! writer's connection has it turned off, and a thread of its own (`roomcast-ckpt`, with its
+//! own connection) runs a `PASSIVE` checkpoint every [`CHECKPOINT_EVERY`]: it copies what it
+//! can without taking the writer's lock, so the store thread never waits for it; its first
+//! step fsyncs the log, which is what bounds `normal`'s power-loss window. The log starts
+//! over by itself when a checkpoint has copied all of it before the next commit. Under
+//! writes so steady that this never happens, the writer bounds it: past [`WAL_MAX_FRAMES`]
+//! frames it runs a `RESTART` checkpoint itself between two batches (a stall of one
+//! checkpoint, paid only under heavy load).
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -27,9 +46,22 @@ use crate::server::room::HistoryEntry;
 pub enum SyncMode {
     /// fsync at every commit: survives power loss.
     Full,
-    /// fsync at checkpoints only: survives a process crash.
+    /// fsync within [`CHECKPOINT_EVERY`] of a commit, off the commit path: survives a
+    /// process crash; a power loss can lose the last ~100 ms.
     Normal,
 }
+
+/// How often the checkpoint thread runs; with [`SyncMode::Normal`], the longest a commit
+/// waits (plus one fsync) before the log holding it is fsynced.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// Frames (pages) the write-ahead log may hold before the writer makes it start over
+/// (about 40 MB with 4 KiB pages).
+pub const WAL_MAX_FRAMES: i32 = 10_000;
+
+/// The log file is cut back to this size when it starts over, so that a burst that grew it
+/// does not keep the disk space.
+const WAL_KEEP_BYTES: i64 = 64 << 20;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rooms (
@@ -58,9 +90,109 @@ CREATE INDEX IF NOT EXISTS inbox_user ON inbox (user_id, id);
 ";
 
 pub struct SqliteStore {
+    /// Declared first so that it stops (and runs its last checkpoint) before `conn` closes.
+    _checkpointer: Checkpointer,
     conn: Connection,
     /// Rooms whose last seq moved in the open transaction; written once at commit.
     dirty: HashMap<RoomId, Seq>,
+    /// Frames in the write-ahead log after the last commit (SQLite's WAL hook says).
+    wal_frames: Arc<AtomicI32>,
+}
+
+/// Waits on a lock in steps of 100 µs, up to about 2 s. SQLite's own busy timeout sleeps
+/// 1, 2, 5, 10 ms… between tries, which turns a lock held for 0.3 ms into a 1-3 ms stall.
+fn busy_wait(tries: i32) -> bool {
+    if tries >= 20_000 {
+        return false;
+    }
+    std::thread::sleep(Duration::from_micros(100));
+    true
+}
+
+/// Opens a connection to the database at `path` in WAL mode, with `sync`'s `synchronous`
+/// level and [`busy_wait`].
+fn connect(path: &Path, sync: SyncMode, flags: OpenFlags) -> anyhow::Result<Connection> {
+    let what = || format!("cannot use {} as the history database", path.display());
+    let mut conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .with_context(what)?;
+    conn.busy_handler(Some(busy_wait)).with_context(what)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .with_context(what)?;
+    anyhow::ensure!(
+        mode.eq_ignore_ascii_case("wal"),
+        "{}: journal mode {mode}",
+        what()
+    );
+    conn.pragma_update(None, "synchronous", sync.pragma())
+        .with_context(what)?;
+    Ok(conn)
+}
+
+impl SyncMode {
+    fn pragma(self) -> &'static str {
+        match self {
+            SyncMode::Full => "FULL",
+            SyncMode::Normal => "NORMAL",
+        }
+    }
+}
+
+/// The checkpoint thread: a `PASSIVE` checkpoint every [`CHECKPOINT_EVERY`] on a
+/// connection of its own, and a last one when the store closes.
+struct Checkpointer {
+    /// Dropped to stop the thread.
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path, sync: SyncMode) -> anyhow::Result<Self> {
+        let conn = connect(path, sync, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("roomcast-ckpt".into())
+            .spawn(move || {
+                let mut failing = false;
+                loop {
+                    let last = !matches!(
+                        stopped.recv_timeout(CHECKPOINT_EVERY),
+                        Err(mpsc::RecvTimeoutError::Timeout)
+                    );
+                    match conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
+                        Ok(()) => {
+                            if failing {
+                                failing = false;
+                                log::info!("checkpoints work again");
+                            }
+                        }
+                        // The writer's bound on the log still holds (and fsyncs it).
+                        Err(e) if !failing => {
+                            failing = true;
+                            log::warn!("checkpoint failed: {e}");
+                        }
+                        Err(_) => {}
+                    }
+                    if last {
+                        break;
+                    }
+                }
+            })
+            .context("cannot start the checkpoint thread")?;
+        Ok(Checkpointer {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl SqliteStore {
@@ -72,29 +204,25 @@ impl SqliteStore {
                 .with_context(|| format!("cannot create the folder {}", dir.display()))?;
         }
         let what = || format!("cannot use {} as the history database", path.display());
-        let conn = Connection::open_with_flags(
+        let mut conn = connect(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
+            sync,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        )?;
+        conn.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)
+            .with_context(what)?;
+        // No automatic checkpoint inside a commit: the checkpoint thread does them. (The
+        // automatic checkpoint is a WAL hook; the one below takes its place and tells
+        // `begin` how long the log is.)
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .with_context(what)?;
+        let wal_frames = Arc::new(AtomicI32::new(0));
+        let frames = Arc::clone(&wal_frames);
+        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
+            frames.store(pages, Ordering::Relaxed);
+            Ok(())
+        }))
         .with_context(what)?;
-        conn.busy_timeout(Duration::from_secs(2))
-            .with_context(what)?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-            .with_context(what)?;
-        anyhow::ensure!(
-            mode.eq_ignore_ascii_case("wal"),
-            "{}: journal mode {mode}",
-            what()
-        );
-        let level = match sync {
-            SyncMode::Full => "FULL",
-            SyncMode::Normal => "NORMAL",
-        };
-        conn.pragma_update(None, "synchronous", level)
-            .with_context(what)?;
         conn.execute_batch(SCHEMA).with_context(what)?;
         // Prove it can be written now rather than at the first message. An empty
         // transaction is not enough: on a read-only file in WAL mode `BEGIN IMMEDIATE`
@@ -106,14 +234,45 @@ impl SqliteStore {
              ROLLBACK;",
         )
         .with_context(what)?;
+        let checkpointer = Checkpointer::start(path, sync).with_context(what)?;
         log::info!(
-            "history store: sqlite {} (synchronous={level})",
-            path.display()
+            "history store: sqlite {} (synchronous={}, checkpoint every {} ms)",
+            path.display(),
+            sync.pragma(),
+            CHECKPOINT_EVERY.as_millis()
         );
         Ok(SqliteStore {
             conn,
             dirty: HashMap::new(),
+            wal_frames,
+            _checkpointer: checkpointer,
         })
+    }
+}
+
+impl SqliteStore {
+    /// Copies the whole log into the database so that it starts over: it grew past
+    /// [`WAL_MAX_FRAMES`] because the checkpoint thread never finished between two commits
+    /// (or its checkpoints fail). Busy or failing, it is tried again before the next batch.
+    fn restart_wal(&mut self) {
+        let started = std::time::Instant::now();
+        let restart = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
+                Ok((r.get::<_, i32>(0)?, r.get::<_, i32>(1)?))
+            });
+        match restart {
+            // Not busy: all of it is in the database, and the next commit starts it over.
+            Ok((0, log)) => {
+                self.wal_frames.store(0, Ordering::Relaxed);
+                log::debug!(
+                    "write-ahead log of {log} frames copied in {:?}",
+                    started.elapsed()
+                );
+            }
+            Ok(_) => log::debug!("write-ahead log busy, not copied yet"),
+            Err(e) => log::debug!("write-ahead log not copied: {e}"),
+        }
     }
 }
 
@@ -127,6 +286,9 @@ fn entry(seq: i64, frame: String) -> HistoryEntry {
 impl Backend for SqliteStore {
     fn begin(&mut self) -> StoreResult<()> {
         self.dirty.clear();
+        if self.wal_frames.load(Ordering::Relaxed) > WAL_MAX_FRAMES {
+            self.restart_wal();
+        }
         Ok(self.conn.execute_batch("BEGIN IMMEDIATE")?)
     }
 
@@ -439,6 +601,37 @@ mod tests {
         std::fs::write(&path, vec![b'x'; 8192]).unwrap();
         let err = SqliteStore::open(&path, SyncMode::Full).err().unwrap();
         assert!(format!("{err:#}").contains("not a database"), "{err:#}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Under writes so steady that the checkpoint thread never finishes between two
+    /// commits, the writer still makes the log start over once it passes
+    /// `WAL_MAX_FRAMES` (it used to grow without end).
+    #[test]
+    fn the_log_starts_over_under_steady_writes() {
+        let dir = tempdir();
+        let mut s = SqliteStore::open(&dir.join("db"), SyncMode::Normal).unwrap();
+        let text = "x".repeat(200);
+        let (mut longest, mut restarts, mut before) = (0, 0, 0);
+        for seq in 1..=15_000 {
+            s.begin().unwrap();
+            let mut m = msg(seq, None);
+            m.frame = Frame::from(format!("{{\"seq\":{seq},\"text\":\"{text}\"}}"));
+            s.insert(&m).unwrap();
+            s.commit().unwrap();
+            let frames = s.wal_frames.load(Ordering::Relaxed);
+            if frames < before {
+                restarts += 1;
+            }
+            (longest, before) = (longest.max(frames), frames);
+        }
+        // 15,000 commits write about 40,000 frames.
+        assert!(
+            restarts >= 1,
+            "the log never started over ({longest} frames)"
+        );
+        assert!(longest < 3 * WAL_MAX_FRAMES, "{longest} frames");
+        drop(s);
         let _ = std::fs::remove_dir_all(dir);
     }
 
