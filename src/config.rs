@@ -116,9 +116,11 @@ pub struct Config {
     )]
     pub store: StoreSpec,
 
-    /// SQLite durability: `full` fsyncs every commit (acknowledged messages survive power
-    /// loss); `normal` only at checkpoints (they survive a process crash).
-    #[arg(long, env = "ROOMCAST_SYNC", value_enum, default_value = "full")]
+    /// SQLite durability: `normal` fsyncs within 100 ms of a commit, off the commit path
+    /// (acknowledged messages survive a process crash; a power loss can lose the last
+    /// ~100 ms of them); `full` fsyncs every commit before anyone is told (they survive
+    /// power loss too).
+    #[arg(long, env = "ROOMCAST_SYNC", value_enum, default_value = "normal")]
     pub sync: SyncMode,
 
     /// Most messages a reconnecting client can be given with `since_seq`; a larger gap is

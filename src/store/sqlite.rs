@@ -1,13 +1,13 @@
 //! The durable store: one SQLite file, in WAL mode.
 //!
 //! Durability is chosen with [`SyncMode`]:
-//! - `normal`: a commit reaches the OS page cache and is not fsynced by itself;
+//! - `normal` (the default): a commit reaches the OS page cache and is not fsynced by itself;
 //!   the checkpoint thread (below) fsyncs the write-ahead log at most [`CHECKPOINT_EVERY`]
 //!   after it. A message acknowledged to its sender survives a process crash (the OS still
 //!   has it); a power loss (or a kernel or VM crash) can take back the commits of the last
 //!   [`CHECKPOINT_EVERY`] or so (and their seqs are then handed out again), never corrupt
 //!   the file.
-//! - `full` (the default): every commit fsyncs the write-ahead log before anyone is told. An acknowledged
+//! - `full`: every commit fsyncs the write-ahead log before anyone is told. An acknowledged
 //!   message also survives a power loss.
 //!
 //! Either way one commit covers a whole batch (see [`super::writer`]), so an fsync is paid

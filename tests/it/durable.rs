@@ -468,15 +468,35 @@ async fn whole_history(c: &mut Client, room: &str) -> Vec<Value> {
 /// stored now. How many of the unacknowledged had been stored depends on where the kill
 /// fell; each is checked whichever it is (and `a_resend_gets_the_original_ack_...` covers
 /// the duplicate answer deterministically).
+///
+/// With the default `--sync normal` nothing is fsynced before the ack: what survives the
+/// kill is in the OS page cache.
 #[tokio::test]
 async fn acknowledged_messages_survive_sigkill() {
+    chats_survive_sigkill("normal").await;
+}
+
+/// The same with `--sync full` (an fsync before each ack).
+#[tokio::test]
+async fn acknowledged_messages_survive_sigkill_with_sync_full() {
+    chats_survive_sigkill("full").await;
+}
+
+async fn chats_survive_sigkill(sync: &str) {
     const WRITERS: usize = 4;
     const EACH: usize = 2000;
     /// At most this many chats unacknowledged per writer: the in-flight limit refuses a flood.
     const WINDOW: usize = 64;
-    let path = db("crash");
+    let path = db(&format!("crash-{sync}"));
     let arg = format!("sqlite:{}", path.display());
-    let args = ["--store", arg.as_str(), "--rate-per-sec", "0"];
+    let args = [
+        "--store",
+        arg.as_str(),
+        "--rate-per-sec",
+        "0",
+        "--sync",
+        sync,
+    ];
     let server = ChildServer::spawn(&args);
 
     // (client_msg_id, seq, message_id) of every ack.
