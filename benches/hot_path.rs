@@ -1,6 +1,7 @@
 //! Benchmarks of the per-message path: decoding a client frame, encoding a broadcast once
-//! (against encoding it per recipient), and `ChatServer` fanning a chat out to N in-process
-//! recipients.
+//! (against encoding it per recipient), `ChatServer` fanning a chat out to N in-process
+//! recipients, and the store committing one chat (what a chat waits for at a light load,
+//! where a batch is one chat).
 //!
 //! Run: `cargo bench --bench hot_path`. Figures and the machine they came from are in
 //! docs/BENCHMARKS.md.
@@ -18,7 +19,7 @@ use roomcast::metrics::Metrics;
 use roomcast::protocol::{self, DecodeLimits, ServerMessage};
 use roomcast::server::ChatServer;
 use roomcast::server::messages::{Backlog, ClientRequest, Command, Connect, Outbound, SessionKind};
-use roomcast::store::MemoryStore;
+use roomcast::store::{Backend, MemoryStore, SqliteStore, StoredMessage, SyncMode};
 
 fn decode(c: &mut Criterion) {
     let limits = DecodeLimits {
@@ -36,18 +37,23 @@ fn decode(c: &mut Criterion) {
     g.finish();
 }
 
-fn encode(c: &mut Criterion) {
-    let user = UserId::parse("alice").unwrap();
-    let room = RoomId::parse("lobby").unwrap();
-    let msg = || ServerMessage::Chat {
-        user_id: &user,
-        room_id: &room,
+/// An ordinary chat as the server sends it.
+fn chat<'a>(user: &'a UserId, room: &'a RoomId) -> ServerMessage<'a> {
+    ServerMessage::Chat {
+        user_id: user,
+        room_id: room,
         text: "hello, this is a fairly ordinary chat line",
         timestamp: "2026-11-22T09:15:02.123Z",
         message_id: "0b9c5a1e-4f7d-4c41-9a53-2f1d1c7d2b11",
         seq: Seq(42),
         client_msg_id: None,
-    };
+    }
+}
+
+fn encode(c: &mut Criterion) {
+    let user = UserId::parse("alice").unwrap();
+    let room = RoomId::parse("lobby").unwrap();
+    let msg = || chat(&user, &room);
     let mut g = c.benchmark_group("broadcast_100");
     g.throughput(Throughput::Elements(100));
     // What roomcast does: one encode, then a reference-counted clone per recipient.
@@ -191,5 +197,51 @@ fn fan_out(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, encode, fan_out);
+/// One transaction of one chat on each backend, as the store thread runs it at a light load:
+/// `BEGIN`, the insert, `COMMIT` (and with `--sync full` the fsync). SQLite's files are in
+/// the system's temporary folder, so `sqlite_full` measures that disk's fsync.
+fn store_commit(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("roomcast-bench-{}", std::process::id()));
+    let room = RoomId::parse("bench").unwrap();
+    let user = UserId::parse("alice").unwrap();
+    let frame = chat(&user, &room).encode();
+    let mut g = c.benchmark_group("store_commit");
+    g.throughput(Throughput::Elements(1));
+    let backends = [
+        ("memory", None),
+        ("sqlite_normal", Some(SyncMode::Normal)),
+        ("sqlite_full", Some(SyncMode::Full)),
+    ];
+    for (name, sync) in backends {
+        let mut store: Box<dyn Backend> = match sync {
+            None => Box::new(MemoryStore::new(100, 100)),
+            Some(sync) => {
+                Box::new(SqliteStore::open(&dir.join(format!("{name}.db")), sync).unwrap())
+            }
+        };
+        let mut seq = 0;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                seq += 1;
+                store.begin().unwrap();
+                store
+                    .insert(&StoredMessage {
+                        room: room.clone(),
+                        seq: Seq(seq),
+                        user: user.clone(),
+                        client_msg_id: None,
+                        message_id: format!("m{seq}"),
+                        ts_ms: 0,
+                        frame: frame.clone(),
+                    })
+                    .unwrap();
+                store.commit().unwrap();
+            })
+        });
+    }
+    g.finish();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+criterion_group!(benches, decode, encode, fan_out, store_commit);
 criterion_main!(benches);
