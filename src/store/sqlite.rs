@@ -15,15 +15,15 @@
 //!
 //! **Checkpoints are kept off the commit path.** SQLite's automatic checkpoint copies the
 //! log into the database inside the commit that crosses 1,000 pages, and every message
-//! behind that commit waits for it and its two fsyncs. Here the
-//! writer's connection has it turned off, and a thread of its own (`roomcast-ckpt`, with its
-//! own connection) runs a `PASSIVE` checkpoint every [`CHECKPOINT_EVERY`]: it copies what it
-//! can without taking the writer's lock, so the store thread never waits for it; its first
-//! step fsyncs the log, which is what bounds `normal`'s power-loss window. The log starts
-//! over by itself when a checkpoint has copied all of it before the next commit. Under
-//! writes so steady that this never happens, the writer bounds it: past [`WAL_MAX_FRAMES`]
-//! frames it runs a `RESTART` checkpoint itself between two batches (a stall of one
-//! checkpoint, paid only under heavy load).
+//! behind that commit waits for it and its two fsyncs. Here the writer's connection has it
+//! turned off, and a thread of its own (`roomcast-ckpt`, with its own connection) runs a
+//! `PASSIVE` checkpoint every [`SyncMode::checkpoint_every`]: it copies what it can without
+//! taking the writer's lock, so the store thread never waits for it; its first step fsyncs
+//! the log, which is what bounds `normal`'s power-loss window. The log starts over by itself
+//! when a checkpoint has copied all of it before the next commit. Under writes so steady
+//! that this never happens, the writer bounds it: past [`WAL_MAX_FRAMES`] frames it runs a
+//! `RESTART` checkpoint itself between two batches (a stall of one checkpoint, paid only
+//! under heavy load).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -51,9 +51,14 @@ pub enum SyncMode {
     Normal,
 }
 
-/// How often the checkpoint thread runs; with [`SyncMode::Normal`], the longest a commit
+/// How often the checkpoint thread runs with [`SyncMode::Normal`]: the longest a commit
 /// waits (plus one fsync) before the log holding it is fsynced.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// How often it runs with [`SyncMode::Full`], whose commits fsync the log themselves. Each
+/// checkpoint flushes the disk twice, and a commit's fsync that comes during one waits
+/// behind it: ten a second cost `full` its tail on a busy disk.
+pub const CHECKPOINT_EVERY_FULL: Duration = Duration::from_secs(1);
 
 /// Frames (pages) the write-ahead log may hold before the writer makes it start over
 /// (about 40 MB with 4 KiB pages).
@@ -130,6 +135,14 @@ fn connect(path: &Path, sync: SyncMode, flags: OpenFlags) -> anyhow::Result<Conn
 }
 
 impl SyncMode {
+    /// How often the checkpoint thread runs.
+    pub fn checkpoint_every(self) -> Duration {
+        match self {
+            SyncMode::Full => CHECKPOINT_EVERY_FULL,
+            SyncMode::Normal => CHECKPOINT_EVERY,
+        }
+    }
+
     fn pragma(self) -> &'static str {
         match self {
             SyncMode::Full => "FULL",
@@ -138,7 +151,7 @@ impl SyncMode {
     }
 }
 
-/// The checkpoint thread: a `PASSIVE` checkpoint every [`CHECKPOINT_EVERY`] on a
+/// The checkpoint thread: a `PASSIVE` checkpoint every [`SyncMode::checkpoint_every`] on a
 /// connection of its own, and a last one when the store closes.
 struct Checkpointer {
     /// Dropped to stop the thread.
@@ -150,13 +163,14 @@ impl Checkpointer {
     fn start(path: &Path, sync: SyncMode) -> anyhow::Result<Self> {
         let conn = connect(path, sync, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         let (stop, stopped) = mpsc::channel::<()>();
+        let every = sync.checkpoint_every();
         let thread = std::thread::Builder::new()
             .name("roomcast-ckpt".into())
             .spawn(move || {
                 let mut failing = false;
                 loop {
                     let last = !matches!(
-                        stopped.recv_timeout(CHECKPOINT_EVERY),
+                        stopped.recv_timeout(every),
                         Err(mpsc::RecvTimeoutError::Timeout)
                     );
                     match conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
@@ -239,7 +253,7 @@ impl SqliteStore {
             "history store: sqlite {} (synchronous={}, checkpoint every {} ms)",
             path.display(),
             sync.pragma(),
-            CHECKPOINT_EVERY.as_millis()
+            sync.checkpoint_every().as_millis()
         );
         Ok(SqliteStore {
             conn,
