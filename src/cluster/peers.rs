@@ -22,6 +22,9 @@ use crate::ids::{RoomId, UserId};
 /// The channel of node-to-node events.
 pub const EVENTS: &str = "roomcast:events";
 
+/// Most events published in one round trip.
+const MAX_PIPELINE: usize = 1024;
+
 /// One event, as JSON on [`EVENTS`]. `n` is the sending node's id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "k", rename_all = "snake_case")]
@@ -300,21 +303,23 @@ impl Publisher {
             .spawn(move || {
                 let mut con: Option<redis::Connection> = None;
                 let mut tried: Option<Instant> = None;
-                while let Ok(payload) = rx.recv() {
+                while let Ok(first) = rx.recv() {
                     if con.is_none()
                         && tried.is_none_or(|t| t.elapsed() > Duration::from_millis(250))
                     {
                         tried = Some(Instant::now());
                         con = client.get_connection_with_timeout(CONNECT_TIMEOUT).ok();
                     }
+                    // Whatever queued meanwhile goes in one round trip (a reconnect storm
+                    // announces thousands of joins at once).
+                    let mut pipe = redis::pipe();
+                    for payload in std::iter::once(first).chain(rx.try_iter().take(MAX_PIPELINE)) {
+                        pipe.cmd("PUBLISH").arg(EVENTS).arg(payload).ignore();
+                    }
                     let Some(c) = con.as_mut() else {
                         continue;
                     };
-                    let sent = redis::cmd("PUBLISH")
-                        .arg(EVENTS)
-                        .arg(&payload)
-                        .query::<i64>(c);
-                    if sent.is_err() {
+                    if pipe.query::<()>(c).is_err() {
                         con = None;
                     }
                 }
