@@ -232,6 +232,7 @@ impl ChatServer {
     pub(super) fn subscribed(&mut self, up: bool) {
         if self.subscribed && !up {
             self.broker_reconnects += 1;
+            self.metrics.broker_lost();
         }
         self.metrics.set_broker_up(up);
         self.subscribed = up;

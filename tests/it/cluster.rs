@@ -360,6 +360,25 @@ async fn a_node_that_loses_its_subscription_fills_the_gap_before_going_on() {
     // And nothing twice: a barrier shows no chat was queued after the last.
     reader.send(json!({"type": "get_users"})).await;
     assert_eq!(reader.recv().await["type"], "active_users");
+
+    // Each node lost its subscription once, and says so.
+    for node in &nodes {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let (_, health) = http_get(node.addr, "/health").await;
+            if health["broker"] == "up" && health["broker_reconnects"] == 1 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{health}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (_, metrics) = http_get_raw(node.addr, "/metrics").await;
+        assert!(
+            metrics.contains("\nroomcast_broker_reconnects_total 1\n")
+                && metrics.contains("\nroomcast_broker_up 1\n"),
+            "{metrics}"
+        );
+    }
 }
 
 #[tokio::test]
