@@ -382,6 +382,61 @@ async fn a_node_that_loses_its_subscription_fills_the_gap_before_going_on() {
 }
 
 #[tokio::test]
+async fn what_a_node_missed_and_the_stream_no_longer_keeps_is_reported_as_a_gap() {
+    const SENT: usize = 300;
+    let redis = RedisServer::start();
+    // Streams keep about 5 chats (trimmed a whole stream node at a time: at most ~105).
+    let nodes = nodes_with(&redis, 2, &["--retention-messages", "5"]);
+    wait_subscribed(&nodes).await;
+    let (mut sender, _) = join(&nodes[0], "g", "ann").await;
+    let (mut reader, _) = join(&nodes[1], "g", "bob").await;
+    sender.send(json!({"type": "chat", "text": "before"})).await;
+    let before = seqs(&chats(&mut reader, 1).await)[0];
+
+    // The reader's node stops, its subscription is cut, and the room moves on without it.
+    nodes[1].signal("STOP");
+    redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    let mut acked = Vec::new();
+    for n in 0..SENT {
+        let id = format!("m{n}");
+        sender
+            .send(json!({"type": "chat", "text": id, "client_msg_id": id}))
+            .await;
+        acked.push(next_of(&mut sender, "ack").await["seq"].as_u64().unwrap());
+    }
+    let last = *acked.last().unwrap();
+    assert_eq!(acked, (before + 1..=last).collect::<Vec<u64>>());
+    nodes[1].signal("CONT");
+
+    // Back, the node fills the room from its stream: the lost seqs are named in one
+    // `history_gap`, and what the stream still keeps follows, in order, once each.
+    let gap = next_of(&mut reader, "error").await;
+    assert_eq!(gap["code"], "history_gap", "{gap}");
+    assert_eq!(gap["room_id"], "g");
+    let message = gap["message"].as_str().unwrap();
+    let range = message
+        .strip_prefix("messages ")
+        .and_then(|m| m.split_once(' '))
+        .and_then(|(range, _)| range.split_once(".."))
+        .map(|(a, b)| (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap()))
+        .unwrap_or_else(|| panic!("no seq range in {message:?}"));
+    assert_eq!(range.0, before + 1, "{message}");
+    assert!(
+        range.1 >= last - 105 && range.1 < last - 4,
+        "the stream keeps 5 to ~105: {message}"
+    );
+    let kept = chats(&mut reader, (last - range.1) as usize).await;
+    assert_eq!(seqs(&kept), (range.1 + 1..=last).collect::<Vec<u64>>());
+    assert_eq!(kept.last().unwrap()["text"], format!("m{}", SENT - 1));
+
+    // Live delivery goes on, with nothing twice.
+    sender.send(json!({"type": "chat", "text": "after"})).await;
+    let after = chats(&mut reader, 1).await;
+    assert_eq!(seqs(&after), [last + 1]);
+    assert_eq!(after[0]["text"], "after");
+}
+
+#[tokio::test]
 async fn a_node_exits_with_a_clear_error_when_redis_is_unreachable() {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
