@@ -68,6 +68,7 @@ mod fanout;
 mod flood;
 mod idle;
 mod notify;
+mod peer;
 mod proc;
 mod progress;
 mod report;
@@ -129,6 +130,15 @@ enum Scenario {
                       not failures."
     )]
     Flood(flood::FloodArgs),
+    /// Fan-out against another chat server that speaks bare text (the actix example, a node
+    /// `ws` server), to compare it with roomcast's `fanout` in one run.
+    #[command(
+        after_help = "Each member opens --path ({room} replaced) and sends --join-text if given. \
+                      Senders send `lt|SENDER|N|SEND_NS`; the room's first member releases the \
+                      senders' windows. Exit status 1 when a delivery was lost or duplicated, \
+                      or a connection failed."
+    )]
+    Peer(peer::PeerArgs),
 }
 
 impl Scenario {
@@ -139,6 +149,7 @@ impl Scenario {
             Scenario::Churn(_) => "churn",
             Scenario::Notify(_) => "notify",
             Scenario::Flood(_) => "flood",
+            Scenario::Peer(_) => "peer",
         }
     }
 }
@@ -391,6 +402,7 @@ fn main() -> ExitCode {
         Scenario::Churn(a) => a.validate(),
         Scenario::Notify(a) => a.validate(),
         Scenario::Flood(a) => a.validate(),
+        Scenario::Peer(a) => a.validate(),
     };
     if let Err(e) = checked {
         return usage(e);
@@ -562,6 +574,7 @@ async fn run(cli: Cli, target: Target, threads: usize) -> anyhow::Result<Report>
         Scenario::Churn(a) => churn::run(&ctx, a).await?,
         Scenario::Notify(a) => notify::run(&ctx, a).await?,
         Scenario::Flood(a) => flood::run(&ctx, a).await?,
+        Scenario::Peer(a) => peer::run(&ctx, a).await?,
     };
     ctx.progress.finish();
     let wall = epoch.elapsed().as_secs_f64();
@@ -599,6 +612,7 @@ async fn run(cli: Cli, target: Target, threads: usize) -> anyhow::Result<Report>
         Scenario::Churn(a) => serde_json::to_value(a)?,
         Scenario::Notify(a) => serde_json::to_value(a)?,
         Scenario::Flood(a) => serde_json::to_value(a)?,
+        Scenario::Peer(a) => serde_json::to_value(a)?,
     };
     report.settings = settings;
     report.warnings = ctx.progress.warnings();
