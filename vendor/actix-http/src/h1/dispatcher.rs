@@ -43,6 +43,20 @@ const MAX_PIPELINED_MESSAGES: usize = 16;
 /// Write buffer capacity at which we reallocate it after flushing.
 const WRITE_BUFFER_RETENTION_LIMIT: usize = 1024 * 128;
 
+/// ROOMCAST PATCH: reads up to `HW_BUFFER_SIZE` bytes into a buffer on the stack and appends
+/// what arrived to `buf`, which allocates only when bytes came.
+fn poll_read_via_stack<T: AsyncRead>(
+    io: Pin<&mut T>,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    let mut stack = [mem::MaybeUninit::<u8>::uninit(); HW_BUFFER_SIZE];
+    let mut read = tokio::io::ReadBuf::uninit(&mut stack);
+    ready!(io.poll_read(cx, &mut read))?;
+    buf.extend_from_slice(read.filled());
+    Poll::Ready(Ok(read.filled().len()))
+}
+
 bitflags! {
     #[derive(Debug, Clone, Copy)]
     pub struct Flags: u8 {
@@ -304,8 +318,10 @@ where
                     graceful_shutdown: config.graceful_shutdown(),
 
                     io: Some(io),
-                    read_buf: BytesMut::with_capacity(HW_BUFFER_SIZE),
-                    write_buf: BytesMut::with_capacity(HW_BUFFER_SIZE),
+                    // ROOMCAST PATCH: no buffer until there are bytes to hold (see
+                    // `read_available` and `poll_flush`).
+                    read_buf: BytesMut::new(),
+                    write_buf: BytesMut::new(),
                     h1_write_buffer_size: config.h1_write_buffer_size(),
                     write_buf_needs_reset: false,
                     codec: Codec::new(config),
@@ -398,12 +414,11 @@ where
         }
 
         // All bytes have been accepted by the I/O stream, so the buffer can be reused or released.
-        if *write_buf_needs_reset {
-            *write_buf = BytesMut::with_capacity(HW_BUFFER_SIZE);
-            *write_buf_needs_reset = false;
-        } else {
-            write_buf.clear();
-        }
+        // ROOMCAST PATCH: always released, so that a connection between writes (a WebSocket
+        // waiting for its next frame) holds no write buffer; the next write allocates what it
+        // needs.
+        *write_buf = BytesMut::new();
+        *write_buf_needs_reset = false;
 
         // flush the I/O and check if get blocked
         io.poll_flush(cx)
@@ -1234,13 +1249,21 @@ where
                 return Ok(false);
             }
 
-            // grow buffer if necessary.
+            // ROOMCAST PATCH: an empty buffer gives its memory back, and where upstream grows
+            // the buffer by `HW_BUFFER_SIZE` before a read, the read goes through the stack
+            // and only the bytes that arrived are appended: a connection waiting for bytes (an
+            // idle WebSocket) holds no read buffer.
             let remaining = this.read_buf.capacity() - this.read_buf.len();
-            if remaining < LW_BUFFER_SIZE {
-                this.read_buf.reserve(HW_BUFFER_SIZE - remaining);
-            }
+            let read = if this.read_buf.is_empty() || remaining < LW_BUFFER_SIZE {
+                if this.read_buf.is_empty() {
+                    *this.read_buf = BytesMut::new();
+                }
+                poll_read_via_stack(io.as_mut(), cx, this.read_buf)
+            } else {
+                tokio_util::io::poll_read_buf(io.as_mut(), cx, this.read_buf)
+            };
 
-            match tokio_util::io::poll_read_buf(io.as_mut(), cx, this.read_buf) {
+            match read {
                 Poll::Ready(Ok(n)) => {
                     // When draining a dropped request payload, keep FINISHED set so the
                     // disconnect/keep-alive decision can be made once the payload is fully drained.

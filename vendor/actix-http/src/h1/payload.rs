@@ -260,6 +260,9 @@ impl Inner {
         } else if self.eof {
             Poll::Ready(None)
         } else {
+            // ROOMCAST PATCH: nothing is queued: the queue gives its memory back while the
+            // payload waits (an idle WebSocket's connection holds none).
+            self.items = VecDeque::new();
             self.need_read = true;
             self.register(cx);
             self.wake_io();
