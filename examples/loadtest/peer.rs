@@ -60,10 +60,10 @@ pub struct PeerArgs {
     /// Open loop: messages per second per sender (0: closed loop with --window).
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
-    /// Seconds of sending, warm-up included.
+    /// Seconds of measured sending, after the warm-up.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
-    /// Seconds at the start that are checked but not measured.
+    /// Seconds of sending before the measured window: checked, not measured.
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
     /// Seconds to wait, after connecting, for the peer to have every member in its room.
@@ -79,7 +79,7 @@ impl PeerArgs {
         check_count("--window", self.window, 1, 100_000)?;
         check_range("--rate", self.rate, 0.0, 1e6)?;
         check_range("--duration", self.duration, 0.1, 3600.0)?;
-        check_range("--warmup", self.warmup, 0.0, self.duration - 0.05)?;
+        check_range("--warmup", self.warmup, 0.0, 600.0)?;
         check_range("--settle", self.settle, 0.0, 60.0)
     }
 }
@@ -231,9 +231,9 @@ pub async fn run(ctx: &Ctx, args: &PeerArgs) -> anyhow::Result<Report> {
     }
     let start = ctx.now_ns();
     let warm = start + (args.warmup * 1e9) as u64;
-    let stop = start + (args.duration * 1e9) as u64;
+    let stop = warm + (args.duration * 1e9) as u64;
     let _ = schedule_tx.send(Some((start, warm, stop)));
-    let deadline = Duration::from_secs_f64(args.duration + ctx.common.drain);
+    let deadline = Duration::from_secs_f64(args.warmup + args.duration + ctx.common.drain);
     let mut dropped = 0;
     let mut drop_reasons = std::collections::BTreeMap::new();
     let all = futures_util::future::join_all(tasks);
@@ -323,7 +323,7 @@ async fn member_task(
         Ok(guard) => *guard,
         Err(_) => None,
     };
-    let Some((_, warm, stop)) = times else {
+    let Some((start, warm, stop)) = times else {
         return Some("no schedule".into());
     };
     let epoch = shared.epoch;
@@ -334,9 +334,14 @@ async fn member_task(
         let id = sender_id(&shared.args, room, slot);
         tokio::spawn(async move {
             let args = &shared.args;
+            // As in `fanout`: senders spread over the period (golden-ratio offsets) so they
+            // do not all send in the same instant; missed ticks are caught up (open loop).
             let mut tick = (args.rate > 0.0).then(|| {
-                let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
-                t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                let period = Duration::from_secs_f64(1.0 / args.rate);
+                let offset = period.mul_f64((id as f64 * 0.618_033_988_7).fract());
+                let at = shared.epoch + Duration::from_nanos(start) + offset;
+                let mut t = tokio::time::interval_at(at.into(), period);
+                t.set_missed_tick_behavior(MissedTickBehavior::Burst);
                 t
             });
             let mut n = 0u64;
