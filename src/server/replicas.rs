@@ -69,7 +69,11 @@ impl ChatServer {
             seq,
             frame: frame.clone(),
         });
-        self.fan_out(room_id, &frame, None);
+        // Timed (`roomcast_fanout_seconds`) from here, its delivery's start on this node: the
+        // append's round trip through Redis happened elsewhere, perhaps on another node.
+        if self.fan_out(room_id, &frame, None) > 0 {
+            self.fanouts.push(std::time::Instant::now());
+        }
     }
 
     /// Asks the store for what follows the room's newest seq, unless a fill is on its way.
