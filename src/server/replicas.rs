@@ -91,6 +91,7 @@ impl ChatServer {
             },
             tag: Tag::Fill,
         };
+        self.metrics.store_read();
         if self.store.send(op).is_err() {
             held.filling = false;
         }
