@@ -16,7 +16,7 @@ import { NAME_RE, resetSession, state } from './state.js';
 import { forgetUser, restoreUser, saveName, setTabUser } from './storage.js';
 
 const BACKOFF_BASE_MS = 250;
-const BACKOFF_CAP_MS = 10000;
+const BACKOFF_CAP_MS = 5000;       // the longest wait: with a restart's 1-3 s of downtime, all back within 10 s
 const STABLE_AFTER_MS = 10000;     // a socket welcomed this long ago was stable: backoff starts over
 const POLICY_PAUSE_MS = 5000;      // after close 1008 (rate limit) wait at least this long
 const PING_EVERY_MS = 20000;       // app-level ping, so a dead link is noticed
@@ -25,7 +25,7 @@ const CONNECT_TIMEOUT_MS = 10000;  // a socket still opening after this long is 
 
 /**
  * The delay before reconnect attempt `attempt` (1, 2, ...): exponential with "full jitter",
- * uniformly random in [0, min(10 s, 250 ms × 2^(attempt-1))). After a server restart every
+ * uniformly random in [0, min(5 s, 250 ms × 2^(attempt-1))). After a server restart every
  * page comes back at a different moment instead of all at once.
  */
 export function backoff(attempt) {

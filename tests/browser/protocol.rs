@@ -353,7 +353,7 @@ fn pending_until_ack_and_a_rejoin_asks_for_what_it_missed() {
 }
 
 /// The chat socket's reconnects are paced with jittered exponential backoff ("full jitter":
-/// uniformly random below min(10 s, 250 ms × 2^(n-1))), which starts over only after a stable
+/// uniformly random below min(5 s, 250 ms × 2^(n-1))), which starts over only after a stable
 /// connection; each reconnect of a flapping connection rejoins with `since_seq`.
 #[test]
 fn reconnects_back_off_with_full_jitter_and_each_rejoins_with_since_seq() {
@@ -414,7 +414,7 @@ fn reconnects_back_off_with_full_jitter_and_each_rejoins_with_since_seq() {
                 .js(
                     "const m = window.__connection;
                      return [1, 2, 3, 6, 7, 12, 40].map((n) => {
-                       const ceiling = Math.min(10000, 250 * 2 ** (n - 1));
+                       const ceiling = Math.min(5000, 250 * 2 ** (n - 1));
                        const d = Array.from({ length: 400 }, () => m.backoff(n));
                        return [n, d.every((x) => x >= 0 && x < ceiling),
                                Math.min(...d) < ceiling / 4, Math.max(...d) > ceiling / 2];

@@ -185,7 +185,10 @@ pub async fn run(sh: &Shared, i: usize) -> ClientResult {
             }
         };
         match c.session(ws, &mut attempt).await {
-            End::Finished => break,
+            End::Finished => {
+                c.r.n.finished = 1;
+                break;
+            }
             End::Lost(reason) => {
                 bump(&mut c.r.reasons, &reason);
                 let restart = sh.restart_no.load(Ordering::SeqCst);
@@ -271,8 +274,8 @@ impl Client<'_> {
                         return End::Lost(e);
                     }
                     if !back && self.rooms.iter().all(|r| r.ready) {
-                        *attempt = 0;
-                        if let Err(e) = self.on_back(&mut ws, now).await {
+                        let tries = std::mem::take(attempt);
+                        if let Err(e) = self.on_back(&mut ws, now, tries).await {
                             return End::Lost(e);
                         }
                     }
@@ -446,16 +449,17 @@ impl Client<'_> {
         Ok(())
     }
 
-    /// Every room is joined again: the restart's recovery ends here for this client; chats
-    /// that were never acknowledged go again.
-    async fn on_back(&mut self, ws: &mut Ws, now: Instant) -> Result<(), String> {
+    /// Every room is joined again, on the connection attempt `tries` since the socket was
+    /// lost: the restart's recovery ends here for this client; chats that were never
+    /// acknowledged go again.
+    async fn on_back(&mut self, ws: &mut Ws, now: Instant, tries: u32) -> Result<(), String> {
         let sh = self.sh;
         if self.lost_for > 0 {
             let k = self.lost_for - 1;
             self.lost_for = 0;
             if self.r.back_for & (1 << k) == 0 {
                 self.r.back_for |= 1 << k;
-                sh.restarts[k].back(now);
+                sh.restarts[k].back(now, tries);
             }
         } else if !self.r.set_up && sh.restart_no.load(Ordering::SeqCst) == 0 {
             self.r.set_up = true;

@@ -109,7 +109,10 @@ pub struct StormArgs {
     /// [0, min(cap, base × 2^(n-1))) ("full jitter"); reset once a client is back.
     #[arg(long, default_value_t = 250)]
     pub backoff_base_ms: u64,
-    #[arg(long, default_value_t = 10_000)]
+    /// The backoff's longest wait: a client refused until the server is back waits at most
+    /// this long after its last refusal, so the time until all are back is about the
+    /// server's downtime plus this (the default is the browser chat's).
+    #[arg(long, default_value_t = 5_000)]
     pub backoff_cap_ms: u64,
     /// Seconds the server may take to log `listening on` after it is started.
     #[arg(long, default_value_t = 60.0)]
@@ -209,6 +212,8 @@ pub struct RestartTrack {
     back: AtomicU64,
     last_back_ns: AtomicU64,
     recovery: LatencySink,
+    /// Per client: the connection attempts it took to come back.
+    attempts: LatencySink,
 }
 
 impl RestartTrack {
@@ -219,16 +224,18 @@ impl RestartTrack {
             back: AtomicU64::new(0),
             last_back_ns: AtomicU64::new(0),
             recovery: LatencySink::new(8),
+            attempts: LatencySink::new(8),
         }
     }
 
-    /// A client is back.
-    pub fn back(&self, now: Instant) {
+    /// A client is back, at its attempt `tries`.
+    pub fn back(&self, now: Instant, tries: u32) {
         let now_ns = ns_since(self.epoch, now);
         let us = now_ns.saturating_sub(self.t0_ns.load(Ordering::SeqCst)) / 1_000;
         let n = self.back.fetch_add(1, Ordering::SeqCst);
         self.last_back_ns.fetch_max(now_ns, Ordering::SeqCst);
         self.recovery.record(n as usize, &[us]);
+        self.attempts.record(n as usize, &[u64::from(tries)]);
     }
 }
 
@@ -400,6 +407,7 @@ pub async fn run(ctx: &Ctx, a: &StormArgs, mut server: OwnedServer) -> anyhow::R
             back,
             all_back_secs: all_back.map(|d| d.as_secs_f64()),
             recovery_us: Percentiles::of(&hist),
+            attempts: Percentiles::of(&track.attempts.merged()),
             store_reads: reads.window(t0, window_end).await,
         });
         if back < expected {
@@ -430,6 +438,13 @@ pub async fn run(ctx: &Ctx, a: &StormArgs, mut server: OwnedServer) -> anyhow::R
         }
     }
     ticker.abort();
+    let waiting = sh.senders_active.load(Ordering::SeqCst);
+    if waiting > 0 {
+        ctx.progress.warn(format!(
+            "{waiting} clients still waited for acks when the drain ended: the others waited \
+             with them for the rooms' last seqs"
+        ));
+    }
     let timeline = reads.finish(posting_start).await;
     match server.stop(Stop::Term).await {
         Ok(s) if s.killed_after_timeout => ctx.progress.warn(format!(

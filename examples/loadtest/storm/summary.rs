@@ -40,6 +40,9 @@ pub struct Counts {
     /// Sockets that ended outside a restart.
     pub unexpected_drops: u64,
     pub connect_attempts: u64,
+    /// Clients that had every acknowledged `seq` of their rooms before the drain ended (the
+    /// others stopped at its end).
+    pub finished: u64,
 }
 
 impl Counts {
@@ -58,6 +61,7 @@ impl Counts {
         self.window_full_ticks += o.window_full_ticks;
         self.unexpected_drops += o.unexpected_drops;
         self.connect_attempts += o.connect_attempts;
+        self.finished += o.finished;
     }
 
     /// No `recovered: false`, nothing lost or doubled, every chat acknowledged and present.
@@ -146,6 +150,8 @@ pub struct RestartOutcome {
     pub all_back_secs: Option<f64>,
     /// Per client: from the signal to being back (rejoined, with its history).
     pub recovery_us: Percentiles,
+    /// Per client: connection attempts until back (the one that worked included).
+    pub attempts: Percentiles,
     /// From the signal to the last client back (or --recover-timeout).
     pub store_reads: StoreReads,
 }
@@ -238,6 +244,10 @@ pub fn sections(s: &StormSection) -> Vec<Section> {
             ),
         ),
         row(
+            "clients done before the drain's end",
+            format!("{} of {}", s.n.finished, s.clients),
+        ),
+        row(
             "sockets lost outside a restart",
             s.n.unexpected_drops.to_string(),
         ),
@@ -292,6 +302,13 @@ pub fn sections(s: &StormSection) -> Vec<Section> {
                         fmt_us(p.p50 as f64),
                         fmt_us(p.p99 as f64),
                         fmt_us(p.max as f64)
+                    ),
+                ),
+                row(
+                    "connection attempts until back",
+                    format!(
+                        "p50 {}  p99 {}  max {}",
+                        r.attempts.p50, r.attempts.p99, r.attempts.max
                     ),
                 ),
                 row(
