@@ -23,6 +23,7 @@
 //! | `roomcast_store_write_failures_total` | | history writes the store failed |
 //! | `roomcast_store_reads_total` | | history reads `ChatServer` sent to the store (joins, `history` pages, API reads, cluster fills) |
 //! | `roomcast_broker_up` | | cluster mode: 1 while subscribed to the cluster's channel, 0 while reconnecting |
+//! | `roomcast_broker_reconnects_total` | | cluster mode: subscriptions lost (each followed by reconnecting) |
 //! | `roomcast_store_state` | | the history store: 0 ok, 1 failing (its last batch failed), 2 down |
 //!
 //! Every method is cheap and never fails: a metric that cannot be registered or encoded is
@@ -102,6 +103,7 @@ pub struct Metrics {
     store_reads: IntCounter,
     store_state: IntGauge,
     broker_up: IntGauge,
+    broker_reconnects: IntCounter,
 }
 
 /// What the live-stats sampler reads once a second.
@@ -218,6 +220,10 @@ impl Metrics {
                 "roomcast_broker_up",
                 "Cluster mode: 1 while subscribed to the cluster's channel, 0 while reconnecting.",
             ),
+            broker_reconnects: counter(
+                "roomcast_broker_reconnects_total",
+                "Cluster mode: subscriptions to the cluster's channel lost, each followed by reconnecting.",
+            ),
             store_state: gauge(
                 "roomcast_store_state",
                 "The history store: 0 ok, 1 failing (its last batch failed), 2 down (failed for good).",
@@ -247,6 +253,10 @@ impl Metrics {
 
     pub fn set_broker_up(&self, up: bool) {
         self.broker_up.set(i64::from(up));
+    }
+
+    pub fn broker_lost(&self) {
+        self.broker_reconnects.inc();
     }
 
     pub fn set_store_state(&self, state: crate::store::StoreState) {

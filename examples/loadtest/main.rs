@@ -73,6 +73,7 @@ mod fanout;
 mod flood;
 mod idle;
 mod notify;
+mod peer;
 mod proc;
 mod progress;
 mod report;
@@ -139,6 +140,15 @@ enum Scenario {
     /// kill -9); every client reconnects with backoff and rejoins with since_seq.
     #[command(after_help = storm::HELP)]
     Storm(storm::StormArgs),
+    /// Fan-out against another chat server that speaks bare text (the actix example, a node
+    /// `ws` server), to compare it with roomcast's `fanout` in one run.
+    #[command(
+        after_help = "Each member opens --path ({room} replaced) and sends --join-text if given. \
+                      Senders send `lt|SENDER|N|SEND_NS`; the room's first member releases the \
+                      senders' windows. Exit status 1 when a delivery was lost or duplicated, \
+                      or a connection failed."
+    )]
+    Peer(peer::PeerArgs),
 }
 
 impl Scenario {
@@ -150,6 +160,7 @@ impl Scenario {
             Scenario::Notify(_) => "notify",
             Scenario::Flood(_) => "flood",
             Scenario::Storm(_) => "storm",
+            Scenario::Peer(_) => "peer",
         }
     }
 }
@@ -403,6 +414,7 @@ fn main() -> ExitCode {
         Scenario::Notify(a) => a.validate(),
         Scenario::Flood(a) => a.validate(),
         Scenario::Storm(a) => a.validate(),
+        Scenario::Peer(a) => a.validate(),
     };
     if let Err(e) = checked {
         return usage(e);
@@ -583,6 +595,7 @@ async fn run(cli: Cli, target: Target, threads: usize) -> anyhow::Result<Report>
             let server = owned.take().context("the storm's server")?;
             storm::run(&ctx, a, server).await?
         }
+        Scenario::Peer(a) => peer::run(&ctx, a).await?,
     };
     ctx.progress.finish();
     let wall = epoch.elapsed().as_secs_f64();
@@ -621,6 +634,7 @@ async fn run(cli: Cli, target: Target, threads: usize) -> anyhow::Result<Report>
         Scenario::Notify(a) => serde_json::to_value(a)?,
         Scenario::Flood(a) => serde_json::to_value(a)?,
         Scenario::Storm(a) => serde_json::to_value(a)?,
+        Scenario::Peer(a) => serde_json::to_value(a)?,
     };
     report.settings = settings;
     report.warnings = ctx.progress.warnings();

@@ -21,7 +21,7 @@ const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 /// The built load tool: `target/debug/examples/loadtest`, beside `target/debug/deps/it-…`;
 /// fails when it is missing or older than the sources it is built from.
-fn loadtest_binary() -> PathBuf {
+pub(crate) fn loadtest_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let bin = exe
         .parent()
@@ -67,17 +67,17 @@ fn newer_file(path: &Path, than: SystemTime) -> Option<PathBuf> {
 }
 
 /// How a run of the load tool ended.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 /// The longest the small reconnect storm may take: setup, two restarts, the drain.
 const STORM_LIMIT: Duration = Duration::from_secs(180);
 
 /// Runs the load tool with `args` until it exits, killing it after [`RUN_LIMIT`].
-fn run_loadtest(args: &[&str]) -> Run {
+pub(crate) fn run_loadtest(args: &[&str]) -> Run {
     run_loadtest_within(args, RUN_LIMIT)
 }
 
