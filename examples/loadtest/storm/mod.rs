@@ -77,6 +77,8 @@ pub struct RestartTrack {
     recovery: LatencySink,
     /// Per client: the connection attempts it took to come back.
     attempts: LatencySink,
+    /// Per client: its wait for the tool's connection slots while coming back.
+    queued: LatencySink,
 }
 
 impl RestartTrack {
@@ -88,17 +90,19 @@ impl RestartTrack {
             last_back_ns: AtomicU64::new(0),
             recovery: LatencySink::new(8),
             attempts: LatencySink::new(8),
+            queued: LatencySink::new(8),
         }
     }
 
-    /// A client is back, at its attempt `tries`.
-    pub fn back(&self, now: Instant, tries: u32) {
+    /// A client is back, at its attempt `tries`, having waited `queued` for connection slots.
+    pub fn back(&self, now: Instant, tries: u32, queued: Duration) {
         let now_ns = ns_since(self.epoch, now);
         let us = now_ns.saturating_sub(self.t0_ns.load(Ordering::SeqCst)) / 1_000;
         let n = self.back.fetch_add(1, Ordering::SeqCst);
         self.last_back_ns.fetch_max(now_ns, Ordering::SeqCst);
         self.recovery.record(n as usize, &[us]);
         self.attempts.record(n as usize, &[u64::from(tries)]);
+        self.queued.record(n as usize, &[queued.as_micros() as u64]);
     }
 }
 
@@ -271,6 +275,7 @@ pub async fn run(ctx: &Ctx, a: &StormArgs, mut server: OwnedServer) -> anyhow::R
             all_back_secs: all_back.map(|d| d.as_secs_f64()),
             recovery_us: Percentiles::of(&hist),
             attempts: Percentiles::of(&track.attempts.merged()),
+            slot_wait_us: Percentiles::of(&track.queued.merged()),
             store_reads: reads.window(t0, window_end).await,
         });
         if back < expected {

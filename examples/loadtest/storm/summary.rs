@@ -152,6 +152,9 @@ pub struct RestartOutcome {
     pub recovery_us: Percentiles,
     /// Per client: connection attempts until back (the one that worked included).
     pub attempts: Percentiles,
+    /// Per client: of its recovery, the wait for one of the tool's `--connect-concurrency`
+    /// slots (the tool's own pacing, not the server's).
+    pub slot_wait_us: Percentiles,
     /// From the signal to the last client back (or --recover-timeout).
     pub store_reads: StoreReads,
 }
@@ -309,6 +312,15 @@ pub fn sections(s: &StormSection) -> Vec<Section> {
                     format!(
                         "p50 {}  p99 {}  max {}",
                         r.attempts.p50, r.attempts.p99, r.attempts.max
+                    ),
+                ),
+                row(
+                    "of which waiting for a tool's connect slot",
+                    format!(
+                        "p50 {}  p99 {}  max {}  (--connect-concurrency)",
+                        fmt_us(r.slot_wait_us.p50 as f64),
+                        fmt_us(r.slot_wait_us.p99 as f64),
+                        fmt_us(r.slot_wait_us.max as f64)
                     ),
                 ),
                 row(

@@ -122,6 +122,9 @@ struct Client<'a> {
     next_room: usize,
     /// The restart whose recovery this client is in (1-based; 0: none).
     lost_for: usize,
+    /// Time spent waiting for a slot of the tool's `--connect-concurrency` since the socket
+    /// was lost.
+    queued: Duration,
     done_sending: bool,
     rng: Rng,
     r: ClientResult,
@@ -158,6 +161,7 @@ pub async fn run(sh: &Shared, i: usize) -> ClientResult {
         ack: Vec::new(),
         next_room: 0,
         lost_for: 0,
+        queued: Duration::ZERO,
         done_sending: false,
         rng: Rng(0x5eed ^ ((i as u64) << 17) ^ ns_since(sh.epoch, Instant::now())),
         r: ClientResult::default(),
@@ -174,13 +178,17 @@ pub async fn run(sh: &Shared, i: usize) -> ClientResult {
         }
         c.r.n.connect_attempts += 1;
         let path = format!("/ws?user_id={}", c.user);
+        let asked = Instant::now();
         let ws = match sh.connector.open(&path, true).await {
             Ok(opened) => {
                 let us = opened.connect_time.as_micros() as u64;
                 sh.connect.record(i, &[us]);
+                c.queued += opened.queued;
                 opened.ws
             }
             Err(e) => {
+                // Mostly the wait for a slot: a refused connection fails at once.
+                c.queued += asked.elapsed();
                 bump(&mut c.r.reasons, &format!("connect: {e}"));
                 attempt += 1;
                 continue;
@@ -196,6 +204,7 @@ pub async fn run(sh: &Shared, i: usize) -> ClientResult {
                 let restart = sh.restart_no.load(Ordering::SeqCst);
                 if restart > 0 && c.r.back_for & (1 << (restart - 1)) == 0 {
                     c.lost_for = restart;
+                    c.queued = Duration::ZERO;
                 } else if !c.past_drain() {
                     c.r.n.unexpected_drops += 1;
                 }
@@ -338,7 +347,7 @@ impl Client<'_> {
             self.lost_for = 0;
             if self.r.back_for & (1 << k) == 0 {
                 self.r.back_for |= 1 << k;
-                sh.restarts[k].back(now, tries);
+                sh.restarts[k].back(now, tries, self.queued);
             }
         } else if !self.r.set_up && sh.restart_no.load(Ordering::SeqCst) == 0 {
             self.r.set_up = true;
