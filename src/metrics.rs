@@ -21,6 +21,7 @@
 //! | `roomcast_notifications_pushed_total` | | notification frames queued, one per socket |
 //! | `roomcast_fanout_seconds` | | chat arrival to hand-over to the last recipient (histogram) |
 //! | `roomcast_store_write_failures_total` | | history writes the store failed |
+//! | `roomcast_store_reads_total` | | history reads `ChatServer` sent to the store (joins, `history` pages, API reads, cluster fills) |
 //! | `roomcast_broker_up` | | cluster mode: 1 while subscribed to the cluster's channel, 0 while reconnecting |
 //! | `roomcast_broker_reconnects_total` | | cluster mode: subscriptions lost (each followed by reconnecting) |
 //! | `roomcast_store_state` | | the history store: 0 ok, 1 failing (its last batch failed), 2 down |
@@ -99,6 +100,7 @@ pub struct Metrics {
     notifications_pushed: IntCounter,
     fanout: Histogram,
     store_write_failures: IntCounter,
+    store_reads: IntCounter,
     store_state: IntGauge,
     broker_up: IntGauge,
     broker_reconnects: IntCounter,
@@ -210,6 +212,10 @@ impl Metrics {
                 "roomcast_store_write_failures_total",
                 "History writes the store failed.",
             ),
+            store_reads: counter(
+                "roomcast_store_reads_total",
+                "History reads sent to the store (joins, history pages, API reads, cluster fills).",
+            ),
             broker_up: gauge(
                 "roomcast_broker_up",
                 "Cluster mode: 1 while subscribed to the cluster's channel, 0 while reconnecting.",
@@ -314,6 +320,11 @@ impl Metrics {
 
     pub fn store_write_failed(&self, n: u64) {
         self.store_write_failures.inc_by(n);
+    }
+
+    /// `ChatServer` sent a read (`Op::Read`) to the store.
+    pub fn store_read(&self) {
+        self.store_reads.inc();
     }
 
     /// Every metric, in the Prometheus text format (version 0.0.4).
@@ -487,6 +498,7 @@ mod tests {
         m.notifications_pushed(7);
         m.observe_fanout(Duration::from_micros(30));
         m.store_write_failed(2);
+        m.store_read();
         let text = m.render();
         for (series, want) in [
             (r#"roomcast_connections{kind="chat"}"#, 1.0),
@@ -517,6 +529,7 @@ mod tests {
             (r#"roomcast_fanout_seconds_bucket{le="0.00005"}"#, 1.0),
             ("roomcast_fanout_seconds_count", 1.0),
             ("roomcast_store_write_failures_total", 2.0),
+            ("roomcast_store_reads_total", 1.0),
         ] {
             assert_eq!(value(&text, series), Some(want), "{series} in\n{text}");
         }

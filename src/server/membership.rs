@@ -147,6 +147,7 @@ impl ChatServer {
             read,
             tag: Tag::Session(session),
         };
+        self.metrics.store_read();
         if self.store.send(op).is_err() {
             self.join_failed(session, &room_id, "the history store has stopped");
         }

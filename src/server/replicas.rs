@@ -97,6 +97,7 @@ impl ChatServer {
             },
             tag: Tag::Fill,
         };
+        self.metrics.store_read();
         if self.store.send(op).is_err() {
             held.filling = false;
         }

@@ -95,6 +95,7 @@ impl ChatServer {
     /// has stopped.
     pub(super) fn read_for(&mut self, room: RoomId, read: Read, waiter: Waiter) {
         let tag = self.wait(waiter);
+        self.metrics.store_read();
         if let Err(Op::Read { room, read, tag }) = self.store.send(Op::Read { room, read, tag }) {
             self.loaded(room, read, tag, Err("the history store has stopped".into()));
         }
@@ -117,6 +118,7 @@ impl ChatServer {
             read: Read::Before { before, limit },
             tag: Tag::Session(session),
         };
+        self.metrics.store_read();
         if let Err(Op::Read { room, read, tag }) = self.store.send(op) {
             self.loaded(room, read, tag, Err("the history store has stopped".into()));
         }
