@@ -21,7 +21,9 @@
 //! | `roomcast_notifications_pushed_total` | | notification frames queued, one per socket |
 //! | `roomcast_fanout_seconds` | | chat arrival to hand-over to the last recipient (histogram) |
 //! | `roomcast_store_write_failures_total` | | history writes the store failed |
+//! | `roomcast_store_reads_total` | | history reads `ChatServer` sent to the store (joins, `history` pages, API reads, cluster fills) |
 //! | `roomcast_broker_up` | | cluster mode: 1 while subscribed to the cluster's channel, 0 while reconnecting |
+//! | `roomcast_broker_reconnects_total` | | cluster mode: subscriptions lost (each followed by reconnecting) |
 //! | `roomcast_store_state` | | the history store: 0 ok, 1 failing (its last batch failed), 2 down |
 //!
 //! Every method is cheap and never fails: a metric that cannot be registered or encoded is
@@ -98,8 +100,10 @@ pub struct Metrics {
     notifications_pushed: IntCounter,
     fanout: Histogram,
     store_write_failures: IntCounter,
+    store_reads: IntCounter,
     store_state: IntGauge,
     broker_up: IntGauge,
+    broker_reconnects: IntCounter,
 }
 
 /// What the live-stats sampler reads once a second.
@@ -208,9 +212,17 @@ impl Metrics {
                 "roomcast_store_write_failures_total",
                 "History writes the store failed.",
             ),
+            store_reads: counter(
+                "roomcast_store_reads_total",
+                "History reads sent to the store (joins, history pages, API reads, cluster fills).",
+            ),
             broker_up: gauge(
                 "roomcast_broker_up",
                 "Cluster mode: 1 while subscribed to the cluster's channel, 0 while reconnecting.",
+            ),
+            broker_reconnects: counter(
+                "roomcast_broker_reconnects_total",
+                "Cluster mode: subscriptions to the cluster's channel lost, each followed by reconnecting.",
             ),
             store_state: gauge(
                 "roomcast_store_state",
@@ -241,6 +253,10 @@ impl Metrics {
 
     pub fn set_broker_up(&self, up: bool) {
         self.broker_up.set(i64::from(up));
+    }
+
+    pub fn broker_lost(&self) {
+        self.broker_reconnects.inc();
     }
 
     pub fn set_store_state(&self, state: crate::store::StoreState) {
@@ -304,6 +320,11 @@ impl Metrics {
 
     pub fn store_write_failed(&self, n: u64) {
         self.store_write_failures.inc_by(n);
+    }
+
+    /// `ChatServer` sent a read (`Op::Read`) to the store.
+    pub fn store_read(&self) {
+        self.store_reads.inc();
     }
 
     /// Every metric, in the Prometheus text format (version 0.0.4).
@@ -477,6 +498,7 @@ mod tests {
         m.notifications_pushed(7);
         m.observe_fanout(Duration::from_micros(30));
         m.store_write_failed(2);
+        m.store_read();
         let text = m.render();
         for (series, want) in [
             (r#"roomcast_connections{kind="chat"}"#, 1.0),
@@ -507,6 +529,7 @@ mod tests {
             (r#"roomcast_fanout_seconds_bucket{le="0.00005"}"#, 1.0),
             ("roomcast_fanout_seconds_count", 1.0),
             ("roomcast_store_write_failures_total", 2.0),
+            ("roomcast_store_reads_total", 1.0),
         ] {
             assert_eq!(value(&text, series), Some(want), "{series} in\n{text}");
         }

@@ -123,7 +123,7 @@ pub fn upgrade(
     };
     // actix-web-actors' own reader would buffer what the connection sends before checking
     // sizes (see `inbound`): it gets no bytes, and the session reads them itself.
-    session.reader = Some(Frames::new(payload, max_frame_bytes));
+    session.reader = Some(Box::new(Frames::new(payload, max_frame_bytes)));
     let admitted = Rc::clone(&session.admitted);
     let (addr, body) =
         ws::WebsocketContext::create_with_addr(session, futures_util::stream::empty());
@@ -151,8 +151,9 @@ pub struct ChatSession {
     bucket: TokenBucket,
     /// Rate-limited messages in a row; past `rate_strikes` the socket is closed with 1008.
     strikes: u32,
-    /// The connection's frames, until `started` reads them.
-    reader: Option<Frames<actix_web::web::Payload>>,
+    /// The connection's frames, until `started` reads them. Boxed: the session lives as long
+    /// as its socket, and this is empty for all but its first moment.
+    reader: Option<Box<Frames<actix_web::web::Payload>>>,
     /// The connection, to learn whether `ChatServer` cut it.
     conn: Option<ConnFd>,
     /// Set when `ChatServer` admitted the session; a refused one never counts as a session.
@@ -480,7 +481,7 @@ impl Actor for ChatSession {
         self.metrics.session_opened(self.kind);
         ctx.set_mailbox_capacity(self.config.max_pending);
         if let Some(reader) = self.reader.take() {
-            ctx.add_stream(reader);
+            ctx.add_stream(*reader);
         }
         ctx.run_interval(self.config.heartbeat_interval(), |act, ctx| {
             act.heartbeat(ctx)

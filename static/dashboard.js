@@ -7,7 +7,9 @@
 // g.axis-y / g.axis-x text.tick and text.axis-title; .window-toggle button[data-window]
 // (aria-pressed on the chosen one) and data-window on <body> (seconds charted); #live-state
 // (data-state "connecting", "connected", "stale" or "reconnecting"); #stale-banner (hidden
-// while the figures are live) and the class "stale" on <body>.
+// while the figures are live) and the class "stale" on <body>; from /health, polled every
+// HEALTH_EVERY_MS: #stat-status, #stat-store and, in a cluster, #stat-broker (data-state "ok"
+// or "bad") and #stat-broker-reconnects inside #broker-state; #single-node otherwise.
 
 import { drawChart } from "./js/chart.js";
 
@@ -15,6 +17,7 @@ const KEEP_MS = 300 * 1000; // the longest window
 const STALE_MS = 3000; // no event for this long: the figures are stale
 const SILENT_RECONNECT_MS = 10000; // no event for this long: open the stream again
 const WINDOWS = [60, 300]; // seconds; the first is the default
+const HEALTH_EVERY_MS = 2000; // /health never waits behind chat traffic: cheap to ask
 
 const number = (digits) =>
   new Intl.NumberFormat(undefined, { minimumFractionDigits: digits, maximumFractionDigits: digits });
@@ -203,6 +206,41 @@ function connect() {
   };
 }
 
+/** The server's state: its health, its history store and, in a cluster, its broker. */
+function showHealth(h) {
+  const set = (id, text, good) => {
+    const e = document.getElementById(id);
+    e.textContent = text;
+    e.dataset.state = good ? "ok" : "bad";
+  };
+  if (!h || typeof h.status !== "string") {
+    set("stat-status", "unreachable", false);
+    return;
+  }
+  set("stat-status", h.status, h.status === "ok");
+  set("stat-store", h.store, h.store === "ok");
+  const cluster = typeof h.broker === "string" && h.broker !== "local";
+  document.getElementById("broker-state").hidden = !cluster;
+  document.getElementById("single-node").hidden = cluster;
+  if (cluster) {
+    set("stat-broker", h.broker, h.broker === "up");
+    document.getElementById("stat-broker-reconnects").textContent = int(h.broker_reconnects);
+  }
+}
+
+async function pollHealth() {
+  let h = null;
+  try {
+    // 503 (degraded) still carries the body that says why.
+    const res = await fetch("/health", { cache: "no-store" });
+    h = await res.json();
+  } catch {
+    h = null;
+  }
+  showHealth(h);
+  setTimeout(pollHealth, HEALTH_EVERY_MS);
+}
+
 for (const button of document.querySelectorAll(".window-toggle button[data-window]")) {
   button.addEventListener("click", () => setWindow(Number(button.dataset.window)));
 }
@@ -210,3 +248,4 @@ window.addEventListener("resize", drawAll);
 setWindow(WINDOWS[0]);
 setInterval(checkStale, 500);
 connect();
+pollHealth();

@@ -40,6 +40,8 @@ pub struct Welcome {
 pub struct Opened {
     pub ws: Ws,
     pub connect_time: Duration,
+    /// The wait for a slot among `--connect-concurrency` before connecting.
+    pub queued: Duration,
     pub welcome: Welcome,
 }
 
@@ -95,12 +97,14 @@ impl Connector {
     /// Connects to `path` (e.g. `/ws?user_id=NAME`) and, if `expect_welcome`, waits for the
     /// `welcome` frame. Each step is bounded by the connect timeout.
     pub async fn open(&self, path: &str, expect_welcome: bool) -> Result<Opened, String> {
+        let asked = Instant::now();
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| "shutting down".to_string())?;
         let started = Instant::now();
+        let queued = started - asked;
         let handshake = async {
             let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let tcp = TcpStream::connect(self.addrs[turn % self.addrs.len()])
@@ -138,6 +142,7 @@ impl Connector {
         Ok(Opened {
             ws,
             connect_time,
+            queued,
             welcome,
         })
     }

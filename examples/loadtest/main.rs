@@ -28,6 +28,11 @@
 //!   and a quiet pair in another room times one chat every 100 ms: the longest time a reader
 //!   went without a delivery, who was closed and why, chats refused `overloaded`, the quiet
 //!   room's latency, `/health` answers and, with `--server-pid`, the server's RSS over time.
+//! - `storm`: a reconnect storm. The tool runs the server (its command line after `--`),
+//!   `--clients` post into `--rooms` while it is restarted with each `--restarts` signal
+//!   (SIGTERM, SIGKILL), and every client reconnects with jittered backoff and rejoins with
+//!   `since_seq`: clients that recovered exactly, `recovered: false`, the time until all are
+//!   back, per-client recovery percentiles and the store's reads per second.
 //!
 //! Common flags: `--url` (env `ROOMCAST_URL`, default `ws://127.0.0.1:8080`; only loopback
 //! hosts unless `--allow-remote`), `--server-pid PID` (server CPU and RSS from `/proc`; the
@@ -44,7 +49,7 @@
 //! # Layout
 //!
 //! - `main.rs`: flags, the runtime, the shared context ([`Ctx`]), the verdict and the outputs.
-//! - `fanout.rs`, `idle.rs`, `churn.rs`, `notify.rs`, `flood/`: one scenario each; `acks.rs`:
+//! - `fanout.rs`, `idle.rs`, `churn.rs`, `notify.rs`, `flood/`, `storm/`: one scenario each; `acks.rs`:
 //!   a sender's `client_msg_id` bookkeeping for `fanout --ack`.
 //! - `conn.rs`: opening connections, `welcome`, `join`.
 //! - `wire.rs`: the receive path's byte-level frame reading and the `seq` checker.
@@ -68,10 +73,12 @@ mod fanout;
 mod flood;
 mod idle;
 mod notify;
+mod peer;
 mod proc;
 mod progress;
 mod report;
 mod stats;
+mod storm;
 mod target;
 mod wire;
 
@@ -97,7 +104,7 @@ use crate::target::Target;
 #[command(
     name = "loadtest",
     version,
-    about = "roomcast load tool: fan-out, idle, churn, notification and flood load, with loss and order checks",
+    about = "roomcast load tool: fan-out, idle, churn, notification, flood and reconnect-storm load, with loss and order checks",
     after_help = "Exit status: 0 = no loss, duplication, disorder or connection failure; \
                   1 = problems (listed in the summary); 2 = could not run."
 )]
@@ -129,6 +136,19 @@ enum Scenario {
                       not failures."
     )]
     Flood(flood::FloodArgs),
+    /// A reconnect storm: clients keep posting while the tool restarts the server (SIGTERM,
+    /// kill -9); every client reconnects with backoff and rejoins with since_seq.
+    #[command(after_help = storm::HELP)]
+    Storm(storm::StormArgs),
+    /// Fan-out against another chat server that speaks bare text (the actix example, a node
+    /// `ws` server), to compare it with roomcast's `fanout` in one run.
+    #[command(
+        after_help = "Each member opens --path ({room} replaced) and sends --join-text if given. \
+                      Senders send `lt|SENDER|N|SEND_NS`; the room's first member releases the \
+                      senders' windows. Exit status 1 when a delivery was lost or duplicated, \
+                      or a connection failed."
+    )]
+    Peer(peer::PeerArgs),
 }
 
 impl Scenario {
@@ -139,6 +159,8 @@ impl Scenario {
             Scenario::Churn(_) => "churn",
             Scenario::Notify(_) => "notify",
             Scenario::Flood(_) => "flood",
+            Scenario::Storm(_) => "storm",
+            Scenario::Peer(_) => "peer",
         }
     }
 }
@@ -227,7 +249,7 @@ pub fn check_count(flag: &str, v: usize, lo: usize, hi: usize) -> Result<(), Str
 
 /// Where the reports go without `--json` / `--html`: a folder `.gitignore` names, so runs
 /// leave nothing to commit.
-const REPORT_DIR: &str = "loadtest-reports";
+pub const REPORT_DIR: &str = "loadtest-reports";
 
 /// What every scenario gets.
 pub struct Ctx {
@@ -391,6 +413,8 @@ fn main() -> ExitCode {
         Scenario::Churn(a) => a.validate(),
         Scenario::Notify(a) => a.validate(),
         Scenario::Flood(a) => a.validate(),
+        Scenario::Storm(a) => a.validate(),
+        Scenario::Peer(a) => a.validate(),
     };
     if let Err(e) = checked {
         return usage(e);
@@ -507,6 +531,11 @@ pub fn http_client(
 
 async fn run(cli: Cli, target: Target, threads: usize) -> anyhow::Result<Report> {
     let scenario = cli.scenario.name();
+    // `storm` runs its own server, started before the address is checked.
+    let mut owned = match &cli.scenario {
+        Scenario::Storm(a) => Some(a.start_server(&cli.common, target.port).await?),
+        _ => None,
+    };
     let addr = resolve(
         &target,
         cli.common.allow_remote,
@@ -562,6 +591,11 @@ async fn run(cli: Cli, target: Target, threads: usize) -> anyhow::Result<Report>
         Scenario::Churn(a) => churn::run(&ctx, a).await?,
         Scenario::Notify(a) => notify::run(&ctx, a).await?,
         Scenario::Flood(a) => flood::run(&ctx, a).await?,
+        Scenario::Storm(a) => {
+            let server = owned.take().context("the storm's server")?;
+            storm::run(&ctx, a, server).await?
+        }
+        Scenario::Peer(a) => peer::run(&ctx, a).await?,
     };
     ctx.progress.finish();
     let wall = epoch.elapsed().as_secs_f64();
@@ -599,6 +633,8 @@ async fn run(cli: Cli, target: Target, threads: usize) -> anyhow::Result<Report>
         Scenario::Churn(a) => serde_json::to_value(a)?,
         Scenario::Notify(a) => serde_json::to_value(a)?,
         Scenario::Flood(a) => serde_json::to_value(a)?,
+        Scenario::Storm(a) => serde_json::to_value(a)?,
+        Scenario::Peer(a) => serde_json::to_value(a)?,
     };
     report.settings = settings;
     report.warnings = ctx.progress.warnings();

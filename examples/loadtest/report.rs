@@ -55,6 +55,8 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flood: Option<FloodSection>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub storm: Option<crate::storm::StormSection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerStats>,
     pub tool_process: ToolStats,
 }
@@ -355,6 +357,9 @@ pub fn sections(r: &Report) -> Vec<Section> {
 
     if let Some(f) = &r.flood {
         out.extend(crate::flood::sections(f));
+    }
+    if let Some(s) = &r.storm {
+        out.extend(crate::storm::sections(s));
     }
 
     if let Some(a) = &r.acks {

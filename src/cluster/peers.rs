@@ -3,13 +3,14 @@
 //! kicks, plus the liveness that lets a node's users leave when it dies without a goodbye.
 //!
 //! Presence lives in the nodes, not in Redis keys: each node announces its own changes
-//! (`Joined`, `Left`, `Online`), answers a newcomer's `Hello` with a `Snapshot` of its local
-//! presence, and beats every third of `--presence-ttl-secs`. A node not heard from for
+//! (`InRoom` and `Online`, each carrying how many sockets the user now has there, so that the
+//! API can count sockets over the cluster), answers a newcomer's `Hello` with a `Snapshot` of
+//! its local presence, and beats every third of `--presence-ttl-secs`. A node not heard from for
 //! `--presence-ttl-secs` is taken as dead: its users leave (`user_left` where they were in no
 //! other node). A node that stops cleanly says `Bye`. [`Peers`] is the pure view one node
 //! keeps of the others.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -21,33 +22,40 @@ use crate::ids::{RoomId, UserId};
 /// The channel of node-to-node events.
 pub const EVENTS: &str = "roomcast:events";
 
+/// Most events published in one round trip.
+const MAX_PIPELINE: usize = 1024;
+
 /// One event, as JSON on [`EVENTS`]. `n` is the sending node's id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "k", rename_all = "snake_case")]
 pub enum PeerEvent {
     /// A node started or resubscribed: everyone answers with a snapshot.
     Hello { n: String },
-    /// A node's whole local presence.
+    /// A node's whole local presence: per room, per user, the user's sockets there; per
+    /// user, their chat and notification sockets.
     Snapshot {
         n: String,
-        rooms: HashMap<RoomId, Vec<UserId>>,
-        chat: Vec<UserId>,
-        notified: Vec<UserId>,
+        rooms: HashMap<RoomId, HashMap<UserId, u32>>,
+        chat: HashMap<UserId, u32>,
+        notified: HashMap<UserId, u32>,
     },
     /// The node is alive.
     Beat { n: String },
     /// The node stops: forget its users now.
     Bye { n: String },
-    /// The user's first session on the node entered the room.
-    Joined { n: String, r: RoomId, u: UserId },
-    /// The user's last session on the node left the room.
-    Left { n: String, r: RoomId, u: UserId },
-    /// The user's first (`on`) or last (`!on`) socket of a kind on the node.
+    /// The user now has `c` sockets in the room on the node (0: they left it there).
+    InRoom {
+        n: String,
+        r: RoomId,
+        u: UserId,
+        c: u32,
+    },
+    /// The user now has `c` sockets of a kind on the node (0: none left).
     Online {
         n: String,
         u: UserId,
         notifications: bool,
-        on: bool,
+        c: u32,
     },
     Typing {
         n: String,
@@ -74,8 +82,7 @@ impl PeerEvent {
             | PeerEvent::Snapshot { n, .. }
             | PeerEvent::Beat { n }
             | PeerEvent::Bye { n }
-            | PeerEvent::Joined { n, .. }
-            | PeerEvent::Left { n, .. }
+            | PeerEvent::InRoom { n, .. }
             | PeerEvent::Online { n, .. }
             | PeerEvent::Typing { n, .. }
             | PeerEvent::Private { n, .. }
@@ -88,36 +95,49 @@ impl PeerEvent {
 /// A user in a room.
 pub type Presence = (RoomId, UserId);
 
+/// Node -> how many sockets (of a user, in a room or of a kind) it has.
+type Counts = HashMap<String, u32>;
+
 /// One node's view of the others' presence. Pure: the caller announces what changed.
 #[derive(Debug, Default)]
 pub struct Peers {
     /// Node -> when it was last heard from.
     seen: HashMap<String, Instant>,
-    /// Room -> user -> the other nodes where the user is in the room.
-    rooms: HashMap<RoomId, HashMap<UserId, HashSet<String>>>,
-    /// User -> the other nodes where the user has a chat socket.
-    chat: HashMap<UserId, HashSet<String>>,
-    /// User -> the other nodes where the user has a notification socket.
-    notified: HashMap<UserId, HashSet<String>>,
+    /// Room -> user -> the other nodes where the user is in the room, with their sockets.
+    rooms: HashMap<RoomId, HashMap<UserId, Counts>>,
+    /// User -> the other nodes where the user has chat sockets.
+    chat: HashMap<UserId, Counts>,
+    /// User -> the other nodes where the user has notification sockets.
+    notified: HashMap<UserId, Counts>,
 }
 
-fn add(map: &mut HashMap<UserId, HashSet<String>>, user: &UserId, node: &str) -> bool {
-    let nodes = map.entry(user.clone()).or_default();
-    let first = nodes.is_empty();
-    nodes.insert(node.to_owned());
-    first
-}
-
-fn remove(map: &mut HashMap<UserId, HashSet<String>>, user: &UserId, node: &str) -> bool {
-    let Some(nodes) = map.get_mut(user) else {
-        return false;
-    };
-    let was = nodes.remove(node);
-    if nodes.is_empty() {
-        map.remove(user);
-        return was;
+/// Sets `node`'s count for `user`; returns `Some(true)` when the user went from no node to
+/// one, `Some(false)` from some node to none, `None` when that did not change.
+fn set(map: &mut HashMap<UserId, Counts>, user: &UserId, node: &str, sockets: u32) -> Option<bool> {
+    if sockets == 0 {
+        let counts = map.get_mut(user)?;
+        counts.remove(node)?;
+        if counts.is_empty() {
+            map.remove(user);
+            return Some(false);
+        }
+        return None;
     }
-    false
+    let counts = map.entry(user.clone()).or_default();
+    let first = counts.is_empty();
+    counts.insert(node.to_owned(), sockets);
+    first.then_some(true)
+}
+
+fn total(counts: &Counts) -> usize {
+    counts.values().map(|c| *c as usize).sum()
+}
+
+/// One room as the other nodes have it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RoomCount {
+    pub users: usize,
+    pub sockets: usize,
 }
 
 impl Peers {
@@ -125,37 +145,34 @@ impl Peers {
         self.seen.insert(node.to_owned(), now);
     }
 
-    /// `user` entered `room` on `node`; true when no other node had them there before.
-    pub fn joined(&mut self, node: &str, room: &RoomId, user: &UserId) -> bool {
-        add(self.rooms.entry(room.clone()).or_default(), user, node)
-    }
-
-    /// `user` left `room` on `node`; true when no other node has them there any more.
-    pub fn left(&mut self, node: &str, room: &RoomId, user: &UserId) -> bool {
-        let Some(users) = self.rooms.get_mut(room) else {
-            return false;
-        };
-        let gone = remove(users, user, node);
+    /// `node` now has `sockets` sockets of `user` in `room`. `Some(true)`: no other node
+    /// had the user there before; `Some(false)`: none has now; `None`: no change in presence.
+    pub fn in_room(
+        &mut self,
+        node: &str,
+        room: &RoomId,
+        user: &UserId,
+        sockets: u32,
+    ) -> Option<bool> {
+        let users = self.rooms.entry(room.clone()).or_default();
+        let change = set(users, user, node, sockets);
         if users.is_empty() {
             self.rooms.remove(room);
         }
-        gone
+        change
     }
 
-    pub fn online(&mut self, node: &str, user: &UserId, notifications: bool, on: bool) {
+    /// `node` now has `sockets` sockets of a kind of `user`.
+    pub fn online(&mut self, node: &str, user: &UserId, notifications: bool, sockets: u32) {
         let map = match notifications {
             false => &mut self.chat,
             true => &mut self.notified,
         };
-        if on {
-            add(map, user, node);
-        } else {
-            remove(map, user, node);
-        }
+        set(map, user, node, sockets);
     }
 
     /// Whether another node has `user` in `room`.
-    pub fn in_room(&self, room: &RoomId, user: &UserId) -> bool {
+    pub fn is_in(&self, room: &RoomId, user: &UserId) -> bool {
         self.rooms.get(room).is_some_and(|u| u.contains_key(user))
     }
 
@@ -165,6 +182,21 @@ impl Peers {
             .get(room)
             .map(|u| u.keys().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The users and sockets other nodes have in `room`.
+    pub fn count(&self, room: &RoomId) -> RoomCount {
+        self.rooms
+            .get(room)
+            .map_or_else(RoomCount::default, |users| RoomCount {
+                users: users.len(),
+                sockets: users.values().map(total).sum(),
+            })
+    }
+
+    /// Every room another node has members in.
+    pub fn rooms(&self) -> impl Iterator<Item = &RoomId> {
+        self.rooms.keys()
     }
 
     /// Whether another node has a chat socket of `user`.
@@ -177,6 +209,11 @@ impl Peers {
         self.notified.contains_key(user)
     }
 
+    /// The sockets (chat and notification) other nodes have of `user`.
+    pub fn sockets_of(&self, user: &UserId) -> usize {
+        self.chat.get(user).map_or(0, total) + self.notified.get(user).map_or(0, total)
+    }
+
     /// Users with a notification socket on another node.
     pub fn notified_users(&self) -> impl Iterator<Item = &UserId> {
         self.notified.keys()
@@ -187,15 +224,15 @@ impl Peers {
     pub fn snapshot(
         &mut self,
         node: &str,
-        rooms: &HashMap<RoomId, Vec<UserId>>,
-        chat: &[UserId],
-        notified: &[UserId],
+        rooms: &HashMap<RoomId, HashMap<UserId, u32>>,
+        chat: &HashMap<UserId, u32>,
+        notified: &HashMap<UserId, u32>,
     ) -> (Vec<Presence>, Vec<Presence>) {
         let mut left = self.forget(node);
         let mut joined = Vec::new();
         for (room, users) in rooms {
-            for user in users {
-                if self.joined(node, room, user) {
+            for (user, sockets) in users {
+                if self.in_room(node, room, user, *sockets) == Some(true) {
                     joined.push((room.clone(), user.clone()));
                 }
             }
@@ -208,11 +245,11 @@ impl Peers {
             }
             !back
         });
-        for user in chat {
-            self.online(node, user, false, true);
+        for (user, sockets) in chat {
+            self.online(node, user, false, *sockets);
         }
-        for user in notified {
-            self.online(node, user, true, true);
+        for (user, sockets) in notified {
+            self.online(node, user, true, *sockets);
         }
         self.seen.insert(node.to_owned(), Instant::now());
         (left, joined)
@@ -227,18 +264,16 @@ impl Peers {
         for room in rooms {
             let users: Vec<UserId> = self.rooms[&room].keys().cloned().collect();
             for user in users {
-                if self.left(node, &room, &user) {
+                if self.in_room(node, &room, &user, 0) == Some(false) {
                     gone.push((room.clone(), user));
                 }
             }
         }
-        let users: Vec<UserId> = self.chat.keys().cloned().collect();
-        for user in users {
-            remove(&mut self.chat, &user, node);
-        }
-        let users: Vec<UserId> = self.notified.keys().cloned().collect();
-        for user in users {
-            remove(&mut self.notified, &user, node);
+        for map in [&mut self.chat, &mut self.notified] {
+            let users: Vec<UserId> = map.keys().cloned().collect();
+            for user in users {
+                set(map, &user, node, 0);
+            }
         }
         gone
     }
@@ -268,21 +303,23 @@ impl Publisher {
             .spawn(move || {
                 let mut con: Option<redis::Connection> = None;
                 let mut tried: Option<Instant> = None;
-                while let Ok(payload) = rx.recv() {
+                while let Ok(first) = rx.recv() {
                     if con.is_none()
                         && tried.is_none_or(|t| t.elapsed() > Duration::from_millis(250))
                     {
                         tried = Some(Instant::now());
                         con = client.get_connection_with_timeout(CONNECT_TIMEOUT).ok();
                     }
+                    // Whatever queued meanwhile goes in one round trip (a reconnect storm
+                    // announces thousands of joins at once).
+                    let mut pipe = redis::pipe();
+                    for payload in std::iter::once(first).chain(rx.try_iter().take(MAX_PIPELINE)) {
+                        pipe.cmd("PUBLISH").arg(EVENTS).arg(payload).ignore();
+                    }
                     let Some(c) = con.as_mut() else {
                         continue;
                     };
-                    let sent = redis::cmd("PUBLISH")
-                        .arg(EVENTS)
-                        .arg(&payload)
-                        .query::<i64>(c);
-                    if sent.is_err() {
+                    if pipe.query::<()>(c).is_err() {
                         con = None;
                     }
                 }
@@ -315,47 +352,78 @@ mod tests {
     #[test]
     fn presence_counts_users_over_nodes() {
         let mut p = Peers::default();
-        assert!(p.joined("a", &room("r"), &user("ann")));
-        assert!(
-            !p.joined("b", &room("r"), &user("ann")),
-            "already present via a"
+        let (r, ann) = (room("r"), user("ann"));
+        assert_eq!(p.in_room("a", &r, &ann, 1), Some(true));
+        assert_eq!(p.in_room("b", &r, &ann, 1), None, "already present via a");
+        assert_eq!(p.in_room("a", &r, &ann, 2), None, "a second tab on a");
+        assert_eq!(
+            p.count(&r),
+            RoomCount {
+                users: 1,
+                sockets: 3
+            }
         );
-        assert!(
-            !p.left("a", &room("r"), &user("ann")),
-            "still present via b"
+        assert_eq!(p.in_room("a", &r, &ann, 0), None, "still present via b");
+        assert!(p.is_in(&r, &ann));
+        assert_eq!(
+            p.count(&r),
+            RoomCount {
+                users: 1,
+                sockets: 1
+            }
         );
-        assert!(p.in_room(&room("r"), &user("ann")));
-        assert!(p.left("b", &room("r"), &user("ann")));
-        assert!(!p.in_room(&room("r"), &user("ann")));
-        assert!(!p.left("b", &room("r"), &user("ann")), "left once");
+        assert_eq!(p.in_room("b", &r, &ann, 0), Some(false));
+        assert!(!p.is_in(&r, &ann));
+        assert_eq!(p.in_room("b", &r, &ann, 0), None, "left once");
+        assert_eq!(p.rooms().count(), 0, "an empty room is dropped");
     }
 
     #[test]
     fn a_forgotten_node_takes_its_users_with_it() {
         let mut p = Peers::default();
-        p.joined("a", &room("r"), &user("ann"));
-        p.joined("a", &room("r"), &user("bob"));
-        p.joined("b", &room("r"), &user("bob"));
-        p.online("a", &user("ann"), false, true);
-        p.online("a", &user("ann"), true, true);
+        p.in_room("a", &room("r"), &user("ann"), 1);
+        p.in_room("a", &room("r"), &user("bob"), 1);
+        p.in_room("b", &room("r"), &user("bob"), 2);
+        p.online("a", &user("ann"), false, 1);
+        p.online("a", &user("ann"), true, 2);
+        assert_eq!(p.sockets_of(&user("ann")), 3);
         let mut gone = p.forget("a");
         gone.sort();
         assert_eq!(gone, [(room("r"), user("ann"))]);
-        assert!(p.in_room(&room("r"), &user("bob")));
+        assert!(p.is_in(&room("r"), &user("bob")));
+        assert_eq!(
+            p.count(&room("r")),
+            RoomCount {
+                users: 1,
+                sockets: 2
+            }
+        );
         assert!(!p.has_chat(&user("ann")));
         assert!(!p.has_notifications(&user("ann")));
+        assert_eq!(p.sockets_of(&user("ann")), 0);
     }
 
     #[test]
     fn a_snapshot_replaces_a_node_and_reports_only_changes() {
         let mut p = Peers::default();
-        p.joined("a", &room("r"), &user("ann"));
-        p.joined("a", &room("r"), &user("bob"));
-        let rooms = HashMap::from([(room("r"), vec![user("bob"), user("cy")])]);
-        let (left, joined) = p.snapshot("a", &rooms, &[user("bob")], &[]);
+        p.in_room("a", &room("r"), &user("ann"), 1);
+        p.in_room("a", &room("r"), &user("bob"), 1);
+        let rooms = HashMap::from([(
+            room("r"),
+            HashMap::from([(user("bob"), 2), (user("cy"), 1)]),
+        )]);
+        let chat = HashMap::from([(user("bob"), 2)]);
+        let (left, joined) = p.snapshot("a", &rooms, &chat, &HashMap::new());
         assert_eq!(left, [(room("r"), user("ann"))]);
         assert_eq!(joined, [(room("r"), user("cy"))]);
         assert!(p.has_chat(&user("bob")));
+        assert_eq!(
+            p.count(&room("r")),
+            RoomCount {
+                users: 2,
+                sockets: 3
+            }
+        );
     }
 
     #[test]
@@ -372,13 +440,14 @@ mod tests {
 
     #[test]
     fn events_are_json_with_a_kind() {
-        let e = PeerEvent::Joined {
+        let e = PeerEvent::InRoom {
             n: "x".into(),
             r: room("r"),
             u: user("ann"),
+            c: 2,
         };
         let text = serde_json::to_string(&e).unwrap();
-        assert_eq!(text, r#"{"k":"joined","n":"x","r":"r","u":"ann"}"#);
+        assert_eq!(text, r#"{"k":"in_room","n":"x","r":"r","u":"ann","c":2}"#);
         assert_eq!(serde_json::from_str::<PeerEvent>(&text).unwrap(), e);
     }
 }

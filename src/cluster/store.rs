@@ -66,14 +66,31 @@ impl RedisStore {
     /// Answers ops until `ChatServer` closes the channel.
     pub fn run(mut self, rx: mpsc::Receiver<Op>, events: Recipient<StoreEvents>) {
         while let Ok(first) = rx.recv() {
-            let mut out = Vec::new();
-            for op in std::iter::once(first).chain(rx.try_iter().take(MAX_BATCH - 1)) {
-                let event = self.answer(op);
-                out.push(event);
-            }
+            let ops = std::iter::once(first).chain(rx.try_iter().take(MAX_BATCH - 1));
+            let out = self.answer_all(ops);
             events.do_send(StoreEvents(out));
         }
         log::info!("cluster store closed");
+    }
+
+    /// The outcomes of `ops`, in op order. Consecutive appends go to Redis as one pipeline:
+    /// one round trip, and with `appendfsync always` one fsync for all of them (Redis writes
+    /// its append-only file once per event-loop turn, before it answers).
+    fn answer_all(&mut self, ops: impl Iterator<Item = Op>) -> Vec<Event> {
+        let mut out = Vec::new();
+        let mut appends = Vec::new();
+        for op in ops {
+            match op {
+                Op::Append(a) => appends.push(a),
+                other => {
+                    // A read after an append must see it: the appends go first.
+                    self.append_all(std::mem::take(&mut appends), &mut out);
+                    out.push(self.answer(other));
+                }
+            }
+        }
+        self.append_all(appends, &mut out);
+        out
     }
 
     /// One op's outcome, with the store's state change (if any) before it.
@@ -88,14 +105,23 @@ impl RedisStore {
                 event
             }
             Err(e) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                    self.con = None;
-                }
-                self.state = StoreState::Failing;
-                log::warn!("cluster store: {e}");
+                self.failed_with(&e);
                 failed(op, &format!("the cluster's Redis failed: {e}"))
             }
         }
+    }
+
+    /// Notes a failure: a lost connection is dropped (reopened at the next op).
+    fn failed_with(&mut self, e: &redis::RedisError) {
+        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+            self.con = None;
+        }
+        if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) {
+            // Someone flushed the scripts: load it again before the next append.
+            self.con = None;
+        }
+        self.state = StoreState::Failing;
+        log::warn!("cluster store: {e}");
     }
 
     fn connection(&mut self) -> redis::RedisResult<()> {
@@ -109,9 +135,12 @@ impl RedisStore {
             )));
         }
         self.tried = Some(Instant::now());
-        let con = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+        let mut con = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
         con.set_read_timeout(Some(CONNECT_TIMEOUT))?;
         con.set_write_timeout(Some(CONNECT_TIMEOUT))?;
+        // Appends are pipelined as EVALSHA, which has no fallback to the script's text: the
+        // script is loaded on every new connection (a restarted Redis has forgotten it).
+        self.script.prepare_invoke().load(&mut con)?;
         self.con = Some(con);
         Ok(())
     }
@@ -130,7 +159,12 @@ impl RedisStore {
 
     fn apply(&mut self, op: &Op) -> redis::RedisResult<Event> {
         Ok(match op {
-            Op::Append(a) => self.append(a)?,
+            Op::Append(a) => {
+                let mut outcomes = self.pipeline(std::slice::from_ref(a))?;
+                outcomes
+                    .pop()
+                    .unwrap_or_else(|| Err(bad_reply("no answer")))?
+            }
             Op::Read { room, read, tag } => Event::Loaded {
                 room: room.clone(),
                 read: *read,
@@ -186,64 +220,107 @@ impl RedisStore {
         })
     }
 
-    fn append(&mut self, a: &Append) -> redis::RedisResult<Event> {
-        let timestamp = timestamp_now();
-        let message_id = uuid::Uuid::new_v4().to_string();
-        let marked = ServerMessage::Chat {
-            user_id: &a.user,
-            room_id: &a.room,
-            text: &a.text,
-            timestamp: &timestamp,
-            message_id: &message_id,
-            seq: Seq(u64::MAX),
-            client_msg_id: a.client_msg_id.as_deref(),
+    /// Runs `appends` as one pipeline and puts their outcomes in `out`, in order.
+    fn append_all(&mut self, appends: Vec<Append>, out: &mut Vec<Event>) {
+        if appends.is_empty() {
+            return;
         }
-        .encode();
-        let (before, after) = marked
-            .split_once(SEQ_MARK)
-            .expect("an encoded chat holds its seq once");
-        let resend = a
-            .client_msg_id
-            .as_deref()
-            .map(|id| resend_key(&a.room, &a.user, id))
-            .unwrap_or_default();
-        let floor = self.floors.get(&a.room).copied().unwrap_or_default();
+        let outcomes = self.connection().and_then(|()| self.pipeline(&appends));
+        match outcomes {
+            Ok(outcomes) => {
+                for (a, outcome) in appends.into_iter().zip(outcomes) {
+                    out.push(match outcome {
+                        Ok(event) => {
+                            self.state = StoreState::Ok;
+                            event
+                        }
+                        Err(e) => {
+                            self.failed_with(&e);
+                            failed(Op::Append(a), &format!("the cluster's Redis failed: {e}"))
+                        }
+                    });
+                }
+            }
+            // Nothing came back: none of them is acknowledged (a resend finds those that
+            // were stored).
+            Err(e) => {
+                self.failed_with(&e);
+                let why = format!("the cluster's Redis failed: {e}");
+                out.extend(appends.into_iter().map(|a| failed(Op::Append(a), &why)));
+            }
+        }
+    }
+
+    /// One round trip: the append script for each of `appends`, pipelined. The outer error
+    /// is the connection's (no outcome known); the inner ones are each append's.
+    fn pipeline(
+        &mut self,
+        appends: &[Append],
+    ) -> redis::RedisResult<Vec<redis::RedisResult<Event>>> {
         let max_len = match self.retention.max_messages {
             0 => u64::MAX,
             n => n,
         };
         let now_ms = self.retention.clock.now_ms();
-        let con = self.con.as_mut().expect("connection() succeeded before");
-        let (new, seq): (u8, String) = self
-            .script
-            .key(seq_key(&a.room))
-            .key(log_key(&a.room))
-            .key(first_key(&a.room))
-            .key(EPOCH_KEY)
-            .key(&resend)
-            .arg(floor.0)
-            .arg(format!("{before}\"seq\":"))
-            .arg(after)
-            .arg(max_len)
-            .arg(CHANNEL)
-            .arg(a.room.as_str())
-            .arg(RESEND_TTL_SECS)
-            .arg(now_ms)
-            .invoke(con)?;
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        let mut drafts = Vec::with_capacity(appends.len());
+        for a in appends {
+            let draft = Draft::new(a);
+            let resend = a
+                .client_msg_id
+                .as_deref()
+                .map(|id| resend_key(&a.room, &a.user, id))
+                .unwrap_or_default();
+            let floor = self.floors.get(&a.room).copied().unwrap_or_default();
+            pipe.cmd("EVALSHA")
+                .arg(self.script.get_hash())
+                .arg(5)
+                .arg(seq_key(&a.room))
+                .arg(log_key(&a.room))
+                .arg(first_key(&a.room))
+                .arg(EPOCH_KEY)
+                .arg(&resend)
+                .arg(floor.0)
+                .arg(format!("{}\"seq\":", draft.before))
+                .arg(&draft.after)
+                .arg(max_len)
+                .arg(CHANNEL)
+                .arg(a.room.as_str())
+                .arg(RESEND_TTL_SECS)
+                .arg(now_ms);
+            drafts.push(draft);
+        }
+        let replies: Vec<redis::RedisResult<(u8, String)>> = pipe.query(self.con())?;
+        if replies.len() != appends.len() {
+            return Err(bad_reply("a pipeline's answers"));
+        }
+        let mut outcomes = Vec::with_capacity(appends.len());
+        for ((a, draft), reply) in appends.iter().zip(drafts).zip(replies) {
+            outcomes.push(reply.and_then(|(new, seq)| self.appended(a, draft, new == 1, &seq)));
+        }
+        Ok(outcomes)
+    }
+
+    /// The outcome of one append the script answered: new, or a resend of `seq`.
+    fn appended(
+        &mut self,
+        a: &Append,
+        draft: Draft,
+        new: bool,
+        seq: &str,
+    ) -> redis::RedisResult<Event> {
         let seq = Seq(seq.parse().map_err(|_| bad_reply("the script's seq"))?);
         self.saw(&a.room, seq);
-        let (frame, message_id, duplicate) = if new == 1 {
-            (
-                Frame::from(format!("{before}\"seq\":{}{after}", seq.0)),
-                message_id,
-                false,
-            )
+        let (frame, message_id) = if new {
+            let frame = format!("{}\"seq\":{}{}", draft.before, seq.0, draft.after);
+            (Frame::from(frame), draft.message_id)
         } else {
             let frame = self
                 .entry(&a.room, seq)?
                 .ok_or_else(|| bad_reply("the original of a resend is no longer kept"))?;
             let original = message_id_of(&frame).unwrap_or_default();
-            (frame, original, true)
+            (frame, original)
         };
         Ok(Event::Stored(Stored {
             room: a.room.clone(),
@@ -253,7 +330,7 @@ impl RedisStore {
             client_msg_id: a.client_msg_id.clone(),
             tag: a.tag,
             received: a.received,
-            duplicate,
+            duplicate: !new,
         }))
     }
 
@@ -386,6 +463,38 @@ impl RedisStore {
             has_more: false,
             recovered: Some(true),
         }))
+    }
+}
+
+/// A chat's frame before the script gives it a seq: the text on each side of the seq.
+struct Draft {
+    message_id: String,
+    before: String,
+    after: String,
+}
+
+impl Draft {
+    fn new(a: &Append) -> Draft {
+        let timestamp = timestamp_now();
+        let message_id = uuid::Uuid::new_v4().to_string();
+        let marked = ServerMessage::Chat {
+            user_id: &a.user,
+            room_id: &a.room,
+            text: &a.text,
+            timestamp: &timestamp,
+            message_id: &message_id,
+            seq: Seq(u64::MAX),
+            client_msg_id: a.client_msg_id.as_deref(),
+        }
+        .encode();
+        let (before, after) = marked
+            .split_once(SEQ_MARK)
+            .expect("an encoded chat holds its seq once");
+        Draft {
+            before: before.to_owned(),
+            after: after.to_owned(),
+            message_id,
+        }
     }
 }
 

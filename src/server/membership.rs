@@ -65,14 +65,7 @@ impl ChatServer {
                 ctx,
             );
         }
-        if sockets == 1 {
-            self.tell_peers(|n| PeerEvent::Online {
-                n,
-                u: msg.user.clone(),
-                notifications,
-                on: true,
-            });
-        }
+        self.tell_online(&msg.user, notifications);
         match msg.kind {
             SessionKind::Chat => {
                 let welcome = ServerMessage::Welcome {
@@ -154,6 +147,7 @@ impl ChatServer {
             read,
             tag: Tag::Session(session),
         };
+        self.metrics.store_read();
         if self.store.send(op).is_err() {
             self.join_failed(session, &room_id, "the history store has stopped");
         }
@@ -242,12 +236,8 @@ impl ChatServer {
         for frame in history {
             self.outboxes.queue(session, &outbox, frame);
         }
-        if added == Added::FirstSessionOfUser {
-            self.tell_peers(|n| PeerEvent::Joined {
-                n,
-                r: room_id.clone(),
-                u: user.clone(),
-            });
+        if added != Added::AlreadyIn {
+            self.tell_in_room(room_id, &user);
         }
         // `user_joined` marks the user's first session in the room over the cluster.
         if added == Added::FirstSessionOfUser && !self.present_elsewhere(room_id, &user) {
@@ -307,12 +297,8 @@ impl ChatServer {
             self.rooms.remove(room_id);
             log::debug!("room emptied room={room_id}");
         }
-        if removed == Removed::LastSessionOfUser {
-            self.tell_peers(|n| PeerEvent::Left {
-                n,
-                r: room_id.clone(),
-                u: user.clone(),
-            });
+        if removed != Removed::NotIn {
+            self.tell_in_room(room_id, user);
         }
         // `user_left` marks the user's last session in the room over the cluster.
         if !emptied
@@ -338,7 +324,7 @@ impl ChatServer {
         for room in &entry.rooms {
             self.leave_room(session, &entry.user, room);
         }
-        self.tell_if_last(&entry.user, entry.kind);
+        self.tell_online(&entry.user, entry.kind == SessionKind::Notifications);
         Some(entry)
     }
 
@@ -374,25 +360,8 @@ impl ChatServer {
         }
     }
 
-    /// Tells the other nodes when `user` has no socket of `kind` left here.
-    fn tell_if_last(&self, user: &UserId, kind: SessionKind) {
-        let notifications = kind == SessionKind::Notifications;
-        let left = match notifications {
-            false => self.sessions.chat_sessions(user).is_empty(),
-            true => self.sessions.notification_sockets(user).is_empty(),
-        };
-        if left {
-            self.tell_peers(|n| PeerEvent::Online {
-                n,
-                u: user.clone(),
-                notifications,
-                on: false,
-            });
-        }
-    }
-
     /// Closes every socket of `user` (chat and notification) with 4003, on every node;
-    /// returns how many on this one.
+    /// returns how many over the cluster (the other nodes' as their presence announced them).
     pub(super) fn disconnect_user(
         &mut self,
         user: &UserId,
@@ -400,12 +369,19 @@ impl ChatServer {
         ctx: &mut Context<Self>,
     ) -> usize {
         let sessions = self.sessions.sessions_of(user);
+        let elsewhere = match self.cluster {
+            true => self.peers.sockets_of(user),
+            false => 0,
+        };
         self.tell_peers(|n| PeerEvent::Kick { n, u: user.clone() });
         for session in &sessions {
             self.close_session(*session, close_code::DISCONNECTED, reason, ctx);
         }
-        log::info!("disconnected user={user} sockets={}", sessions.len());
-        sessions.len()
+        log::info!(
+            "disconnected user={user} sockets={} here, {elsewhere} elsewhere",
+            sessions.len()
+        );
+        sessions.len() + elsewhere
     }
 
     /// The server closes a session (kick, shutdown). It leaves every room and its user map at
@@ -429,7 +405,7 @@ impl ChatServer {
             for room in &rooms {
                 self.leave_room(session, &user, room);
             }
-            self.tell_if_last(&user, kind);
+            self.tell_online(&user, kind == SessionKind::Notifications);
         }
         if !self.finish_closing(session) {
             ctx.run_later(self.limits.slow_consumer_grace, move |act, ctx| {

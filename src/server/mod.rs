@@ -518,10 +518,10 @@ impl Handler<WatchStats> for ChatServer {
 }
 
 impl Handler<ListRooms> for ChatServer {
-    type Result = MessageResult<ListRooms>;
+    type Result = ResponseFuture<Vec<RoomSummary>>;
 
     fn handle(&mut self, _: ListRooms, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.list_rooms())
+        self.list_rooms()
     }
 }
 

@@ -15,6 +15,31 @@ use crate::ids::{RoomId, UserId};
 use crate::protocol::{Frame, ServerMessage, close_code, timestamp_now};
 
 impl ChatServer {
+    /// Tells the other nodes how many sockets `user` now has in `room_id` here.
+    pub(super) fn tell_in_room(&self, room_id: &RoomId, user: &UserId) {
+        let c = self.rooms.get(room_id).map_or(0, |r| r.sessions_of(user)) as u32;
+        self.tell_peers(|n| PeerEvent::InRoom {
+            n,
+            r: room_id.clone(),
+            u: user.clone(),
+            c,
+        });
+    }
+
+    /// Tells the other nodes how many sockets of `kind` `user` now has here.
+    pub(super) fn tell_online(&self, user: &UserId, notifications: bool) {
+        let c = match notifications {
+            false => self.sessions.chat_sessions(user).len(),
+            true => self.sessions.notification_sockets(user).len(),
+        } as u32;
+        self.tell_peers(|n| PeerEvent::Online {
+            n,
+            u: user.clone(),
+            notifications,
+            c,
+        });
+    }
+
     /// Publishes a node event (cluster mode only).
     pub(super) fn tell_peers(&self, event: impl FnOnce(String) -> PeerEvent) {
         if let Some(publisher) = &self.publisher {
@@ -39,7 +64,7 @@ impl ChatServer {
 
     /// Whether another node has `user` in `room_id`.
     pub(super) fn present_elsewhere(&self, room_id: &RoomId, user: &UserId) -> bool {
-        self.cluster && self.peers.in_room(room_id, user)
+        self.cluster && self.peers.is_in(room_id, user)
     }
 
     /// Whether this node has `user` in the live room `room_id`.
@@ -49,16 +74,19 @@ impl ChatServer {
 
     /// This node's presence, for a newcomer.
     fn snapshot(&self) -> PeerEvent {
-        let rooms: HashMap<RoomId, Vec<UserId>> = self
+        let rooms: HashMap<RoomId, HashMap<UserId, u32>> = self
             .rooms
             .iter()
-            .map(|(id, r)| (id.clone(), r.users().into_iter().cloned().collect()))
+            .map(|(id, r)| {
+                let users = r.user_sessions().map(|(u, n)| (u.clone(), n as u32));
+                (id.clone(), users.collect())
+            })
             .collect();
         PeerEvent::Snapshot {
             n: self.node_id.clone(),
             rooms,
-            chat: self.sessions.chat_user_ids(),
-            notified: self.sessions.notified_users(),
+            chat: self.sessions.socket_counts(false),
+            notified: self.sessions.socket_counts(true),
         }
     }
 
@@ -145,22 +173,17 @@ impl ChatServer {
                     self.announce(&room, &user, false);
                 }
             }
-            PeerEvent::Joined { n, r, u } => {
-                if self.peers.joined(&n, &r, &u) {
-                    self.announce(&r, &u, true);
-                }
-            }
-            PeerEvent::Left { n, r, u } => {
-                if self.peers.left(&n, &r, &u) {
-                    self.announce(&r, &u, false);
+            PeerEvent::InRoom { n, r, u, c } => {
+                if let Some(joined) = self.peers.in_room(&n, &r, &u, c) {
+                    self.announce(&r, &u, joined);
                 }
             }
             PeerEvent::Online {
                 n,
                 u,
                 notifications,
-                on,
-            } => self.peers.online(&n, &u, notifications, on),
+                c,
+            } => self.peers.online(&n, &u, notifications, c),
             PeerEvent::Typing { r, u, t, .. } => {
                 let frame = ServerMessage::Typing {
                     user_id: &u,

@@ -6,15 +6,15 @@
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use super::ChatServer;
 use super::messages::{
     ApiFailure, Audience, HistoryPage, Notify, PostMessage, Posted, Pushed, ReadHistory,
     RoomDetail, RoomSummary, Stats,
 };
 use super::room::Room;
 use super::store_bridge::Waiter;
-use super::{ChatServer, Handle};
 use crate::cluster::peers::PeerEvent;
-use crate::ids::{RoomId, UserId};
+use crate::ids::{RoomId, Seq, UserId};
 use crate::store::{Op, Read, Tag};
 
 impl ChatServer {
@@ -31,30 +31,84 @@ impl ChatServer {
         }
     }
 
-    /// Every live room, sorted by id.
-    pub(super) fn list_rooms(&self) -> Vec<RoomSummary> {
+    /// Every room with a member on any node, sorted by id. Rooms with members only on other
+    /// nodes (cluster mode) take their newest seq from the store.
+    pub(super) fn list_rooms(&mut self) -> ResponseFuture<Vec<RoomSummary>> {
         let mut rooms: Vec<RoomSummary> = self
             .rooms
-            .iter()
-            .map(|(id, room)| RoomSummary {
-                room_id: id.clone(),
-                members: room.user_count(),
-                sockets: room.session_count(),
-                last_seq: room.last_seq(),
-            })
+            .keys()
+            .filter_map(|id| self.room_summary(id, Seq(0)))
             .collect();
-        rooms.sort_unstable_by(|a, b| a.room_id.cmp(&b.room_id));
-        rooms
+        let elsewhere: Vec<RoomId> = match self.cluster {
+            true => self
+                .peers
+                .rooms()
+                .filter(|r| !self.rooms.contains_key(*r))
+                .cloned()
+                .collect(),
+            false => Vec::new(),
+        };
+        if elsewhere.is_empty() {
+            rooms.sort_unstable_by(|a, b| a.room_id.cmp(&b.room_id));
+            return Box::pin(std::future::ready(rooms));
+        }
+        let (tx, rx) = oneshot::channel();
+        let pending = elsewhere.len();
+        let tag = self.wait(Waiter::Rooms { tx, rooms, pending });
+        for room in elsewhere {
+            let op = Op::Read {
+                room,
+                read: Read::Recent(0),
+                tag,
+            };
+            if let Err(Op::Read { room, read, tag }) = self.store.send(op) {
+                self.loaded(room, read, tag, Err("the history store has stopped".into()));
+            }
+        }
+        answer(rx, Vec::new())
     }
 
-    /// One room: live, or known to the store only (no members), or unknown (`None`).
-    pub(super) fn get_room(&mut self, room: RoomId) -> ResponseFuture<Option<RoomDetail>> {
-        if let Some(live) = self.rooms.get(&room) {
-            let mut detail = room_detail(&room, live);
-            detail.members = self.room_users(&room);
-            return Box::pin(std::future::ready(Some(detail)));
+    /// One room's counts over the cluster, if anyone is in it. `stored` is its newest seq
+    /// in the store, for a room with no members on this node.
+    pub(super) fn room_summary(&self, room_id: &RoomId, stored: Seq) -> Option<RoomSummary> {
+        let detail = self.room_detail(room_id, stored)?;
+        (!detail.members.is_empty()).then_some(RoomSummary {
+            room_id: detail.room_id,
+            members: detail.members.len(),
+            sockets: detail.sockets,
+            last_seq: detail.last_seq,
+        })
+    }
+
+    /// One room as the cluster has it: its members on every node, their sockets, and its
+    /// newest seq (`stored` for a room with no members here). `None` when it has neither
+    /// members nor messages.
+    pub(super) fn room_detail(&self, room_id: &RoomId, stored: Seq) -> Option<RoomDetail> {
+        let live = self.rooms.get(room_id);
+        let members = self.room_users(room_id);
+        let last_seq = live.map_or(stored, Room::last_seq);
+        if members.is_empty() && last_seq == Seq(0) {
+            return None;
         }
-        // No members: the store knows whether it ever had messages.
+        let elsewhere = match self.cluster {
+            true => self.peers.count(room_id).sockets,
+            false => 0,
+        };
+        Some(RoomDetail {
+            room_id: room_id.clone(),
+            members,
+            sockets: live.map_or(0, Room::session_count) + elsewhere,
+            last_seq,
+        })
+    }
+
+    /// One room: live here or on another node, or known to the store only (no members), or
+    /// unknown (`None`).
+    pub(super) fn get_room(&mut self, room: RoomId) -> ResponseFuture<Option<RoomDetail>> {
+        if self.rooms.contains_key(&room) {
+            return Box::pin(std::future::ready(self.room_detail(&room, Seq(0))));
+        }
+        // No members here: the store knows the room's newest seq.
         let (tx, rx) = oneshot::channel();
         self.read_for(room, Read::Recent(0), Waiter::Room(tx));
         answer(rx, None)
@@ -152,15 +206,6 @@ impl ChatServer {
             self.waiting.remove(&id);
         }
         answer(rx, fallback)
-    }
-}
-
-pub(super) fn room_detail(room_id: &RoomId, room: &Room<Handle>) -> RoomDetail {
-    RoomDetail {
-        room_id: room_id.clone(),
-        members: room.users().into_iter().cloned().collect(),
-        sockets: room.session_count(),
-        last_seq: room.last_seq(),
     }
 }
 

@@ -301,11 +301,16 @@ impl<H> Registry<H> {
         self.notification_sockets
     }
 
-    /// Users with at least one chat socket, sorted.
-    pub fn chat_user_ids(&self) -> Vec<UserId> {
-        let mut all: Vec<UserId> = self.chat.keys().cloned().collect();
-        all.sort_unstable();
-        all
+    /// Each user with chat sockets (or, with `notifications`, notification sockets) and
+    /// how many they have.
+    pub fn socket_counts(&self, notifications: bool) -> HashMap<UserId, u32> {
+        let map = match notifications {
+            false => &self.chat,
+            true => &self.notified,
+        };
+        map.iter()
+            .map(|(user, s)| (user.clone(), s.len() as u32))
+            .collect()
     }
 
     /// Users with at least one notification socket, sorted.

@@ -69,7 +69,11 @@ impl ChatServer {
             seq,
             frame: frame.clone(),
         });
-        self.fan_out(room_id, &frame, None);
+        // Timed (`roomcast_fanout_seconds`) from here, its delivery's start on this node: the
+        // append's round trip through Redis happened elsewhere, perhaps on another node.
+        if self.fan_out(room_id, &frame, None) > 0 {
+            self.fanouts.push(std::time::Instant::now());
+        }
     }
 
     /// Asks the store for what follows the room's newest seq, unless a fill is on its way.
@@ -87,10 +91,13 @@ impl ChatServer {
             read: Read::Since {
                 after: last,
                 max: self.limits.recovery_max,
-                fallback: 0,
+                // When the stream no longer has it all: its newest, to go on from after
+                // the gap.
+                fallback: self.limits.recovery_max,
             },
             tag: Tag::Fill,
         };
+        self.metrics.store_read();
         if self.store.send(op).is_err() {
             held.filling = false;
         }
@@ -116,7 +123,7 @@ impl ChatServer {
                     }
                 }
             }
-            Ok(_) => self.skip_gap(&room_id),
+            Ok(loaded) => self.skip_gap(&room_id, loaded.entries),
             Err(e) => {
                 // The store is failing: try again with the next chat that arrives.
                 log::warn!("gap in room={room_id} not filled: {e}");
@@ -159,41 +166,45 @@ impl ChatServer {
         }
     }
 
-    /// The store no longer has what the room missed: tell its members, and go on from the
-    /// oldest chat held.
-    fn skip_gap(&mut self, room_id: &RoomId) {
-        let Some(first_held) = self
+    /// The store no longer has all the room missed: tell its members which seqs are lost,
+    /// then deliver what the stream still `kept` (its newest chats, oldest first) and go on
+    /// with what is held.
+    fn skip_gap(&mut self, room_id: &RoomId, kept: Vec<HistoryEntry>) {
+        let Some(last) = self.rooms.get(room_id).map(|r| r.last_seq()) else {
+            return;
+        };
+        let kept: Vec<HistoryEntry> = kept.into_iter().filter(|e| e.seq > last).collect();
+        let first_held = self
             .held
             .get(room_id)
-            .and_then(|h| h.chats.first_key_value().map(|(s, _)| *s))
-        else {
+            .and_then(|h| h.chats.first_key_value().map(|(s, _)| *s));
+        // The first seq still to be had: the stream's oldest kept, or else the oldest held.
+        let Some(resume) = kept.first().map(|e| e.seq).or(first_held) else {
             return;
         };
-        let Some(room) = self.rooms.get(room_id) else {
-            return;
-        };
-        let from = room.last_seq().next();
-        log::warn!(
-            "room={room_id} lost seqs {}..{} from the cluster's channel and stream",
-            from.0,
-            first_held.0 - 1
-        );
-        let message = format!(
-            "messages {}..{} of this room could not be delivered; load the room's history to see what is still kept",
-            from.0,
-            first_held.0 - 1
-        );
-        let frame = error_frame(ErrorCode::HistoryGap, &message, Some(room_id));
-        self.fan_out(room_id, &frame, None);
-        if let Some(room) = self.rooms.get_mut(room_id)
-            && let Some(held) = self.held.get_mut(room_id)
-            && let Some((seq, frame)) = held.chats.pop_first()
-        {
-            room.record(HistoryEntry {
-                seq,
-                frame: frame.clone(),
-            });
+        let from = last.next();
+        if resume > from {
+            let to = resume.0 - 1;
+            log::warn!(
+                "room={room_id} lost seqs {}..{to} from the cluster's channel and stream",
+                from.0
+            );
+            let message = format!(
+                "messages {}..{to} of this room could not be delivered; load the room's history to see what is still kept",
+                from.0
+            );
+            let frame = error_frame(ErrorCode::HistoryGap, &message, Some(room_id));
             self.fan_out(room_id, &frame, None);
+        }
+        if kept.is_empty() {
+            // Nothing kept after the gap: the oldest held chat comes next.
+            if let Some((seq, frame)) = self.held.get_mut(room_id).and_then(|h| h.chats.pop_first())
+            {
+                self.deliver(room_id, seq, frame);
+            }
+        }
+        for entry in kept {
+            self.deliver(room_id, entry.seq, entry.frame);
         }
     }
 
@@ -232,6 +243,7 @@ impl ChatServer {
     pub(super) fn subscribed(&mut self, up: bool) {
         if self.subscribed && !up {
             self.broker_reconnects += 1;
+            self.metrics.broker_lost();
         }
         self.metrics.set_broker_up(up);
         self.subscribed = up;

@@ -133,6 +133,16 @@ impl<H> Room<H> {
         users
     }
 
+    /// How many sessions `user` has in the room.
+    pub fn sessions_of(&self, user: &UserId) -> usize {
+        self.members.get(user).map_or(0, Vec::len)
+    }
+
+    /// Each present user with how many sessions they have in the room.
+    pub fn user_sessions(&self) -> impl Iterator<Item = (&UserId, usize)> {
+        self.members.iter().map(|(user, s)| (user, s.len()))
+    }
+
     /// Every session in the room with its user and handle.
     pub fn sessions(&self) -> impl Iterator<Item = (&UserId, SessionId, &H)> {
         self.members

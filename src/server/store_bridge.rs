@@ -8,8 +8,8 @@
 
 use tokio::sync::oneshot;
 
-use super::messages::{ApiFailure, HistoryPage, Posted, Pushed, RoomDetail};
-use super::{ChatServer, queries};
+use super::ChatServer;
+use super::messages::{ApiFailure, HistoryPage, Posted, Pushed, RoomDetail, RoomSummary};
 use crate::ids::{RoomId, Seq, SessionId, UserId};
 use crate::protocol::{ErrorCode, Frame, ServerMessage};
 use crate::store::{Event, Loaded, Op, Read, Tag};
@@ -19,6 +19,13 @@ pub(super) enum Waiter {
     Post(oneshot::Sender<Result<Posted, ApiFailure>>),
     History(oneshot::Sender<Result<HistoryPage, ApiFailure>>),
     Room(oneshot::Sender<Option<RoomDetail>>),
+    /// `GET /api/rooms` in a cluster: the rooms listed so far, and how many reads of rooms
+    /// with members only on other nodes are still out (they share this waiter's tag).
+    Rooms {
+        tx: oneshot::Sender<Vec<RoomSummary>>,
+        rooms: Vec<RoomSummary>,
+        pending: usize,
+    },
     /// A push whose offline users' copies are being stored; answered with `stored` filled in.
     Notify(oneshot::Sender<Pushed>, Pushed),
 }
@@ -88,6 +95,7 @@ impl ChatServer {
     /// has stopped.
     pub(super) fn read_for(&mut self, room: RoomId, read: Read, waiter: Waiter) {
         let tag = self.wait(waiter);
+        self.metrics.store_read();
         if let Err(Op::Read { room, read, tag }) = self.store.send(Op::Read { room, read, tag }) {
             self.loaded(room, read, tag, Err("the history store has stopped".into()));
         }
@@ -110,13 +118,20 @@ impl ChatServer {
             read: Read::Before { before, limit },
             tag: Tag::Session(session),
         };
+        self.metrics.store_read();
         if let Err(Op::Read { room, read, tag }) = self.store.send(op) {
             self.loaded(room, read, tag, Err("the history store has stopped".into()));
         }
     }
 
     /// A read came back: a join's history, a session's history page, or an HTTP request's.
-    fn loaded(&mut self, room: RoomId, read: Read, tag: Tag, result: Result<Loaded, String>) {
+    pub(super) fn loaded(
+        &mut self,
+        room: RoomId,
+        read: Read,
+        tag: Tag,
+        result: Result<Loaded, String>,
+    ) {
         match (tag, result) {
             (Tag::Fill, result) => self.filled(room, result),
             (Tag::Session(session), Ok(loaded)) => match read {
@@ -149,17 +164,24 @@ impl ChatServer {
                     });
                 }
                 Some(Waiter::Room(tx)) => {
-                    let detail = match (self.rooms.get(&room), result) {
-                        (Some(live), _) => Some(queries::room_detail(&room, live)),
-                        (None, Ok(l)) if l.last_seq > Seq(0) => Some(RoomDetail {
-                            room_id: room,
-                            members: Vec::new(),
-                            sockets: 0,
-                            last_seq: l.last_seq,
-                        }),
-                        _ => None,
-                    };
-                    let _ = tx.send(detail);
+                    let stored = result.map_or(Seq(0), |l| l.last_seq);
+                    let _ = tx.send(self.room_detail(&room, stored));
+                }
+                Some(Waiter::Rooms {
+                    tx,
+                    mut rooms,
+                    pending,
+                }) => {
+                    let stored = result.map_or(Seq(0), |l| l.last_seq);
+                    rooms.extend(self.room_summary(&room, stored));
+                    if pending > 1 {
+                        let pending = pending - 1;
+                        self.waiting
+                            .insert(id, Waiter::Rooms { tx, rooms, pending });
+                    } else {
+                        rooms.sort_unstable_by(|a, b| a.room_id.cmp(&b.room_id));
+                        let _ = tx.send(rooms);
+                    }
                 }
                 _ => {}
             },

@@ -58,7 +58,8 @@ const MAX_CONTROL_PAYLOAD: u64 = 125;
 /// The whole messages of a connection's byte stream `S`.
 pub struct Frames<S> {
     payload: S,
-    /// Bytes read and not yet decoded: at most one frame and one read.
+    /// Bytes read and not yet decoded: at most one frame and one read. Released whenever it
+    /// is empty and the connection has nothing more.
     buf: BytesMut,
     limit: usize,
     /// A fragmented message being reassembled: whether it is text, and its bytes so far.
@@ -210,7 +211,14 @@ where
                         return Poll::Ready(Some(Err(InboundError::Lost(e))));
                     }
                     Poll::Ready(None) => this.eof = true,
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        // Nothing left to decode: the buffer gives its memory back while the
+                        // connection is quiet (an idle socket holds none).
+                        if this.buf.is_empty() {
+                            this.buf = BytesMut::new();
+                        }
+                        return Poll::Pending;
+                    }
                 },
                 Err(e) => {
                     this.done = true;

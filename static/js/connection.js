@@ -15,17 +15,31 @@ import { invalidate, invalidateAll } from './render.js';
 import { NAME_RE, resetSession, state } from './state.js';
 import { forgetUser, restoreUser, saveName, setTabUser } from './storage.js';
 
-const BACKOFF_MIN_MS = 500;
-const BACKOFF_MAX_MS = 15000;
+const BACKOFF_BASE_MS = 250;
+const BACKOFF_CAP_MS = 5000;       // the longest wait: with a restart's 1-3 s of downtime, all back within 10 s
+const STABLE_AFTER_MS = 10000;     // a socket welcomed this long ago was stable: backoff starts over
 const POLICY_PAUSE_MS = 5000;      // after close 1008 (rate limit) wait at least this long
 const PING_EVERY_MS = 20000;       // app-level ping, so a dead link is noticed
 const SILENCE_LIMIT_MS = 45000;    // no frame at all for this long: drop the socket
 const CONNECT_TIMEOUT_MS = 10000;  // a socket still opening after this long is given up
 
-/** The delay before reconnect attempt `attempt` (1, 2, ...): exponential, "equal jitter". */
+/**
+ * The delay before reconnect attempt `attempt` (1, 2, ...): exponential with "full jitter",
+ * uniformly random in [0, min(5 s, 250 ms × 2^(attempt-1))). After a server restart every
+ * page comes back at a different moment instead of all at once.
+ */
 export function backoff(attempt) {
-  const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** (attempt - 1));
-  return base / 2 + Math.random() * (base / 2);
+  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** Math.max(0, attempt - 1));
+  return Math.random() * ceiling;
+}
+
+/**
+ * The reconnect attempts to count from when a socket is lost at `now`: 0 when it had been
+ * welcomed at `welcomedAt` at least 10 s before (a stable connection), else `attempt`, so a
+ * server that accepts and drops sockets at once is retried ever more slowly.
+ */
+export function attemptsAfterLoss(attempt, welcomedAt, now) {
+  return welcomedAt && now - welcomedAt >= STABLE_AFTER_MS ? 0 : attempt;
 }
 
 export function send(frame) {
@@ -141,6 +155,8 @@ function closeSocket() {
 function onSocketLost(code) {
   state.ws = null;
   state.lostAt = Date.now();
+  state.attempt = attemptsAfterLoss(state.attempt, state.welcomedAt, state.lostAt);
+  state.welcomedAt = 0;
   stopTyping(false);
   for (const room of state.rooms.values()) {
     room.status = 'idle';

@@ -26,7 +26,7 @@ export function onFrameText(text) {
 const handlers = {
   welcome(f) {
     state.conn = 'connected';
-    state.attempt = 0;
+    state.welcomedAt = Date.now();  // the backoff starts over once this socket proves stable
     welcomed();
     // A fresh token came while this socket was opening: it lives on with that one.
     if (newerThan(state.wsToken)) send({ type: 'refresh', token: state.auth.token });

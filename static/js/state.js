@@ -7,7 +7,8 @@ export const state = {
   me: null,              // user name of the session (set on Connect)
   wantOnline: false,     // true from Connect until Sign out
   conn: 'offline',       // 'offline' | 'connecting' | 'connected' | 'reconnecting'
-  attempt: 0,            // reconnect attempts since the last welcome
+  attempt: 0,            // reconnect attempts since the last stable connection
+  welcomedAt: 0,         // when the chat socket got its welcome (0: not welcomed)
   retryAt: 0,            // when the scheduled reconnect fires
   reconnectTimer: null,  // the scheduled reconnect, if any
   ws: null,

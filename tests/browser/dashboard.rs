@@ -372,3 +372,83 @@ fn the_dashboard_says_its_figures_are_stale_when_the_feed_goes_silent_or_breaks(
         },
     );
 }
+
+/// `#stat-status`, `#stat-store`, and the broker's state, reconnects and visibility, as the
+/// page shows them.
+const SERVER_STATE: &str = "
+const t = (id) => document.getElementById(id);
+return [t('stat-status').textContent, t('stat-status').dataset.state,
+        t('stat-store').textContent, t('stat-store').dataset.state,
+        t('broker-state').hidden, t('single-node').hidden,
+        t('stat-broker').textContent, t('stat-broker').dataset.state,
+        t('stat-broker-reconnects').textContent];";
+
+#[test]
+fn the_dashboard_shows_the_store_and_a_single_node() {
+    browser_test(
+        "the_dashboard_shows_the_store_and_a_single_node",
+        |b| async move {
+            let server = Server::start();
+            let page = b.page("dashboard", &server.url("/dashboard")).await;
+            let want = json!(["ok", "ok", "ok", "ok", true, false, "–", "", "–"]);
+            page.wait_eq("the server's state", SERVER_STATE, vec![], want)
+                .await;
+        },
+    );
+}
+
+/// Answers the page's `/health` requests with `window.__health` (status 503 unless "ok").
+const FAKE_HEALTH: &str = r#"
+const realFetch = window.fetch;
+window.__health = null;
+window.fetch = (url, opts) => {
+  if (String(url).endsWith('/health') && window.__health) {
+    const h = window.__health;
+    return Promise.resolve(new Response(JSON.stringify(h),
+      { status: h.status === 'ok' ? 200 : 503, headers: { 'Content-Type': 'application/json' } }));
+  }
+  return realFetch(url, opts);
+};
+"#;
+
+#[test]
+fn the_dashboard_shows_a_cluster_brokers_state_and_reconnects() {
+    browser_test(
+        "the_dashboard_shows_a_cluster_brokers_state_and_reconnects",
+        |b| async move {
+            let server = Server::start();
+            let health = |status: &str, broker: &str, reconnects: u64| {
+                format!(
+                    "window.__health = {};",
+                    json!({"status": status, "store": "ok", "broker": broker,
+                           "broker_reconnects": reconnects})
+                )
+            };
+            let page = b
+                .page_with_init_script(
+                    "dashboard",
+                    &format!("{FAKE_HEALTH}\n{}", health("ok", "up", 1234)),
+                    &server.url("/dashboard"),
+                )
+                .await;
+            let up = json!(["ok", "ok", "ok", "ok", false, true, "up", "ok", "1,234"]);
+            page.wait_eq("broker up", SERVER_STATE, vec![], up).await;
+
+            let degraded = health("degraded", "reconnecting", 1235);
+            page.js(&format!("{degraded} return null;"), vec![]).await;
+            let down = json!([
+                "degraded",
+                "bad",
+                "ok",
+                "ok",
+                false,
+                true,
+                "reconnecting",
+                "bad",
+                "1,235"
+            ]);
+            page.wait_eq("broker reconnecting", SERVER_STATE, vec![], down)
+                .await;
+        },
+    );
+}

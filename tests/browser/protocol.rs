@@ -110,6 +110,29 @@ pub(crate) async fn connect_scripted(page: &Page) -> Value {
     welcome
 }
 
+/// Ends the chat socket as a dropped connection would (1006), waits for the page to open
+/// socket number `sockets` by itself, plays `welcome` on it and returns the rejoin it sends.
+async fn drop_and_rejoin(page: &Page, sockets: usize, welcome: &Value) -> Value {
+    page.js(
+        &format!("{CHAT_SOCKET} s.close(1006); return null;"),
+        vec![],
+    )
+    .await;
+    page.wait_conn("reconnecting").await;
+    page.wait_for(
+        "the new socket open",
+        &format!(
+            "{CHAT_SOCKET} return window.__sockets.filter(isChat).length === {sockets} && s.readyState === 1;"
+        ),
+        vec![],
+        |v| *v == json!(true),
+    )
+    .await;
+    deliver(page, json!([welcome])).await;
+    page.wait_conn("connected").await;
+    sent(page, "the rejoin", "f.type === 'join'").await
+}
+
 /// An error naming one of the page's chats (`client_msg_id`) marks that message failed at
 /// once, and Retry sends it again with the same id.
 #[test]
@@ -270,24 +293,8 @@ fn pending_until_ack_and_a_rejoin_asks_for_what_it_missed() {
                 ]),
             )
             .await;
-            page.js(
-                &format!("{CHAT_SOCKET} s.close(1006); return null;"),
-                vec![],
-            )
-            .await;
-            page.wait_conn("reconnecting").await;
-
             // The page reconnects by itself and rejoins asking for what came after seq 5.
-            page.wait_for(
-                "the new socket open",
-                &format!("{CHAT_SOCKET} return window.__sockets.filter(isChat).length === 2 && s.readyState === 1;"),
-                vec![],
-                |v| *v == json!(true),
-            )
-            .await;
-            deliver(&page, json!([welcome])).await;
-            page.wait_conn("connected").await;
-            let rejoin = sent(&page, "the rejoin", "f.type === 'join'").await;
+            let rejoin = drop_and_rejoin(&page, 2, &welcome).await;
             assert_eq!(
                 rejoin,
                 json!({"type": "join", "room_id": "r", "since_seq": 5})
@@ -341,6 +348,93 @@ fn pending_until_ack_and_a_rejoin_asks_for_what_it_missed() {
                 1,
                 "{types:?}"
             );
+        },
+    );
+}
+
+/// The chat socket's reconnects are paced with jittered exponential backoff ("full jitter":
+/// uniformly random below min(5 s, 250 ms × 2^(n-1))), which starts over only after a stable
+/// connection; each reconnect of a flapping connection rejoins with `since_seq`.
+#[test]
+fn reconnects_back_off_with_full_jitter_and_each_rejoins_with_since_seq() {
+    browser_test(
+        "reconnects_back_off_with_full_jitter_and_each_rejoins_with_since_seq",
+        |b| async move {
+            let server = Server::start();
+            let page = b.page("alice", &server.url("/")).await;
+            let welcome = connect_scripted(&page).await;
+            page.type_into("#room-input", "r\u{e007}").await;
+            sent(&page, "the join", "f.type === 'join'").await;
+            deliver(
+                &page,
+                json!([
+                    {"type": "joined", "room_id": "r", "user_id": "alice",
+                     "users": ["alice", "bob"], "last_seq": 1, "history": 1},
+                    chat(1, "bob", "a", None),
+                ]),
+            )
+            .await;
+            page.wait_room_joined("r").await;
+
+            // The socket drops twice in a row; each new one rejoins from the last seq seen.
+            for (sockets, last, next) in [(2, 1, 2), (3, 2, 3)] {
+                let rejoin = drop_and_rejoin(&page, sockets, &welcome).await;
+                assert_eq!(
+                    rejoin,
+                    json!({"type": "join", "room_id": "r", "since_seq": last})
+                );
+                deliver(
+                    &page,
+                    json!([
+                        {"type": "joined", "room_id": "r", "user_id": "alice",
+                         "users": ["alice", "bob"], "last_seq": next, "history": 1,
+                         "recovered": true},
+                        chat(next, "bob", "more", None),
+                    ]),
+                )
+                .await;
+                page.wait_room_joined("r").await;
+            }
+
+            // The delays themselves, from the page's own module: below the ceiling, and
+            // spread over all of it (equal jitter would never go below half).
+            page.js(
+                "import('/js/connection.js').then((m) => { window.__connection = m; }); return null;",
+                vec![],
+            )
+            .await;
+            page.wait_eq(
+                "connection.js imported",
+                "return !!window.__connection;",
+                vec![],
+                json!(true),
+            )
+            .await;
+            let delays = page
+                .js(
+                    "const m = window.__connection;
+                     return [1, 2, 3, 6, 7, 12, 40].map((n) => {
+                       const ceiling = Math.min(5000, 250 * 2 ** (n - 1));
+                       const d = Array.from({ length: 400 }, () => m.backoff(n));
+                       return [n, d.every((x) => x >= 0 && x < ceiling),
+                               Math.min(...d) < ceiling / 4, Math.max(...d) > ceiling / 2];
+                     });",
+                    vec![],
+                )
+                .await;
+            for row in delays.as_array().unwrap() {
+                assert_eq!(row.as_array().unwrap()[1..], [true, true, true], "{row}");
+            }
+            // The count starts over after a connection that lasted 10 s, not before.
+            let counts = page
+                .js(
+                    "const m = window.__connection;
+                     return [m.attemptsAfterLoss(4, 1000, 11000), m.attemptsAfterLoss(4, 1000, 10999),
+                             m.attemptsAfterLoss(4, 0, 99999)];",
+                    vec![],
+                )
+                .await;
+            assert_eq!(counts, json!([0, 4, 4]));
         },
     );
 }

@@ -360,6 +360,80 @@ async fn a_node_that_loses_its_subscription_fills_the_gap_before_going_on() {
     // And nothing twice: a barrier shows no chat was queued after the last.
     reader.send(json!({"type": "get_users"})).await;
     assert_eq!(reader.recv().await["type"], "active_users");
+
+    // Each node lost its subscription once, and says so.
+    for node in &nodes {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let (_, health) = http_get(node.addr, "/health").await;
+            if health["broker"] == "up" && health["broker_reconnects"] == 1 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{health}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (_, metrics) = http_get_raw(node.addr, "/metrics").await;
+        assert!(
+            metrics.contains("\nroomcast_broker_reconnects_total 1\n")
+                && metrics.contains("\nroomcast_broker_up 1\n"),
+            "{metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn what_a_node_missed_and_the_stream_no_longer_keeps_is_reported_as_a_gap() {
+    const SENT: usize = 300;
+    let redis = RedisServer::start();
+    // Streams keep about 5 chats (trimmed a whole stream node at a time: at most ~105).
+    let nodes = nodes_with(&redis, 2, &["--retention-messages", "5"]);
+    wait_subscribed(&nodes).await;
+    let (mut sender, _) = join(&nodes[0], "g", "ann").await;
+    let (mut reader, _) = join(&nodes[1], "g", "bob").await;
+    sender.send(json!({"type": "chat", "text": "before"})).await;
+    let before = seqs(&chats(&mut reader, 1).await)[0];
+
+    // The reader's node stops, its subscription is cut, and the room moves on without it.
+    nodes[1].signal("STOP");
+    redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    let mut acked = Vec::new();
+    for n in 0..SENT {
+        let id = format!("m{n}");
+        sender
+            .send(json!({"type": "chat", "text": id, "client_msg_id": id}))
+            .await;
+        acked.push(next_of(&mut sender, "ack").await["seq"].as_u64().unwrap());
+    }
+    let last = *acked.last().unwrap();
+    assert_eq!(acked, (before + 1..=last).collect::<Vec<u64>>());
+    nodes[1].signal("CONT");
+
+    // Back, the node fills the room from its stream: the lost seqs are named in one
+    // `history_gap`, and what the stream still keeps follows, in order, once each.
+    let gap = next_of(&mut reader, "error").await;
+    assert_eq!(gap["code"], "history_gap", "{gap}");
+    assert_eq!(gap["room_id"], "g");
+    let message = gap["message"].as_str().unwrap();
+    let range = message
+        .strip_prefix("messages ")
+        .and_then(|m| m.split_once(' '))
+        .and_then(|(range, _)| range.split_once(".."))
+        .map(|(a, b)| (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap()))
+        .unwrap_or_else(|| panic!("no seq range in {message:?}"));
+    assert_eq!(range.0, before + 1, "{message}");
+    assert!(
+        range.1 >= last - 105 && range.1 < last - 4,
+        "the stream keeps 5 to ~105: {message}"
+    );
+    let kept = chats(&mut reader, (last - range.1) as usize).await;
+    assert_eq!(seqs(&kept), (range.1 + 1..=last).collect::<Vec<u64>>());
+    assert_eq!(kept.last().unwrap()["text"], format!("m{}", SENT - 1));
+
+    // Live delivery goes on, with nothing twice.
+    sender.send(json!({"type": "chat", "text": "after"})).await;
+    let after = chats(&mut reader, 1).await;
+    assert_eq!(seqs(&after), [last + 1]);
+    assert_eq!(after[0]["text"], "after");
 }
 
 #[tokio::test]
@@ -381,9 +455,10 @@ async fn a_node_exits_with_a_clear_error_when_redis_is_unreachable() {
 async fn killing_redis_under_traffic_loses_nothing_acknowledged() {
     const CHATS: usize = 60;
     let mut redis = RedisServer::start_durable();
-    let nodes = nodes(&redis, 2);
+    let nodes = nodes(&redis, 3);
     let (mut writer, _) = join(&nodes[0], "k", "ann").await;
     let (mut reader, _) = join(&nodes[1], "k", "bob").await;
+    let (mut third, _) = join(&nodes[2], "k", "cy").await;
 
     let mut acked: Vec<(String, u64)> = Vec::new();
     let mut refused = 0usize;
@@ -452,18 +527,103 @@ async fn killing_redis_under_traffic_loses_nothing_acknowledged() {
             "the history holds every acknowledged chat once, in order"
         );
     }
-    // The reader on the other node got them all too, once each, in order.
-    let got = chats(&mut reader, CHATS).await;
-    let got: Vec<(String, u64)> = got
-        .iter()
-        .map(|c| {
-            (
-                c["text"].as_str().unwrap().to_owned(),
-                c["seq"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(got, acked);
+    // The readers on the other nodes got them all too, once each, in order.
+    for reader in [&mut reader, &mut third] {
+        let got = chats(reader, CHATS).await;
+        let got: Vec<(String, u64)> = got
+            .iter()
+            .map(|c| {
+                (
+                    c["text"].as_str().unwrap().to_owned(),
+                    c["seq"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got, acked);
+    }
+}
+
+/// Polls `GET path` on `node` until `want` holds of the answer (presence crosses nodes
+/// asynchronously); returns the answer.
+async fn wait_api(node: &ChildServer, path: &str, want: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let (status, body) = api(node.addr, "GET", path, None).await;
+        assert_eq!(status, 200, "{body}");
+        if want(&body) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path} stayed {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_api_counts_rooms_and_sockets_over_the_cluster_from_any_node() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 3);
+    wait_subscribed(&nodes).await;
+    // "lobby": ann with two sockets on node 0, bob on node 1. "attic": cy on node 2 only,
+    // with one chat in it.
+    let (_ann1, _) = join(&nodes[0], "lobby", "ann").await;
+    let (_ann2, _) = join(&nodes[0], "lobby", "ann").await;
+    let (mut bob, _) = join(&nodes[1], "lobby", "bob").await;
+    let (mut cy, _) = join(&nodes[2], "attic", "cy").await;
+    cy.send(json!({"type": "chat", "text": "up here", "client_msg_id": "a1"}))
+        .await;
+    let ack = next_of(&mut cy, "ack").await;
+    let attic_seq = ack["seq"].as_u64().unwrap();
+    // ann also has a notification socket, on node 2.
+    let mut notes = Client::connect(&nodes[2].url("/notifications/ann")).await;
+    // Until node 1 knows of that socket, a push from there counts ann as offline.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let push = json!({"user_id": "ann", "title": "t", "message": "hi"});
+    loop {
+        let (status, pushed) = api(nodes[1].addr, "POST", "/api/notifications", Some(&push)).await;
+        assert_eq!(status, 200, "{pushed}");
+        if pushed["reached"] == json!(["ann"]) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{pushed}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let want = json!({"rooms": [
+        {"room_id": "attic", "members": 1, "sockets": 1, "last_seq": attic_seq},
+        {"room_id": "lobby", "members": 2, "sockets": 3, "last_seq": 0},
+    ]});
+    for node in &nodes {
+        let rooms = wait_api(node, "/api/rooms", |b| *b == want).await;
+        assert_eq!(rooms, want, "GET /api/rooms on {}", node.addr);
+    }
+    // One room, asked where it has no member.
+    let (status, attic) = api(nodes[0].addr, "GET", "/api/rooms/attic", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        attic,
+        json!({"room_id": "attic", "members": ["cy"], "sockets": 1, "last_seq": attic_seq})
+    );
+    let (_, lobby) = api(nodes[2].addr, "GET", "/api/rooms/lobby", None).await;
+    assert_eq!(
+        lobby,
+        json!({"room_id": "lobby", "members": ["ann", "bob"], "sockets": 3, "last_seq": 0})
+    );
+
+    // Disconnecting ann from node 1 closes her three sockets on nodes 0 and 2.
+    let (status, closed) = api(nodes[1].addr, "POST", "/api/users/ann/disconnect", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(closed, json!({"user_id": "ann", "sockets_closed": 3}));
+    assert_eq!(notes.expect_close().await, 4003);
+    let left = next_of(&mut bob, "user_left").await;
+    assert_eq!(left["user_id"], "ann");
+    let want = json!({"rooms": [
+        {"room_id": "attic", "members": 1, "sockets": 1, "last_seq": attic_seq},
+        {"room_id": "lobby", "members": 1, "sockets": 1, "last_seq": 0},
+    ]});
+    wait_api(&nodes[2], "/api/rooms", |b| *b == want).await;
 }
 
 #[tokio::test]

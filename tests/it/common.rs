@@ -515,13 +515,15 @@ impl ChildServer {
         }
     }
 
-    /// Sends signal `sig` ("TERM", "INT", "KILL") at once: with a system call, not by
+    /// Sends signal `sig` ("TERM", "INT", "KILL", "STOP", "CONT") at once: with a system call, not by
     /// running `kill`, whose start-up would give the server milliseconds more to work.
     pub fn signal(&self, sig: &str) {
         let signo = match sig {
             "TERM" => libc::SIGTERM,
             "INT" => libc::SIGINT,
             "KILL" => libc::SIGKILL,
+            "STOP" => libc::SIGSTOP,
+            "CONT" => libc::SIGCONT,
             other => panic!("no signal {other} here"),
         };
         let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");

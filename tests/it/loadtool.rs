@@ -5,7 +5,7 @@
 //! builds examples only as unit-test harnesses, and a test cannot run cargo itself (cargo
 //! holds the build directory's lock while tests run), so `scripts/test` builds it first
 //! (`cargo build --example loadtest`); a missing or out-of-date binary fails the tests with
-//! that command. Every run is bounded by [`RUN_LIMIT`].
+//! that command. Every run is bounded by [`RUN_LIMIT`] ([`STORM_LIMIT`] for the storm).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -21,7 +21,7 @@ const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 /// The built load tool: `target/debug/examples/loadtest`, beside `target/debug/deps/it-…`;
 /// fails when it is missing or older than the sources it is built from.
-fn loadtest_binary() -> PathBuf {
+pub(crate) fn loadtest_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let bin = exe
         .parent()
@@ -67,14 +67,22 @@ fn newer_file(path: &Path, than: SystemTime) -> Option<PathBuf> {
 }
 
 /// How a run of the load tool ended.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
 }
 
+/// The longest the small reconnect storm may take: setup, two restarts, the drain.
+const STORM_LIMIT: Duration = Duration::from_secs(180);
+
 /// Runs the load tool with `args` until it exits, killing it after [`RUN_LIMIT`].
-fn run_loadtest(args: &[&str]) -> Run {
+pub(crate) fn run_loadtest(args: &[&str]) -> Run {
+    run_loadtest_within(args, RUN_LIMIT)
+}
+
+/// Runs the load tool with `args` until it exits, killing it after `limit`.
+fn run_loadtest_within(args: &[&str], limit: Duration) -> Run {
     let mut child = Command::new(loadtest_binary())
         .args(args)
         .stdin(Stdio::null())
@@ -92,7 +100,7 @@ fn run_loadtest(args: &[&str]) -> Run {
     };
     let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
     let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
-    let deadline = Instant::now() + RUN_LIMIT;
+    let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for the load tool") {
             break status;
@@ -100,7 +108,7 @@ fn run_loadtest(args: &[&str]) -> Run {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("loadtest {args:?} did not exit within {RUN_LIMIT:?}");
+            panic!("loadtest {args:?} did not exit within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -216,5 +224,112 @@ fn the_server_pid_that_listens_is_measured() {
     assert_eq!(report["server"]["name"], "roomcast");
     let html = std::fs::read_to_string(dir.join("fanout.html")).expect("the HTML report");
     assert!(html.contains("<svg"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A port nothing listens on now: the storm's server must come back on the same one, so it
+/// cannot bind port 0.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+#[test]
+fn a_small_reconnect_storm_recovers_every_client_exactly() {
+    let dir = temp_dir("loadtool-storm");
+    let port = free_port();
+    let path = |name: &str| {
+        dir.join(name)
+            .to_str()
+            .expect("a UTF-8 temp path")
+            .to_owned()
+    };
+    let (json, html, log) = (path("storm.json"), path("storm.html"), path("server.log"));
+    let store = format!("sqlite:{}", path("roomcast.db"));
+    let (url, bind) = (
+        format!("ws://127.0.0.1:{port}"),
+        format!("127.0.0.1:{port}"),
+    );
+    let args = [
+        "--url",
+        &url,
+        "--quiet",
+        "--json",
+        &json,
+        "--html",
+        &html,
+        "--setup-timeout",
+        "60",
+        "--drain",
+        "20",
+        "storm",
+        "--clients",
+        "200",
+        "--rooms",
+        "20",
+        "--rate",
+        "2",
+        "--warmup",
+        "1",
+        "--restart-every",
+        "1",
+        "--restarts",
+        "term,kill",
+        "--recover-timeout",
+        "60",
+        "--server-log",
+        &log,
+        "--",
+        env!("CARGO_BIN_EXE_roomcast"),
+        "--bind",
+        &bind,
+        "--store",
+        &store,
+    ];
+    let run = run_loadtest_within(&args, STORM_LIMIT);
+
+    let shown = format!("stdout: {}\nstderr: {}", run.stdout, run.stderr);
+    assert_eq!(run.code, Some(0), "{shown}");
+    let text = std::fs::read_to_string(&json).expect("the JSON report");
+    let report: Value = serde_json::from_str(&text).expect("JSON");
+    let storm = &report["storm"];
+    for (field, want) in [
+        ("set_up", 200),
+        ("recovered_exactly", 200),
+        ("clients_recovered_false", 0),
+        ("rejoins_not_recovered", 0),
+        ("lost", 0),
+        ("duplicated", 0),
+        ("posted_twice", 0),
+        ("acked_missing", 0),
+        ("ack_conflicts", 0),
+        ("chats_unacked", 0),
+    ] {
+        assert_eq!(storm[field], want, "{field}: {shown}");
+    }
+    // Each client rejoined its room once per restart, recovered.
+    assert_eq!(storm["rejoins_recovered"], 400, "{shown}");
+    assert!(storm["chats_acked"].as_u64() > Some(0), "{shown}");
+    let restarts = storm["restarts"].as_array().expect("restarts");
+    let signals: Vec<&Value> = restarts.iter().map(|r| &r["signal"]).collect();
+    assert_eq!(signals, ["SIGTERM", "SIGKILL"], "{shown}");
+    for r in restarts {
+        assert_eq!(r["expected"], 200, "{shown}");
+        assert_eq!(r["back"], 200, "{shown}");
+        assert!(r["all_back_secs"].is_number(), "{shown}");
+    }
+    assert_eq!(restarts[0]["server_status"], "exit 0", "{shown}");
+    assert_eq!(restarts[1]["server_status"], "signal 9", "{shown}");
+    // Every rejoin after a restart finds its room's window empty: the store is read.
+    let reads: u64 = report["timeline"]["per_second"]
+        .as_array()
+        .expect("the reads per second")
+        .iter()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert!(reads > 0, "{shown}");
+    assert!(run.stdout.contains("PASS"), "{shown}");
     let _ = std::fs::remove_dir_all(dir);
 }

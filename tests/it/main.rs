@@ -18,4 +18,5 @@ mod loadtool;
 mod metrics;
 mod notify;
 mod overload;
+mod peer_tool;
 mod terminal_client;

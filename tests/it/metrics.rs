@@ -50,6 +50,8 @@ async fn metrics_are_prometheus_text_with_known_labels_at_zero() {
         "roomcast_notifications_pushed_total",
         "roomcast_fanout_seconds_count",
         "roomcast_store_write_failures_total",
+        "roomcast_store_reads_total",
+        "roomcast_broker_reconnects_total",
     ] {
         assert_eq!(
             metric_value(&body, series),
