@@ -22,7 +22,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::conn::{self, Connector};
-use crate::report::{Connections, Health, IdleSection, Report, TimelineSection};
+use crate::report::{Connections, Health, IdleSection, KernelTcp, Report, TimelineSection};
 use crate::stats::{Percentiles, Timeline, log_buckets, new_histogram};
 use crate::{Ctx, check_count, check_range, ns_since};
 
@@ -78,6 +78,7 @@ pub async fn run(ctx: &Ctx, a: &IdleArgs) -> anyhow::Result<Report> {
     ctx.check_fd_limit(n);
     let health_before = ctx.health().await;
     let rss_before = ctx.server_now().map(|s| s.rss_bytes);
+    let kernel_before = kernel_tcp();
     let sh = Arc::new(Shared {
         connector: ctx.connector(4 * 1024),
         epoch: ctx.epoch,
@@ -133,6 +134,7 @@ pub async fn run(ctx: &Ctx, a: &IdleArgs) -> anyhow::Result<Report> {
     }
     let held_secs = hold_start.elapsed().as_secs_f64();
     let rss_held = ctx.server_now().map(|s| s.rss_bytes);
+    let kernel_held = kernel_tcp();
     let health_held = ctx.health().await;
 
     // Release and close.
@@ -237,11 +239,23 @@ pub async fn run(ctx: &Ctx, a: &IdleArgs) -> anyhow::Result<Report> {
             (Some(b), Some(h)) if joined > 0 => Some((h as f64 - b as f64) / joined as f64),
             _ => None,
         },
+        kernel_tcp_before: kernel_before,
+        kernel_tcp_held: kernel_held,
         health_before,
         health_held,
         health_after,
     });
     Ok(r)
+}
+
+/// The machine's TCP sockets and the memory their buffers hold, from `/proc/net/sockstat`
+/// (both ends of every loopback connection count, the tool's too). RSS does not show it.
+fn kernel_tcp() -> Option<KernelTcp> {
+    let (sockets, buffer_bytes) = roomcast::procfs::tcp_socket_memory().ok()?;
+    Some(KernelTcp {
+        sockets,
+        buffer_bytes,
+    })
 }
 
 fn lock_clone(h: &Mutex<Histogram<u64>>) -> Histogram<u64> {

@@ -170,9 +170,19 @@ pub struct IdleSection {
     pub rss_after_close_bytes: Option<u64>,
     /// (RSS at the end of the hold − RSS before) / connections made.
     pub rss_per_connection_bytes: Option<f64>,
+    /// `/proc/net/sockstat` before connecting and while held (`None` where it is unreadable).
+    pub kernel_tcp_before: Option<KernelTcp>,
+    pub kernel_tcp_held: Option<KernelTcp>,
     pub health_before: Option<Health>,
     pub health_held: Option<Health>,
     pub health_after: Option<Health>,
+}
+
+/// The machine's TCP sockets in use and the bytes of their buffers (`mem` pages).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct KernelTcp {
+    pub sockets: u64,
+    pub buffer_bytes: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -419,6 +429,23 @@ pub fn sections(r: &Report) -> Vec<Section> {
                     "server RSS per connection".to_string(),
                     i.rss_per_connection_bytes
                         .map_or("- (needs --server-pid)".to_string(), fmt_bytes),
+                ),
+                (
+                    "kernel TCP sockets / buffers, before / held".to_string(),
+                    match (i.kernel_tcp_before, i.kernel_tcp_held) {
+                        (Some(b), Some(h)) => format!(
+                            "{} / {} before, {} / {} held ({} per socket added, both ends)",
+                            b.sockets,
+                            fmt_bytes(b.buffer_bytes as f64),
+                            h.sockets,
+                            fmt_bytes(h.buffer_bytes as f64),
+                            fmt_bytes(
+                                (h.buffer_bytes as f64 - b.buffer_bytes as f64)
+                                    / (h.sockets.saturating_sub(b.sockets)).max(1) as f64
+                            )
+                        ),
+                        _ => "- (/proc/net/sockstat unreadable)".to_string(),
+                    },
                 ),
                 (
                     "/health before".to_string(),
