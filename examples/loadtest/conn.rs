@@ -195,6 +195,19 @@ pub async fn join(ws: &mut Ws, room: &str, timeout: Duration) -> Result<JoinInfo
         .map_err(|_| "timeout (join)".to_string())?
 }
 
+/// Reads (and drops) frames until the server's close frame or the end of the stream: after
+/// sending a close, so that the server's answer is read before the socket goes.
+pub async fn drain_until_close<S>(stream: &mut S)
+where
+    S: futures_util::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
+    while let Some(Ok(m)) = stream.next().await {
+        if m.is_close() {
+            break;
+        }
+    }
+}
+
 /// Sends a close frame (bounded by `timeout`) and drops the connection.
 pub async fn close(mut ws: Ws, timeout: Duration) {
     let _ = tokio::time::timeout(timeout, ws.close(None)).await;

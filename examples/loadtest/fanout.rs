@@ -851,7 +851,7 @@ async fn run_member(
             {
                 let _ = tokio::time::timeout(Duration::from_secs(1), async {
                     if sink.send(Message::Close(None)).await.is_ok() {
-                        drain_until_close(&mut stream).await;
+                        conn::drain_until_close(&mut stream).await;
                     }
                 })
                 .await;
@@ -865,23 +865,11 @@ async fn run_member(
             if out.dropped.is_none() {
                 let _ = tokio::time::timeout(Duration::from_secs(1), async {
                     if ws.close(None).await.is_ok() {
-                        drain_until_close(&mut ws).await;
+                        conn::drain_until_close(&mut ws).await;
                     }
                 })
                 .await;
             }
-        }
-    }
-}
-
-/// Reads (and drops) frames until the server's close frame or the end of the stream.
-async fn drain_until_close<S>(stream: &mut S)
-where
-    S: Stream<Item = Result<Message, WsError>> + Unpin,
-{
-    while let Some(Ok(m)) = stream.next().await {
-        if m.is_close() {
-            break;
         }
     }
 }
