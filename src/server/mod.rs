@@ -331,7 +331,7 @@ impl ChatServer {
             *old = stats;
             changed
         });
-        if self.outboxes.is_empty() {
+        if self.outboxes.is_empty() && !self.store.pending() {
             return;
         }
         self.since_flush += 1;
@@ -351,6 +351,20 @@ impl ChatServer {
     fn flush(&mut self, ctx: &mut Context<Self>) {
         self.flush_scheduled = false;
         self.since_flush = 0;
+        // An in-line store commits here what the handlers since the last flush sent, as one
+        // transaction, and what it stored goes out in this same hand-over.
+        for event in self.store.turn() {
+            self.store_event(event);
+            if self.outboxes.frames() >= FLUSH_EVERY_FRAMES {
+                self.hand_over(ctx);
+            }
+        }
+        self.hand_over(ctx);
+        self.settle(ctx);
+    }
+
+    /// Hands every outbox's frames to its session; evicts the slow consumers found.
+    fn hand_over(&mut self, ctx: &mut Context<Self>) {
         for session in self.outboxes.flush(self.limits.queue) {
             self.evict_slow(session, ctx);
         }
@@ -359,7 +373,6 @@ impl ChatServer {
         for received in self.fanouts.drain(..) {
             self.metrics.observe_fanout(received.elapsed());
         }
-        self.settle(ctx);
     }
 
     /// Whether the server is behind on `room`: most of its sessions still read (wrote within
@@ -383,6 +396,17 @@ impl ChatServer {
     }
 }
 
+impl ChatServer {
+    /// An in-line store's retention pass, `after` from now, then the next when it says.
+    fn prune_after(&mut self, after: Duration, ctx: &mut Context<Self>) {
+        ctx.run_later(after, |act, ctx| {
+            if let Some(next) = act.store.prune() {
+                act.prune_after(next, ctx);
+            }
+        });
+    }
+}
+
 impl Actor for ChatServer {
     type Context = Context<Self>;
 
@@ -391,6 +415,10 @@ impl Actor for ChatServer {
         // later request from the same session could overtake it. What bounds this mailbox is
         // each session's `max_in_flight` and the connection limit.
         ctx.set_mailbox_capacity(0);
+        if let Some(first) = self.store.prune_every() {
+            // An in-line store's retention runs here; a store thread runs its own.
+            self.prune_after(first, ctx);
+        }
         if self.cluster {
             // Beat a third of the presence TTL, and let silent nodes' users leave.
             let every = (self.presence_ttl / 3).max(Duration::from_millis(100));
@@ -486,7 +514,9 @@ impl Handler<Shutdown> for ChatServer {
 impl Handler<CloseStore> for ChatServer {
     type Result = Option<std::thread::JoinHandle<()>>;
 
-    fn handle(&mut self, _: CloseStore, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: CloseStore, ctx: &mut Context<Self>) -> Self::Result {
+        // An in-line store commits and answers what is still queued first.
+        self.flush(ctx);
         self.store.close()
     }
 }
@@ -520,32 +550,40 @@ impl Handler<WatchStats> for ChatServer {
 impl Handler<ListRooms> for ChatServer {
     type Result = ResponseFuture<Vec<RoomSummary>>;
 
-    fn handle(&mut self, _: ListRooms, _ctx: &mut Context<Self>) -> Self::Result {
-        self.list_rooms()
+    fn handle(&mut self, _: ListRooms, ctx: &mut Context<Self>) -> Self::Result {
+        let answer = self.list_rooms();
+        self.settle(ctx);
+        answer
     }
 }
 
 impl Handler<GetRoom> for ChatServer {
     type Result = ResponseFuture<Option<RoomDetail>>;
 
-    fn handle(&mut self, msg: GetRoom, _ctx: &mut Context<Self>) -> Self::Result {
-        self.get_room(msg.room)
+    fn handle(&mut self, msg: GetRoom, ctx: &mut Context<Self>) -> Self::Result {
+        let answer = self.get_room(msg.room);
+        self.settle(ctx);
+        answer
     }
 }
 
 impl Handler<ReadHistory> for ChatServer {
     type Result = ResponseFuture<Result<HistoryPage, ApiFailure>>;
 
-    fn handle(&mut self, msg: ReadHistory, _ctx: &mut Context<Self>) -> Self::Result {
-        self.read_history(msg)
+    fn handle(&mut self, msg: ReadHistory, ctx: &mut Context<Self>) -> Self::Result {
+        let answer = self.read_history(msg);
+        self.settle(ctx);
+        answer
     }
 }
 
 impl Handler<PostMessage> for ChatServer {
     type Result = ResponseFuture<Result<Posted, ApiFailure>>;
 
-    fn handle(&mut self, msg: PostMessage, _ctx: &mut Context<Self>) -> Self::Result {
-        self.post_message(msg)
+    fn handle(&mut self, msg: PostMessage, ctx: &mut Context<Self>) -> Self::Result {
+        let answer = self.post_message(msg);
+        self.settle(ctx);
+        answer
     }
 }
 

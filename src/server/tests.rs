@@ -1,7 +1,8 @@
 //! `ChatServer` against a store that fails: every waiter is answered, the state is reported,
 //! and a join overtaken by a second join of the same room is answered from the second's
 //! `since_seq`. Real actors on a real actix system; the store is the memory backend behind
-//! a switch that makes it fail or panic.
+//! a switch that makes it fail or panic, and every test runs it both on a thread of its own
+//! (as SQLite with `--sync full`) and in line on `ChatServer`'s thread (as the default).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -18,7 +19,8 @@ use crate::ids::{RoomId, Seq, SessionId, UserId};
 use crate::metrics::Metrics;
 use crate::protocol::Frame;
 use crate::store::{
-    Backend, MemoryStore, Original, Retention, StoreError, StoreResult, StoreState, StoredMessage,
+    Backend, MemoryStore, Original, Pruned, Retention, StoreError, StoreResult, StoreState,
+    StoredMessage,
 };
 
 const OK: u8 = 0;
@@ -32,9 +34,17 @@ const WAIT: Duration = Duration::from_secs(10);
 struct Faulty {
     inner: MemoryStore,
     mode: Arc<AtomicU8>,
+    /// Run it on a thread of its own (`true`) or in line.
+    thread: bool,
 }
 
+/// Both ways a store runs: on its own thread, and in line.
+const BOTH: [bool; 2] = [true, false];
+
 impl Backend for Faulty {
+    fn commit_waits(&self) -> bool {
+        self.thread
+    }
     fn begin(&mut self) -> StoreResult<()> {
         match self.mode.load(Ordering::SeqCst) {
             FAIL => Err(StoreError::Backend("injected failure".into())),
@@ -93,12 +103,7 @@ impl Backend for Faulty {
     fn inbox_take(&mut self, user: &UserId, now_ms: i64) -> StoreResult<Vec<Frame>> {
         self.inner.inbox_take(user, now_ms)
     }
-    fn prune(
-        &mut self,
-        policy: &Retention,
-        now: i64,
-        written: &[RoomId],
-    ) -> StoreResult<(u64, u64)> {
+    fn prune(&mut self, policy: &Retention, now: i64, written: &[RoomId]) -> StoreResult<Pruned> {
         self.inner.prune(policy, now, written)
     }
 }
@@ -125,11 +130,12 @@ impl Handler<Outbound> for Probe {
     }
 }
 
-fn start(mode: &Arc<AtomicU8>) -> Addr<ChatServer> {
+fn start(mode: &Arc<AtomicU8>, thread: bool) -> Addr<ChatServer> {
     let config = Config::for_tests();
     let backend = Box::new(Faulty {
         inner: MemoryStore::new(100, 100),
         mode: Arc::clone(mode),
+        thread,
     });
     ChatServer::start_with(&config, backend, Metrics::new()).unwrap()
 }
@@ -201,94 +207,100 @@ async fn next_of(rx: &mut mpsc::UnboundedReceiver<Frame>, ty: &str) -> serde_jso
 
 #[actix::test]
 async fn a_failing_store_answers_every_request_and_says_so_until_it_recovers() {
-    let mode = Arc::new(AtomicU8::new(OK));
-    let server = start(&mode);
-    assert_eq!(ask(&server, post("r", "one")).await.unwrap().seq, Seq(1));
-    assert_eq!(ask(&server, GetStats).await.store, StoreState::Ok);
+    for thread in BOTH {
+        let mode = Arc::new(AtomicU8::new(OK));
+        let server = start(&mode, thread);
+        assert_eq!(ask(&server, post("r", "one")).await.unwrap().seq, Seq(1));
+        assert_eq!(ask(&server, GetStats).await.store, StoreState::Ok);
 
-    mode.store(FAIL, Ordering::SeqCst);
-    let failed = ask(&server, post("r", "two")).await;
-    assert!(matches!(failed, Err(ApiFailure::Store(_))), "{failed:?}");
-    let page = ReadHistory {
-        room: room("r"),
-        before: None,
-        limit: 10,
-    };
-    let failed = ask(&server, page).await;
-    assert!(matches!(failed, Err(ApiFailure::Store(_))), "{failed:?}");
-    assert_eq!(ask(&server, GetStats).await.store, StoreState::Failing);
+        mode.store(FAIL, Ordering::SeqCst);
+        let failed = ask(&server, post("r", "two")).await;
+        assert!(matches!(failed, Err(ApiFailure::Store(_))), "{failed:?}");
+        let page = ReadHistory {
+            room: room("r"),
+            before: None,
+            limit: 10,
+        };
+        let failed = ask(&server, page).await;
+        assert!(matches!(failed, Err(ApiFailure::Store(_))), "{failed:?}");
+        assert_eq!(ask(&server, GetStats).await.store, StoreState::Failing);
 
-    mode.store(OK, Ordering::SeqCst);
-    let posted = ask(&server, post("r", "three")).await.unwrap();
-    assert_eq!(posted.seq, Seq(2), "the failed chat took no seq");
-    assert_eq!(ask(&server, GetStats).await.store, StoreState::Ok);
+        mode.store(OK, Ordering::SeqCst);
+        let posted = ask(&server, post("r", "three")).await.unwrap();
+        assert_eq!(posted.seq, Seq(2), "the failed chat took no seq");
+        assert_eq!(ask(&server, GetStats).await.store, StoreState::Ok);
+    }
 }
 
 #[actix::test]
-async fn a_store_thread_that_panics_answers_what_it_held_and_everything_after() {
-    let mode = Arc::new(AtomicU8::new(OK));
-    let server = start(&mode);
-    let (alice, mut frames) = connect(&server, "alice").await;
-    mode.store(PANIC, Ordering::SeqCst);
+async fn a_store_that_panics_answers_what_it_held_and_everything_after() {
+    for thread in BOTH {
+        let mode = Arc::new(AtomicU8::new(OK));
+        let server = start(&mode, thread);
+        let (alice, mut frames) = connect(&server, "alice").await;
+        mode.store(PANIC, Ordering::SeqCst);
 
-    // The op in the batch that panicked, and those sent after, all get an answer.
-    let failed = ask(&server, post("r", "lost")).await;
-    assert!(matches!(failed, Err(ApiFailure::Store(_))), "{failed:?}");
-    assert_eq!(ask(&server, GetStats).await.store, StoreState::Down);
-    let failed = ask(&server, post("r", "after")).await;
-    assert!(matches!(failed, Err(ApiFailure::Store(_))), "{failed:?}");
+        // The op in the batch that panicked, and those sent after, all get an answer.
+        let failed = ask(&server, post("r", "lost")).await;
+        assert!(matches!(failed, Err(ApiFailure::Store(_))), "{failed:?}");
+        assert_eq!(ask(&server, GetStats).await.store, StoreState::Down);
+        let failed = ask(&server, post("r", "after")).await;
+        assert!(matches!(failed, Err(ApiFailure::Store(_))), "{failed:?}");
 
-    // A join that needs a store read is refused, not left waiting.
-    let join = ClientRequest {
-        session: alice,
-        command: Command::Join {
-            room: room("r"),
-            since: None,
-        },
-    };
-    ask(&server, join).await;
-    let error = next_of(&mut frames, "error").await;
-    assert_eq!(error["code"], "store_unavailable", "{error}");
-    assert_eq!(error["room_id"], "r");
+        // A join that needs a store read is refused, not left waiting.
+        let join = ClientRequest {
+            session: alice,
+            command: Command::Join {
+                room: room("r"),
+                since: None,
+            },
+        };
+        ask(&server, join).await;
+        let error = next_of(&mut frames, "error").await;
+        assert_eq!(error["code"], "store_unavailable", "{error}");
+        assert_eq!(error["room_id"], "r");
+    }
 }
 
 #[actix::test]
 async fn a_second_join_while_the_first_waits_for_the_store_is_answered_from_its_own_since() {
-    let mode = Arc::new(AtomicU8::new(OK));
-    let server = start(&mode);
-    for n in 1..=5 {
-        ask(&server, post("r", &format!("m{n}"))).await.unwrap();
-    }
-    // Nobody is in `r`: both joins need the store. The second asks for what followed seq 3.
-    let (bob, mut frames) = connect(&server, "bob").await;
-    for since in [None, Some(Seq(3))] {
-        let join = ClientRequest {
-            session: bob,
-            command: Command::Join {
-                room: room("r"),
-                since,
-            },
-        };
-        server.do_send(join);
-    }
-    let joined = next_of(&mut frames, "joined").await;
-    assert_eq!(joined["recovered"], true, "{joined}");
-    assert_eq!(joined["history"], 2, "{joined}");
-    let m4 = next_of(&mut frames, "chat").await;
-    let m5 = next_of(&mut frames, "chat").await;
-    assert_eq!((m4["seq"].as_u64(), m5["seq"].as_u64()), (Some(4), Some(5)));
+    for thread in BOTH {
+        let mode = Arc::new(AtomicU8::new(OK));
+        let server = start(&mode, thread);
+        for n in 1..=5 {
+            ask(&server, post("r", &format!("m{n}"))).await.unwrap();
+        }
+        // Nobody is in `r`: both joins need the store. The second asks for what followed seq 3.
+        let (bob, mut frames) = connect(&server, "bob").await;
+        for since in [None, Some(Seq(3))] {
+            let join = ClientRequest {
+                session: bob,
+                command: Command::Join {
+                    room: room("r"),
+                    since,
+                },
+            };
+            server.do_send(join);
+        }
+        let joined = next_of(&mut frames, "joined").await;
+        assert_eq!(joined["recovered"], true, "{joined}");
+        assert_eq!(joined["history"], 2, "{joined}");
+        let m4 = next_of(&mut frames, "chat").await;
+        let m5 = next_of(&mut frames, "chat").await;
+        assert_eq!((m4["seq"].as_u64(), m5["seq"].as_u64()), (Some(4), Some(5)));
 
-    // One membership, one `joined`: a barrier shows nothing else was queued.
-    let users = ClientRequest {
-        session: bob,
-        command: Command::GetUsers { room: room("r") },
-    };
-    ask(&server, users).await;
-    let next = tokio::time::timeout(WAIT, frames.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    let next: serde_json::Value = serde_json::from_str(&next).unwrap();
-    assert_eq!(next["type"], "active_users", "{next}");
-    assert_eq!(next["users"], serde_json::json!(["bob"]));
+        // One membership, one `joined`: a barrier shows nothing else was queued.
+        let users = ClientRequest {
+            session: bob,
+            command: Command::GetUsers { room: room("r") },
+        };
+        ask(&server, users).await;
+        let next = tokio::time::timeout(WAIT, frames.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let next: serde_json::Value = serde_json::from_str(&next).unwrap();
+        assert_eq!(next["type"], "active_users", "{next}");
+        assert_eq!(next["users"], serde_json::json!(["bob"]));
+    }
 }

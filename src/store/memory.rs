@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::{Backend, Original, Retention, StoreResult, StoredMessage, to_i64};
+use super::{Backend, Original, Pruned, Retention, StoreResult, StoredMessage, to_i64};
 use crate::ids::{RoomId, Seq, UserId};
 use crate::protocol::Frame;
 use crate::server::room::HistoryEntry;
@@ -70,6 +70,10 @@ fn entry(m: &StoredMessage) -> HistoryEntry {
 }
 
 impl Backend for MemoryStore {
+    fn commit_waits(&self) -> bool {
+        false
+    }
+
     fn begin(&mut self) -> StoreResult<()> {
         Ok(())
     }
@@ -198,7 +202,7 @@ impl Backend for MemoryStore {
         policy: &Retention,
         now_ms: i64,
         _written: &[RoomId],
-    ) -> StoreResult<(u64, u64)> {
+    ) -> StoreResult<Pruned> {
         // Every room: in memory the walk costs little, and rooms are few (`max_rooms`).
         let mut messages = 0;
         for log in self.rooms.values_mut() {
@@ -223,7 +227,11 @@ impl Backend for MemoryStore {
             notifications += (before - queue.len()) as u64;
             !queue.is_empty()
         });
-        Ok((messages, notifications))
+        Ok(Pruned {
+            messages,
+            notifications,
+            unfinished: Vec::new(),
+        })
     }
 }
 
@@ -341,14 +349,14 @@ mod tests {
             inbox_ttl_ms: 10,
             clock: Clock::System,
         };
-        assert_eq!(store.prune(&policy, 0, &[]).unwrap(), (4, 0));
+        assert_eq!(store.prune(&policy, 0, &[]).unwrap().messages, 4);
         let by_age = Retention {
             max_messages: 0,
             max_age_ms: 2,
             ..policy
         };
         // Messages older than ts 10 - 2 = 8 go.
-        assert_eq!(store.prune(&by_age, 10, &[]).unwrap(), (3, 0));
+        assert_eq!(store.prune(&by_age, 10, &[]).unwrap().messages, 3);
         let (page, _) = store.page_before(&room("r"), None, 100).unwrap();
         assert_eq!(seqs(&page), vec![8, 9, 10]);
         assert_eq!(store.last_seq(&room("r")).unwrap(), Seq(10));

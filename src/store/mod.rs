@@ -1,12 +1,18 @@
-//! Durable history, sequencing and the offline inbox, on a thread of their own.
+//! Durable history, sequencing and the offline inbox.
 //!
-//! `ChatServer` never touches the disk. It sends [`Op`]s to the store thread ([`writer`]),
-//! which works through them in arrival order and answers with [`Event`]s, batched, as actor
-//! messages. The thread is the *sequencer*: it hands out each room's next `seq` as it stores
-//! the message, checks `client_msg_id`s for resends, and commits many messages in one
-//! transaction (group commit). Only after the commit does `ChatServer` hear of a message, and
-//! only then does it deliver it and acknowledge it, so nothing is seen or acknowledged that a
-//! crash could take back, and a `seq` is never handed out twice.
+//! `ChatServer` sends [`Op`]s to the *writer* ([`writer`]), which works through them in
+//! arrival order and answers with [`Event`]s, batched. The writer is the *sequencer*: it
+//! hands out each room's next `seq` as it stores the message, checks `client_msg_id`s for
+//! resends, and commits many messages in one transaction (group commit). Only after the
+//! commit does `ChatServer` hear of a message, and only then does it deliver it and
+//! acknowledge it, so nothing is seen or acknowledged that a crash could take back, and a
+//! `seq` is never handed out twice.
+//!
+//! Where the writer runs depends on whether its work is short ([`StoreHandle`]): a store
+//! that fsyncs every commit (SQLite with `--sync full`, [`Backend::commit_waits`]) or has an
+//! age limit to apply (a scan of the table) gets a thread of its own, so `ChatServer` never
+//! waits for the disk; otherwise (the default `--sync normal`, memory) it runs in line, on
+//! `ChatServer`'s thread, each time `ChatServer` hands its gathered frames over.
 //!
 //! Reads travel the same queue, so a read sees every write sent before it and none sent
 //! after: that is what lets a joining session get "history up to seq N" from the store and
@@ -113,8 +119,11 @@ pub struct Original {
     pub frame: Frame,
 }
 
-/// What a backend does. Every call runs on the store thread and may block.
+/// What a backend does. Every call runs on the store's thread (see [`StoreHandle`]).
 pub trait Backend: Send + 'static {
+    /// Whether a commit waits for the disk (an fsync). Such a backend gets a thread of its
+    /// own; one whose commits return at once runs in line on `ChatServer`'s thread.
+    fn commit_waits(&self) -> bool;
     /// Starts the transaction that the following writes join.
     fn begin(&mut self) -> StoreResult<()>;
     /// Makes the writes since `begin` durable (as durable as the backend is).
@@ -162,15 +171,25 @@ pub trait Backend: Send + 'static {
     /// Removes and returns `user`'s stored notifications that have not expired, oldest first.
     fn inbox_take(&mut self, user: &UserId, now_ms: i64) -> StoreResult<Vec<Frame>>;
 
-    /// Applies the retention policy; returns how many messages and notifications went. The
-    /// count limit needs checking only in `written`, the rooms written since the last pass;
-    /// the age limit applies to every room.
-    fn prune(
-        &mut self,
-        policy: &Retention,
-        now_ms: i64,
-        written: &[RoomId],
-    ) -> StoreResult<(u64, u64)>;
+    /// Applies the retention policy. The count limit needs checking only in `written`, the
+    /// rooms written since the last pass; the age limit applies to every room. A pass is
+    /// bounded ([`PRUNE_ROWS`] rows for the count limit): rooms it did not finish are in
+    /// [`Pruned::unfinished`], for a next pass soon.
+    fn prune(&mut self, policy: &Retention, now_ms: i64, written: &[RoomId])
+    -> StoreResult<Pruned>;
+}
+
+/// Most messages one retention pass deletes for the count limit: a pass holds the writer
+/// (in line, `ChatServer` itself), and deleting costs ~5-20 µs a row (two B-trees).
+pub const PRUNE_ROWS: usize = 500;
+
+/// What a retention pass did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub messages: u64,
+    pub notifications: u64,
+    /// Rooms of `written` still over the count limit (the pass reached [`PRUNE_ROWS`]).
+    pub unfinished: Vec<RoomId>,
 }
 
 /// Who is waiting for the outcome of an [`Op`].
@@ -445,7 +464,7 @@ mod tests {
             assert_eq!(
                 b.prune(&policy, 10_000, std::slice::from_ref(&room()))
                     .unwrap(),
-                (0, 0),
+                Pruned::default(),
                 "{name}"
             );
             b.commit().unwrap();

@@ -36,7 +36,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::{Backend, Original, Retention, StoreResult, StoredMessage, to_i64};
+use super::{Backend, Original, PRUNE_ROWS, Pruned, Retention, StoreResult, StoredMessage, to_i64};
 use crate::ids::{RoomId, Seq, UserId};
 use crate::protocol::Frame;
 use crate::server::room::HistoryEntry;
@@ -102,6 +102,7 @@ pub struct SqliteStore {
     dirty: HashMap<RoomId, Seq>,
     /// Frames in the write-ahead log after the last commit (SQLite's WAL hook says).
     wal_frames: Arc<AtomicI32>,
+    sync: SyncMode,
 }
 
 /// Waits on a lock in steps of 100 µs, up to about 2 s. SQLite's own busy timeout sleeps
@@ -259,6 +260,7 @@ impl SqliteStore {
             conn,
             dirty: HashMap::new(),
             wal_frames,
+            sync,
             _checkpointer: checkpointer,
         })
     }
@@ -298,6 +300,11 @@ fn entry(seq: i64, frame: String) -> HistoryEntry {
 }
 
 impl Backend for SqliteStore {
+    /// `full` fsyncs in every commit; `normal` writes to the OS page cache.
+    fn commit_waits(&self) -> bool {
+        self.sync == SyncMode::Full
+    }
+
     fn begin(&mut self) -> StoreResult<()> {
         self.dirty.clear();
         if self.wal_frames.load(Ordering::Relaxed) > WAL_MAX_FRAMES {
@@ -473,20 +480,35 @@ impl Backend for SqliteStore {
         policy: &Retention,
         now_ms: i64,
         written: &[RoomId],
-    ) -> StoreResult<(u64, u64)> {
+    ) -> StoreResult<Pruned> {
         let mut messages = 0;
+        let mut unfinished = Vec::new();
         if policy.max_messages > 0 {
             // One primary-key range per room written since the last pass: the cost follows
-            // the traffic, not the size of the table.
-            for room in written {
+            // the traffic, not the size of the table. At most `PRUNE_ROWS` rows in all; the
+            // rooms left over go to the next pass.
+            let mut budget = PRUNE_ROWS;
+            for (i, room) in written.iter().enumerate() {
+                if budget == 0 {
+                    unfinished.extend_from_slice(&written[i..]);
+                    break;
+                }
                 let keep_from =
                     to_i64(self.last_seq(room)?.0).saturating_sub(to_i64(policy.max_messages));
                 if keep_from > 0 {
-                    messages += self
+                    let deleted = self
                         .conn
-                        .prepare_cached("DELETE FROM messages WHERE room_id = ?1 AND seq <= ?2")?
-                        .execute(params![room.as_str(), keep_from])?
-                        as u64;
+                        .prepare_cached(
+                            "DELETE FROM messages WHERE room_id = ?1 AND seq IN
+                             (SELECT seq FROM messages WHERE room_id = ?1 AND seq <= ?2
+                              ORDER BY seq LIMIT ?3)",
+                        )?
+                        .execute(params![room.as_str(), keep_from, budget as i64])?;
+                    messages += deleted as u64;
+                    budget -= deleted.min(budget);
+                    if budget == 0 {
+                        unfinished.push(room.clone());
+                    }
                 }
             }
         }
@@ -500,7 +522,11 @@ impl Backend for SqliteStore {
         let notifications =
             self.conn
                 .execute("DELETE FROM inbox WHERE expires_ms <= ?1", [now_ms])? as u64;
-        Ok((messages, notifications))
+        Ok(Pruned {
+            messages,
+            notifications,
+            unfinished,
+        })
     }
 }
 
@@ -562,10 +588,12 @@ mod tests {
             clock: Clock::System,
         };
         // Only the rooms written since the last pass are looked at.
-        assert_eq!(s.prune(&policy, 0, &[]).unwrap(), (0, 0));
+        assert_eq!(s.prune(&policy, 0, &[]).unwrap(), Pruned::default());
         assert_eq!(
-            s.prune(&policy, 0, std::slice::from_ref(&room)).unwrap(),
-            (2, 0)
+            s.prune(&policy, 0, std::slice::from_ref(&room))
+                .unwrap()
+                .messages,
+            2
         );
         s.commit().unwrap();
         assert_eq!(s.since(&room, Seq(1), 10).unwrap(), None);
@@ -579,13 +607,60 @@ mod tests {
             ..policy
         };
         s.begin().unwrap();
-        assert_eq!(s.prune(&by_age, 10, &[]).unwrap(), (1, 0));
+        assert_eq!(s.prune(&by_age, 10, &[]).unwrap().messages, 1);
         s.commit().unwrap();
         let (page, more) = s.page_before(&room, None, 10).unwrap();
         assert_eq!(
             (page.iter().map(|e| e.seq.0).collect::<Vec<_>>(), more),
             (vec![4, 5], false)
         );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A pass deletes at most `PRUNE_ROWS` rows and names the rooms it did not finish; the
+    /// next passes finish them, oldest rows first.
+    #[test]
+    fn a_retention_pass_is_bounded_and_the_next_goes_on() {
+        let dir = tempdir();
+        let mut s = SqliteStore::open(&dir.join("db"), SyncMode::Normal).unwrap();
+        let (a, b) = (RoomId::parse("a").unwrap(), RoomId::parse("b").unwrap());
+        let total = 2 * PRUNE_ROWS as u64 + 10;
+        s.begin().unwrap();
+        for seq in 1..=total {
+            for room in [&a, &b] {
+                let m = StoredMessage {
+                    room: room.clone(),
+                    ..msg(seq, None)
+                };
+                s.insert(&m).unwrap();
+            }
+        }
+        s.commit().unwrap();
+        let policy = Retention {
+            max_messages: 5,
+            max_age_ms: 0,
+            inbox_max: 1,
+            inbox_ttl_ms: 0,
+            clock: Clock::System,
+        };
+        let mut written = vec![a.clone(), b.clone()];
+        let mut passes = Vec::new();
+        while !written.is_empty() {
+            s.begin().unwrap();
+            let pruned = s.prune(&policy, 0, &written).unwrap();
+            s.commit().unwrap();
+            passes.push(pruned.messages);
+            written = pruned.unfinished;
+            assert!(passes.len() < 10, "{passes:?}");
+        }
+        assert_eq!(passes.iter().sum::<u64>(), 2 * (total - 5), "{passes:?}");
+        assert!(passes.iter().all(|&n| n <= PRUNE_ROWS as u64), "{passes:?}");
+        assert_eq!(passes.len(), 5, "{passes:?}");
+        for room in [&a, &b] {
+            let (page, more) = s.page_before(room, None, 10).unwrap();
+            let seqs: Vec<u64> = page.iter().map(|e| e.seq.0).collect();
+            assert_eq!((seqs, more), ((total - 4..=total).collect(), false));
+        }
         let _ = std::fs::remove_dir_all(dir);
     }
 

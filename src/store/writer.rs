@@ -1,12 +1,14 @@
-//! The store thread: sequences, stores and reads, in the order the ops arrive.
+//! The writer: sequences, stores and reads, in the order the ops arrive, on a thread of its
+//! own or in line on `ChatServer`'s thread (see [`StoreHandle`]).
 //!
-//! Each turn takes every op that is waiting (up to [`MAX_BATCH`]) and runs them in one
-//! transaction, so one commit (one fsync with SQLite's `synchronous=FULL`) covers as many
-//! messages as arrived while the previous commit ran: the busier the server, the bigger the
-//! batch. Only after the commit are the outcomes sent to `ChatServer`, in op order, as one
-//! [`StoreEvents`] message. When anything in a batch fails, the whole transaction is rolled
-//! back: every message in it is reported [`Event::NotStored`] (no seq, no ack), the reads are
-//! answered again outside the transaction, and the thread goes on with the next batch.
+//! Each turn takes every op that is waiting (on the thread, up to [`MAX_BATCH`]) and runs
+//! them in one transaction, so one commit (one fsync with SQLite's `synchronous=FULL`) covers
+//! as many messages as arrived while the previous commit ran: the busier the server, the
+//! bigger the batch. Only after the commit are the outcomes handed to `ChatServer`, in op
+//! order (from the thread as one [`StoreEvents`] message). When anything in a batch fails,
+//! the whole transaction is rolled back: every message in it is reported
+//! [`Event::NotStored`] (no seq, no ack), the reads are answered again outside the
+//! transaction, and the writer goes on with the next batch.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -27,35 +29,75 @@ const MAX_BATCH: usize = 4096;
 /// Rooms whose last seq the thread remembers before starting over (they are read back from
 /// the backend on demand).
 const MAX_CACHED_ROOMS: usize = 100_000;
+/// How soon a retention pass follows one that left rooms over their count limit: passes of
+/// [`super::PRUNE_ROWS`] rows this often delete ~25,000 rows a second, short stalls rather
+/// than one long one.
+const PRUNE_AGAIN: Duration = Duration::from_millis(20);
 
 /// The outcomes of one batch, in op order.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct StoreEvents(pub Vec<Event>);
 
-/// `ChatServer`'s end of the store thread.
+/// `ChatServer`'s end of the store: a thread of its own, or in line on `ChatServer`'s thread.
+///
+/// A store whose commit waits for the disk or the network (SQLite with `--sync full`,
+/// Redis), or that has long work to do (an age limit, `--retention-secs`, whose pass scans
+/// the table), runs on a thread of its own, so that `ChatServer` never waits for it: ops go
+/// there over a channel and the outcomes come back as [`StoreEvents`]. A store whose commit
+/// returns without waiting for anything (memory, SQLite with `--sync normal`: ~25-60 µs,
+/// into the OS page cache) runs *in line*: ops wait in a queue and [`StoreHandle::turn`] runs
+/// them as one transaction when `ChatServer` hands its gathered frames over (after its
+/// mailbox is drained, or every 256 messages under a flood). The rules are the same code
+/// ([`Writer::batch`]); what the in-line store saves is two thread wake-ups per chat, which
+/// on a small machine are most of a quiet chat's latency.
 pub struct StoreHandle {
-    tx: Option<mpsc::Sender<Op>>,
-    thread: Option<JoinHandle<()>>,
+    kind: Kind,
+}
+
+enum Kind {
+    Thread {
+        tx: Option<mpsc::Sender<Op>>,
+        thread: Option<JoinHandle<()>>,
+    },
+    Inline(Box<Inline>),
+}
+
+/// The in-line store: the writer, the ops waiting for the next turn, and whether it failed
+/// for good.
+struct Inline {
+    /// `None` once closed.
+    writer: Option<Writer>,
+    ops: Vec<Op>,
+    /// Set when a batch panicked: every op is answered as failed from then on.
+    down: Option<String>,
+    prune_every: Duration,
 }
 
 impl StoreHandle {
-    /// Starts the thread. `events` receives every outcome; `prune_every` is how often the
-    /// retention policy runs.
+    /// Starts the store on `backend`: in line when every piece of its work is short (its
+    /// commits do not wait, [`Backend::commit_waits`], and there is no age limit, whose pass
+    /// scans the whole table), else on a thread that sends its outcomes to `events`.
+    /// `prune_every` is how often the retention policy runs.
     pub fn start(
         backend: Box<dyn Backend>,
         events: Recipient<StoreEvents>,
         retention: Retention,
         prune_every: Duration,
     ) -> std::io::Result<Self> {
+        let writer = Writer::new(backend, retention);
+        if !writer.backend.commit_waits() && writer.retention.max_age_ms == 0 {
+            return Ok(StoreHandle {
+                kind: Kind::Inline(Box::new(Inline {
+                    writer: Some(writer),
+                    ops: Vec::new(),
+                    down: None,
+                    prune_every,
+                })),
+            });
+        }
         Self::spawn(move |rx| {
-            let mut writer = Writer {
-                backend,
-                seqs: HashMap::new(),
-                written: HashSet::new(),
-                retention,
-                state: StoreState::Ok,
-            };
+            let mut writer = writer;
             // A panic (a bug, or a backend that cannot go on) must not leave anyone
             // waiting: what is queued, and everything sent afterwards, is answered as
             // failed, and `ChatServer` is told the store is down.
@@ -69,32 +111,114 @@ impl StoreHandle {
         })
     }
 
-    /// Starts a store thread running `work` on the ops it is sent: the SQLite/memory writer
-    /// above, or the cluster's Redis store ([`crate::cluster`]).
+    /// Starts a store thread running `work` on the ops it is sent: the SQLite writer above,
+    /// or the cluster's Redis store ([`crate::cluster`]).
     pub fn spawn(work: impl FnOnce(mpsc::Receiver<Op>) + Send + 'static) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("roomcast-store".into())
             .spawn(move || work(rx))?;
         Ok(StoreHandle {
-            tx: Some(tx),
-            thread: Some(thread),
+            kind: Kind::Thread {
+                tx: Some(tx),
+                thread: Some(thread),
+            },
         })
     }
 
-    /// Queues an op; gives it back when the thread has stopped.
-    pub fn send(&self, op: Op) -> Result<(), Op> {
-        match &self.tx {
-            Some(tx) => tx.send(op).map_err(|e| e.0),
-            None => Err(op),
+    /// Queues an op; gives it back when the store has stopped. An in-line store runs it at
+    /// the next [`Self::turn`].
+    pub fn send(&mut self, op: Op) -> Result<(), Op> {
+        match &mut self.kind {
+            Kind::Thread { tx: Some(tx), .. } => tx.send(op).map_err(|e| e.0),
+            Kind::Thread { tx: None, .. } => Err(op),
+            Kind::Inline(inline) if inline.writer.is_none() => Err(op),
+            Kind::Inline(inline) => {
+                inline.ops.push(op);
+                Ok(())
+            }
         }
     }
 
-    /// Stops taking ops. The thread finishes what is queued, commits, and ends; join the
-    /// returned handle to wait for that.
+    /// Whether ops wait for the next [`Self::turn`] (an in-line store only).
+    pub fn pending(&self) -> bool {
+        matches!(&self.kind, Kind::Inline(inline) if !inline.ops.is_empty())
+    }
+
+    /// An in-line store: runs every waiting op in one transaction and returns their
+    /// outcomes, in op order, exactly as the thread would send them. A panic is caught: its
+    /// ops, and every one after it, are answered as failed, and the store reports itself
+    /// down. Nothing for a threaded store, whose outcomes come as [`StoreEvents`].
+    pub fn turn(&mut self) -> Vec<Event> {
+        let Kind::Inline(inline) = &mut self.kind else {
+            return Vec::new();
+        };
+        if inline.ops.is_empty() {
+            return Vec::new();
+        }
+        if let Some(why) = &inline.down {
+            return inline.ops.drain(..).map(|op| failed(op, why)).collect();
+        }
+        let Some(writer) = inline.writer.as_mut() else {
+            let why = "the history store has stopped";
+            return inline.ops.drain(..).map(|op| failed(op, why)).collect();
+        };
+        let ops = &mut inline.ops;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.batch(ops))) {
+            Ok(out) => out,
+            Err(panic) => {
+                let why = format!("the history store failed: {}", panic_message(&panic));
+                log::error!("{why}; answering every op as failed");
+                let mut out = vec![Event::State(StoreState::Down)];
+                out.extend(inline.ops.drain(..).map(|op| failed(op, &why)));
+                inline.down = Some(why);
+                out
+            }
+        }
+    }
+
+    /// An in-line store: when its first retention pass is due (`ChatServer` runs
+    /// [`Self::prune`] then). `None` for a store thread, which runs its own.
+    pub fn prune_every(&self) -> Option<Duration> {
+        match &self.kind {
+            Kind::Inline(inline) => Some(inline.prune_every),
+            Kind::Thread { .. } => None,
+        }
+    }
+
+    /// An in-line store: one retention pass; returns when the next is due.
+    pub fn prune(&mut self) -> Option<Duration> {
+        let Kind::Inline(inline) = &mut self.kind else {
+            return None;
+        };
+        let every = inline.prune_every;
+        match inline.writer.as_mut() {
+            Some(writer) if inline.down.is_none() => Some(writer.prune(every)),
+            _ => Some(every),
+        }
+    }
+
+    /// Stops taking ops. A thread finishes what is queued, commits, and ends; an in-line
+    /// store (whose caller ran its last [`Self::turn`]) is closed on a thread of its own.
+    /// Join the returned handle to wait for either.
     pub fn close(&mut self) -> Option<JoinHandle<()>> {
-        self.tx = None;
-        self.thread.take()
+        match &mut self.kind {
+            Kind::Thread { tx, thread } => {
+                *tx = None;
+                thread.take()
+            }
+            Kind::Inline(inline) => {
+                let writer = inline.writer.take()?;
+                // Closing SQLite runs a last checkpoint: not on `ChatServer`'s thread.
+                std::thread::Builder::new()
+                    .name("roomcast-store-close".into())
+                    .spawn(move || {
+                        drop(writer);
+                        log::info!("store closed");
+                    })
+                    .ok()
+            }
+        }
     }
 }
 
@@ -167,6 +291,16 @@ pub(crate) fn failed(op: Op, error: &str) -> Event {
 }
 
 impl Writer {
+    fn new(backend: Box<dyn Backend>, retention: Retention) -> Self {
+        Writer {
+            backend,
+            seqs: HashMap::new(),
+            written: HashSet::new(),
+            retention,
+            state: StoreState::Ok,
+        }
+    }
+
     fn run(
         &mut self,
         rx: &mpsc::Receiver<Op>,
@@ -205,8 +339,7 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             if Instant::now() >= next_prune {
-                self.prune();
-                next_prune = Instant::now() + prune_every;
+                next_prune = Instant::now() + self.prune(prune_every);
             }
         }
         log::info!("store closed");
@@ -429,7 +562,9 @@ impl Writer {
         }
     }
 
-    fn prune(&mut self) {
+    /// One retention pass; returns when the next is due: soon when this one left rooms over
+    /// the count limit, else after `every`.
+    fn prune(&mut self, every: Duration) -> Duration {
         let policy = &self.retention;
         let written: Vec<RoomId> = self.written.drain().collect();
         let result = self
@@ -438,15 +573,26 @@ impl Writer {
             .and_then(|()| self.backend.prune(policy, policy.clock.now_ms(), &written))
             .and_then(|pruned| self.backend.commit().map(|()| pruned));
         match result {
-            Ok((0, 0)) => {}
-            Ok((messages, notifications)) => {
-                log::info!("retention: pruned messages={messages} notifications={notifications}")
+            Ok(pruned) => {
+                if pruned.messages > 0 || pruned.notifications > 0 {
+                    log::debug!(
+                        "retention: pruned messages={} notifications={}",
+                        pruned.messages,
+                        pruned.notifications
+                    );
+                }
+                if pruned.unfinished.is_empty() {
+                    return every;
+                }
+                self.written.extend(pruned.unfinished);
+                PRUNE_AGAIN.min(every)
             }
             Err(e) => {
                 self.backend.rollback();
                 // Those rooms are looked at again next time.
                 self.written.extend(written);
                 log::error!("retention prune failed: {e}");
+                every
             }
         }
     }
