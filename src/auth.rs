@@ -319,8 +319,14 @@ impl std::fmt::Debug for Identity {
 
 impl Identity {
     /// The identity the flags describe: tokens checked with `--jwt-secret` or
-    /// `--jwt-public-key`, or development mode without either.
+    /// `--jwt-public-key`, or development mode without either, with a key of its own.
     pub fn from_config(config: &Config) -> Result<Identity, KeyError> {
+        Self::with_dev_secret(config, random_secret())
+    }
+
+    /// As [`Self::from_config`], with `dev_secret` as development mode's signing key (a
+    /// cluster's nodes share one: `cluster::dev_secret`). Unused when a JWT flag is set.
+    pub fn with_dev_secret(config: &Config, dev_secret: Vec<u8>) -> Result<Identity, KeyError> {
         // An empty entry (`--reserved-prefixes ''`) reserves nothing.
         let reserved = config
             .reserved_prefixes
@@ -340,10 +346,9 @@ impl Identity {
                 (key, alg, None)
             }
             (None, None) => {
-                let secret = random_secret();
-                let signer = EncodingKey::from_secret(&secret)
+                let signer = EncodingKey::from_secret(&dev_secret)
                     .map_err(|e| KeyError::Other(format!("development key: {e}")))?;
-                (hmac_key(&secret)?, Algorithm::HS256, Some(signer))
+                (hmac_key(&dev_secret)?, Algorithm::HS256, Some(signer))
             }
         };
         let mut validation = Validation::new(algorithm);
@@ -559,7 +564,7 @@ fn public_key(path: &std::path::Path) -> Result<(DecodingKey, Algorithm), KeyErr
 
 /// 32 random bytes from the operating system (through `uuid`'s v4 generator, which reads
 /// `getrandom`: 2 × 122 random bits), for the development signing key.
-fn random_secret() -> Vec<u8> {
+pub fn random_secret() -> Vec<u8> {
     let mut secret = Vec::with_capacity(32);
     secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
     secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());

@@ -122,7 +122,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let started = Instant::now();
     let (sampler, live) = http::live::Sampler::start(Arc::clone(&metrics), started);
     // Who sockets are: tokens checked with the configured key, or development mode.
-    let identity = Arc::new(auth::Identity::from_config(&config)?);
+    let identity = match &config.cluster {
+        // Development mode in a cluster: one key for every node, kept in Redis.
+        Some(url) if config.jwt_secret.is_none() && config.jwt_public_key.is_none() => {
+            let (url, candidate) = (url.clone(), auth::random_secret());
+            let secret =
+                actix_web::rt::task::spawn_blocking(move || cluster::dev_secret(&url, &candidate))
+                    .await
+                    .context("the development key's lookup ended")??;
+            auth::Identity::with_dev_secret(&config, secret)?
+        }
+        _ => auth::Identity::from_config(&config)?,
+    };
+    let identity = Arc::new(identity);
     if identity.is_development() && !addr.ip().is_loopback() {
         log::warn!(
             "development mode on a non-loopback address addr={addr}: any client may claim any \

@@ -24,6 +24,7 @@
 //! | `resend:R:U:ID` | string | the seq stored for a `client_msg_id`, for resends | expires after 24 h |
 //! | `inbox:U` | list | `EXPIRES_MS\nFRAME`, the user's stored notifications | `--inbox-max`, expires after `--inbox-ttl-secs` |
 //! | `epoch` | string | the Unix millisecond this dataset began; seqs start at `epoch × 1000 + 1` | one |
+//! | `dev-key` | string | development mode only: the key development tokens are signed with, shared by the nodes (hex) | one |
 //!
 //! The channel `roomcast:chats` carries `R\nSEQ\nFRAME` for every chat.
 //!
@@ -73,6 +74,11 @@ pub(crate) fn inbox_key(user: &UserId) -> String {
 
 pub(crate) const EPOCH_KEY: &str = "roomcast:epoch";
 
+/// Development mode's signing key, shared by the nodes: a development token minted by one
+/// node is then accepted by every other, as a balancer that sends a client's next socket
+/// elsewhere needs. Deleting it voids every development token at the nodes' next start.
+pub(crate) const DEV_KEY: &str = "roomcast:dev-key";
+
 /// The stream entry id of a seq.
 pub(crate) fn entry_id(seq: Seq) -> String {
     format!("{}-1", seq.0)
@@ -105,9 +111,52 @@ pub fn check_reachable(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The cluster's development signing key: `candidate` (hex-encoded into Redis) if no node
+/// set one yet, else the one set first. Every node of a cluster in development mode calls
+/// this at start, so they all sign and check development tokens with the same key.
+pub fn dev_secret(url: &str, candidate: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let client = redis::Client::open(url)
+        .map_err(|e| anyhow::anyhow!("--cluster {url}: not a Redis URL: {e}"))?;
+    let mut con = client
+        .get_connection_with_timeout(CONNECT_TIMEOUT)
+        .map_err(|e| anyhow::anyhow!("cannot reach the cluster's Redis at {url}: {e}"))?;
+    let hex: String = candidate.iter().map(|b| format!("{b:02x}")).collect();
+    let (stored,): (String,) = redis::pipe()
+        .cmd("SET")
+        .arg(DEV_KEY)
+        .arg(&hex)
+        .arg("NX")
+        .ignore()
+        .cmd("GET")
+        .arg(DEV_KEY)
+        .query(&mut con)
+        .map_err(|e| anyhow::anyhow!("the cluster's development key: {e}"))?;
+    from_hex(&stored)
+        .filter(|key| key.len() >= 32)
+        .ok_or_else(|| anyhow::anyhow!("{DEV_KEY} in the cluster's Redis is not a key of ours"))
+}
+
+fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_keys_decode_and_garbage_does_not() {
+        assert_eq!(from_hex("00ff10"), Some(vec![0, 255, 16]));
+        assert_eq!(from_hex("0"), None);
+        assert_eq!(from_hex("zz"), None);
+        assert_eq!(from_hex("é0"), None);
+    }
 
     #[test]
     fn published_messages_split_into_room_seq_and_frame() {

@@ -765,3 +765,47 @@ async fn a_redis_that_lost_its_data_reuses_no_seq() {
         "seq {after} after the loss, {before:?} before"
     );
 }
+
+/// Development mode (no JWT flag): the nodes share one signing key through Redis, so a
+/// development token minted by one node opens a socket on another, as a balancer that sends
+/// a reconnecting page elsewhere needs; a token from a server outside the cluster does not.
+#[tokio::test]
+async fn a_development_token_minted_by_one_node_is_accepted_by_the_others() {
+    let redis = RedisServer::start();
+    let nodes = nodes(&redis, 3);
+    let mint = |node: &ChildServer, user: &str| {
+        let (addr, body) = (node.addr, json!({"user_id": user, "rooms": ["lobby"]}));
+        async move {
+            let (status, body) = api(addr, "POST", "/api/dev-token", Some(&body)).await;
+            assert_eq!(status, 200, "{body}");
+            body["token"].as_str().expect("a token").to_owned()
+        }
+    };
+    let token = mint(&nodes[0], "dana").await;
+    for node in &nodes {
+        let mut c = Client::connect(&node.url(&format!("/ws?token={token}"))).await;
+        let welcome = c.expect("welcome").await;
+        assert_eq!(welcome["user_id"], "dana", "{welcome}");
+        // The token's grants hold on every node.
+        c.join("lobby").await;
+        c.send(json!({"type": "join", "room_id": "attic"})).await;
+        c.expect_error("forbidden").await;
+    }
+    // A node started later takes the same key.
+    let late = nodes_with(&redis, 1, &[]).remove(0);
+    let mut c = Client::connect(&late.url(&format!("/ws?token={token}"))).await;
+    assert_eq!(c.expect("welcome").await["user_id"], "dana");
+    let from_late = mint(&late, "erin").await;
+    let mut c = Client::connect(&nodes[1].url(&format!("/ws?token={from_late}"))).await;
+    assert_eq!(c.expect("welcome").await["user_id"], "erin");
+
+    let alone = ChildServer::spawn(&[]);
+    let foreign = mint(&alone, "mallory").await;
+    let refused = Client::refused(&nodes[0].url(&format!("/ws?token={foreign}"))).await;
+    assert_api_error(
+        &refused,
+        401,
+        "token_invalid",
+        "a token of another server's key",
+    );
+}
