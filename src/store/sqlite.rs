@@ -155,22 +155,23 @@ impl SyncMode {
 
 /// Past this many frames in the log, the checkpoint thread chases it ([`catch_up`]).
 const CATCH_UP_FRAMES: i32 = 1_000;
-/// Passes one chase makes at most.
+/// Passes one chase makes at most (with `--sync normal`; with `full`, whose commits fsync
+/// themselves and would wait behind a chase's fsyncs, one pass only).
 const CATCH_UP_PASSES: usize = 20;
 
 /// One `PASSIVE` checkpoint, and, while the log is past [`CATCH_UP_FRAMES`], more at once
-/// (at most [`CATCH_UP_PASSES`]) until one finds it as the last one left it. Under steady
+/// (at most `passes`) until one finds it as the last one left it. Under steady
 /// writes every pass copies the log as it was when the pass began while commits land
 /// behind it, so the log never starts over by itself, and it was left to the writer's
 /// `RESTART` (a 2-3 ms stall of every chat, four times in a 12 s run of scenario B). A pass
 /// right behind another copies only what landed during it; once one starts after a commit
 /// and ends before the next, the whole log is in the database and the writer's next commit
 /// starts it over, waiting for nothing.
-fn catch_up(conn: &Connection) -> rusqlite::Result<()> {
+fn catch_up(conn: &Connection, passes: usize) -> rusqlite::Result<()> {
     // A pass reports the log as it found it when it began: a pass that finds it as long as
     // the last one did saw no commit in between, so the log was all copied meanwhile.
     let mut last = None;
-    for _ in 0..CATCH_UP_PASSES {
+    for _ in 0..passes {
         let log = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i32>(1))?;
         log::trace!("checkpoint pass: log of {log} frames");
         if log <= CATCH_UP_FRAMES || last == Some(log) {
@@ -195,6 +196,11 @@ impl Checkpointer {
         let conn = connect(path, sync, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         let (stop, stopped) = mpsc::channel::<()>();
         let every = sync.checkpoint_every();
+        // With `full` each commit fsyncs, and a chase's fsyncs would make them wait.
+        let passes = match sync {
+            SyncMode::Normal => CATCH_UP_PASSES,
+            SyncMode::Full => 1,
+        };
         let thread = std::thread::Builder::new()
             .name("roomcast-ckpt".into())
             .spawn(move || {
@@ -204,7 +210,7 @@ impl Checkpointer {
                         stopped.recv_timeout(every),
                         Err(mpsc::RecvTimeoutError::Timeout)
                     );
-                    match catch_up(&conn) {
+                    match catch_up(&conn, passes) {
                         Ok(()) => {
                             if failing {
                                 failing = false;
