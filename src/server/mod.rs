@@ -403,6 +403,8 @@ impl ChatServer {
             if let Some(next) = act.store.prune() {
                 act.prune_after(next, ctx);
             }
+            // A pass that failed for good left the store's `down` for the next turn.
+            act.settle(ctx);
         });
     }
 }

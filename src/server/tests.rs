@@ -26,6 +26,8 @@ use crate::store::{
 const OK: u8 = 0;
 const FAIL: u8 = 1;
 const PANIC: u8 = 2;
+/// Panic in a retention pass only.
+const PANIC_PRUNE: u8 = 3;
 
 /// How long a test waits for any answer.
 const WAIT: Duration = Duration::from_secs(10);
@@ -104,6 +106,9 @@ impl Backend for Faulty {
         self.inner.inbox_take(user, now_ms)
     }
     fn prune(&mut self, policy: &Retention, now: i64, written: &[RoomId]) -> StoreResult<Pruned> {
+        if self.mode.load(Ordering::SeqCst) == PANIC_PRUNE {
+            panic!("injected panic in retention");
+        }
         self.inner.prune(policy, now, written)
     }
 }
@@ -131,13 +136,16 @@ impl Handler<Outbound> for Probe {
 }
 
 fn start(mode: &Arc<AtomicU8>, thread: bool) -> Addr<ChatServer> {
-    let config = Config::for_tests();
+    start_with(mode, thread, &Config::for_tests())
+}
+
+fn start_with(mode: &Arc<AtomicU8>, thread: bool, config: &Config) -> Addr<ChatServer> {
     let backend = Box::new(Faulty {
         inner: MemoryStore::new(100, 100),
         mode: Arc::clone(mode),
         thread,
     });
-    ChatServer::start_with(&config, backend, Metrics::new()).unwrap()
+    ChatServer::start_with(config, backend, Metrics::new()).unwrap()
 }
 
 fn room(name: &str) -> RoomId {
@@ -259,6 +267,29 @@ async fn a_store_that_panics_answers_what_it_held_and_everything_after() {
         let error = next_of(&mut frames, "error").await;
         assert_eq!(error["code"], "store_unavailable", "{error}");
         assert_eq!(error["room_id"], "r");
+    }
+}
+
+/// A retention pass that panics (on `ChatServer`'s own thread, in line) takes the store
+/// down, not the server: the state says so, and every later op is answered as failed.
+#[actix::test]
+async fn a_retention_pass_that_panics_takes_the_store_down_not_the_server() {
+    for thread in BOTH {
+        let mode = Arc::new(AtomicU8::new(OK));
+        let config = Config {
+            prune_interval_ms: 20,
+            ..Config::for_tests()
+        };
+        let server = start_with(&mode, thread, &config);
+        assert_eq!(ask(&server, post("r", "one")).await.unwrap().seq, Seq(1));
+        mode.store(PANIC_PRUNE, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while ask(&server, GetStats).await.store != StoreState::Down {
+            assert!(tokio::time::Instant::now() < deadline, "thread={thread}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let failed = ask(&server, post("r", "two")).await;
+        assert!(matches!(failed, Err(ApiFailure::Store(_))), "{failed:?}");
     }
 }
 

@@ -69,7 +69,10 @@ struct Inline {
     /// `None` once closed.
     writer: Option<Writer>,
     ops: Vec<Op>,
-    /// Set when a batch panicked: every op is answered as failed from then on.
+    /// Events from outside a turn (a retention pass that panicked), for the next turn.
+    events: Vec<Event>,
+    /// Set when a batch or a retention pass panicked: every op is answered as failed from
+    /// then on.
     down: Option<String>,
     prune_every: Duration,
 }
@@ -91,6 +94,7 @@ impl StoreHandle {
                 kind: Kind::Inline(Box::new(Inline {
                     writer: Some(writer),
                     ops: Vec::new(),
+                    events: Vec::new(),
                     down: None,
                     prune_every,
                 })),
@@ -140,9 +144,10 @@ impl StoreHandle {
         }
     }
 
-    /// Whether ops wait for the next [`Self::turn`] (an in-line store only).
+    /// Whether ops (or events) wait for the next [`Self::turn`] (an in-line store only).
     pub fn pending(&self) -> bool {
-        matches!(&self.kind, Kind::Inline(inline) if !inline.ops.is_empty())
+        matches!(&self.kind, Kind::Inline(inline)
+            if !inline.ops.is_empty() || !inline.events.is_empty())
     }
 
     /// An in-line store: runs every waiting op in one transaction and returns their
@@ -153,28 +158,29 @@ impl StoreHandle {
         let Kind::Inline(inline) = &mut self.kind else {
             return Vec::new();
         };
+        let mut out = std::mem::take(&mut inline.events);
         if inline.ops.is_empty() {
-            return Vec::new();
+            return out;
         }
         if let Some(why) = &inline.down {
-            return inline.ops.drain(..).map(|op| failed(op, why)).collect();
+            out.extend(inline.ops.drain(..).map(|op| failed(op, why)));
+            return out;
         }
         let Some(writer) = inline.writer.as_mut() else {
             let why = "the history store has stopped";
-            return inline.ops.drain(..).map(|op| failed(op, why)).collect();
+            out.extend(inline.ops.drain(..).map(|op| failed(op, why)));
+            return out;
         };
         let ops = &mut inline.ops;
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.batch(ops))) {
-            Ok(out) => out,
+            Ok(events) => out.extend(events),
             Err(panic) => {
-                let why = format!("the history store failed: {}", panic_message(&panic));
-                log::error!("{why}; answering every op as failed");
-                let mut out = vec![Event::State(StoreState::Down)];
+                let why = inline.fail(&panic);
+                out.push(Event::State(StoreState::Down));
                 out.extend(inline.ops.drain(..).map(|op| failed(op, &why)));
-                inline.down = Some(why);
-                out
             }
         }
+        out
     }
 
     /// An in-line store: when its first retention pass is due (`ChatServer` runs
@@ -192,9 +198,16 @@ impl StoreHandle {
             return None;
         };
         let every = inline.prune_every;
-        match inline.writer.as_mut() {
-            Some(writer) if inline.down.is_none() => Some(writer.prune(every)),
-            _ => Some(every),
+        let Some(writer) = inline.writer.as_mut().filter(|_| inline.down.is_none()) else {
+            return Some(every);
+        };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.prune(every))) {
+            Ok(next) => Some(next),
+            Err(panic) => {
+                inline.fail(&panic);
+                inline.events.push(Event::State(StoreState::Down));
+                Some(every)
+            }
         }
     }
 
@@ -219,6 +232,16 @@ impl StoreHandle {
                     .ok()
             }
         }
+    }
+}
+
+impl Inline {
+    /// The writer panicked: from now on every op is answered as failed. Returns why.
+    fn fail(&mut self, panic: &Box<dyn std::any::Any + Send>) -> String {
+        let why = format!("the history store failed: {}", panic_message(panic));
+        log::error!("{why}; answering every op as failed");
+        self.down = Some(why.clone());
+        why
     }
 }
 
