@@ -122,8 +122,12 @@ async fn a_slow_consumer_is_closed_without_holding_up_the_room() {
     const MESSAGES: usize = 8_000;
     const TEXT_BYTES: usize = 4_000;
     // Readers keep within WINDOW chats (80 KB) of the sender: they keep up, so the room is
-    // not "behind" (the server sheds chats when most members have an eighth of the queue
-    // bound waiting); only the member that reads nothing falls behind.
+    // not "behind" (the server sheds chats when most members have an eighth of the queue's
+    // byte bound waiting); only the member that reads nothing falls behind. The byte bound
+    // is 4 MiB here, so that a reader task the busy test machine leaves unscheduled for a
+    // moment (its kernel buffer full, ~130 KB waiting at the server) does not count as
+    // behind (seen once with the default 1 MiB, whose eighth is 128 KiB); the stalled
+    // member is closed at the frame bound, 256 frames (~1 MB).
     const WINDOW: usize = 20;
     // What the stalled member would hold if the server queued everything for it: ~32 MB.
     // The server must stay at half that (it measured +4 to +8 MiB).
@@ -134,6 +138,8 @@ async fn a_slow_consumer_is_closed_without_holding_up_the_room() {
         "0",
         "--max-pending",
         "256",
+        "--max-pending-bytes",
+        "4194304",
         "--slow-consumer-grace-ms",
         "500",
         "--max-text-chars",
