@@ -583,6 +583,17 @@ mod tests {
         }
     }
 
+    /// A retention policy by count only: `n` messages per room.
+    fn keep_newest(n: u64) -> Retention {
+        Retention {
+            max_messages: n,
+            max_age_ms: 0,
+            inbox_max: 2,
+            inbox_ttl_ms: 0,
+            clock: Clock::System,
+        }
+    }
+
     #[test]
     fn survives_reopening_and_keeps_the_seq() {
         let dir = tempdir();
@@ -616,13 +627,7 @@ mod tests {
         assert_eq!((original.seq, original.message_id.as_str()), (Seq(2), "m2"));
 
         s.begin().unwrap();
-        let policy = Retention {
-            max_messages: 3,
-            max_age_ms: 0,
-            inbox_max: 2,
-            inbox_ttl_ms: 0,
-            clock: Clock::System,
-        };
+        let policy = keep_newest(3);
         // Only the rooms written since the last pass are looked at.
         assert_eq!(s.prune(&policy, 0, &[]).unwrap(), Pruned::default());
         assert_eq!(
@@ -672,13 +677,7 @@ mod tests {
             }
         }
         s.commit().unwrap();
-        let policy = Retention {
-            max_messages: 5,
-            max_age_ms: 0,
-            inbox_max: 1,
-            inbox_ttl_ms: 0,
-            clock: Clock::System,
-        };
+        let policy = keep_newest(5);
         let mut written = vec![a.clone(), b.clone()];
         let mut passes = Vec::new();
         while !written.is_empty() {
