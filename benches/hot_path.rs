@@ -202,9 +202,12 @@ fn fan_out(c: &mut Criterion) {
 /// the system's temporary folder, so `sqlite_full` measures that disk's fsync.
 fn store_commit(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("roomcast-bench-{}", std::process::id()));
-    let room = RoomId::parse("bench").unwrap();
+    // Scenario B's shape: one chat per commit, the rooms taking turns.
+    let rooms: Vec<RoomId> = (0..50)
+        .map(|i| RoomId::parse(&format!("bench-{i}")).unwrap())
+        .collect();
     let user = UserId::parse("alice").unwrap();
-    let frame = chat(&user, &room).encode();
+    let frame = chat(&user, &rooms[0]).encode();
     let mut g = c.benchmark_group("store_commit");
     g.throughput(Throughput::Elements(1));
     let backends = [
@@ -226,8 +229,8 @@ fn store_commit(c: &mut Criterion) {
                 store.begin().unwrap();
                 store
                     .insert(&StoredMessage {
-                        room: room.clone(),
-                        seq: Seq(seq),
+                        room: rooms[(seq % 50) as usize].clone(),
+                        seq: Seq(seq / 50 + 1),
                         user: user.clone(),
                         client_msg_id: None,
                         message_id: format!("m{seq}"),

@@ -26,7 +26,6 @@
 //! frames it runs a `RESTART` checkpoint itself between two batches (a stall of one
 //! checkpoint, paid only under heavy load).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -69,6 +68,10 @@ pub const WAL_MAX_FRAMES: i32 = 10_000;
 /// does not keep the disk space.
 const WAL_KEEP_BYTES: i64 = 64 << 20;
 
+/// `rooms` holds a floor under a room's last seq, written only when the age limit deletes
+/// messages (which can be a room's newest): a commit writes the message's page and nothing
+/// else, and `last_seq` is the newest message's seq or the floor, whichever is higher.
+/// (Before, every commit also rewrote the room's row: one page in two of each commit.)
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rooms (
     room_id  TEXT PRIMARY KEY,
@@ -99,8 +102,6 @@ pub struct SqliteStore {
     /// Declared first so that it stops (and runs its last checkpoint) before `conn` closes.
     _checkpointer: Checkpointer,
     conn: Connection,
-    /// Rooms whose last seq moved in the open transaction; written once at commit.
-    dirty: HashMap<RoomId, Seq>,
     /// Frames in the write-ahead log after the last commit (SQLite's WAL hook says).
     wal_frames: Arc<AtomicI32>,
     sync: SyncMode,
@@ -294,7 +295,6 @@ impl SqliteStore {
         );
         Ok(SqliteStore {
             conn,
-            dirty: HashMap::new(),
             wal_frames,
             sync,
             _checkpointer: checkpointer,
@@ -342,45 +342,41 @@ impl Backend for SqliteStore {
     }
 
     fn begin(&mut self) -> StoreResult<()> {
-        self.dirty.clear();
         if self.wal_frames.load(Ordering::Relaxed) > WAL_MAX_FRAMES {
             self.restart_wal();
         }
-        Ok(self.conn.execute_batch("BEGIN IMMEDIATE")?)
+        // Cached, as every statement of a batch is: `execute_batch` parses its text anew.
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        Ok(())
     }
 
     fn commit(&mut self) -> StoreResult<()> {
-        {
-            let mut up = self.conn.prepare_cached(
-                "INSERT INTO rooms (room_id, last_seq) VALUES (?1, ?2)
-                 ON CONFLICT (room_id) DO UPDATE SET last_seq = excluded.last_seq",
-            )?;
-            for (room, seq) in &self.dirty {
-                up.execute(params![room.as_str(), seq.0 as i64])?;
-            }
-        }
-        self.conn.execute_batch("COMMIT")?;
-        self.dirty.clear();
+        self.conn.prepare_cached("COMMIT")?.execute([])?;
         Ok(())
     }
 
     fn rollback(&mut self) {
-        self.dirty.clear();
-        if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+        let rolled_back = self
+            .conn
+            .prepare_cached("ROLLBACK")
+            .and_then(|mut s| s.execute([]));
+        if let Err(e) = rolled_back {
             log::debug!("rollback: {e}");
         }
     }
 
+    /// The newest message's seq (one step down the primary key), or the floor that the age
+    /// limit left in `rooms` when it deleted a room's every message, whichever is higher.
     fn last_seq(&mut self, room: &RoomId) -> StoreResult<Seq> {
-        if let Some(seq) = self.dirty.get(room) {
-            return Ok(*seq);
-        }
-        let seq: Option<i64> = self
+        let seq: i64 = self
             .conn
-            .prepare_cached("SELECT last_seq FROM rooms WHERE room_id = ?1")?
-            .query_row([room.as_str()], |r| r.get(0))
-            .optional()?;
-        Ok(Seq(seq.unwrap_or(0) as u64))
+            .prepare_cached(
+                "SELECT max(
+                     coalesce((SELECT max(seq) FROM messages WHERE room_id = ?1), 0),
+                     coalesce((SELECT last_seq FROM rooms WHERE room_id = ?1), 0))",
+            )?
+            .query_row([room.as_str()], |r| r.get(0))?;
+        Ok(Seq(seq as u64))
     }
 
     fn find_original(
@@ -421,7 +417,6 @@ impl Backend for SqliteStore {
                 m.ts_ms,
                 &*m.frame,
             ])?;
-        self.dirty.insert(m.room.clone(), m.seq);
         Ok(())
     }
 
@@ -550,6 +545,15 @@ impl Backend for SqliteStore {
         }
         if policy.max_age_ms > 0 {
             let cutoff = now_ms.saturating_sub(to_i64(policy.max_age_ms));
+            // The age limit can take a room's newest message, which is what `last_seq`
+            // counts from: keep its seq as the room's floor first, so it is never handed out
+            // again. (The count limit always keeps the newest.)
+            self.conn.execute(
+                "INSERT INTO rooms (room_id, last_seq)
+                 SELECT room_id, max(seq) FROM messages WHERE ts_ms < ?1 GROUP BY room_id
+                 ON CONFLICT (room_id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+                [cutoff],
+            )?;
             messages += self
                 .conn
                 .execute("DELETE FROM messages WHERE ts_ms < ?1", [cutoff])?
@@ -655,6 +659,20 @@ mod tests {
             (page.iter().map(|e| e.seq.0).collect::<Vec<_>>(), more),
             (vec![4, 5], false)
         );
+
+        // An age pass that takes the room's every message, newest included, leaves its seq
+        // behind: after reopening, the next message is still 6.
+        s.begin().unwrap();
+        assert_eq!(s.prune(&by_age, 100, &[]).unwrap().messages, 2);
+        s.commit().unwrap();
+        assert_eq!(s.page_before(&room, None, 10).unwrap(), (vec![], false));
+        drop(s);
+        let mut s = SqliteStore::open(&path, SyncMode::Normal).unwrap();
+        assert_eq!(s.last_seq(&room).unwrap(), Seq(5));
+        s.begin().unwrap();
+        s.insert(&msg(6, None)).unwrap();
+        s.commit().unwrap();
+        assert_eq!(s.last_seq(&room).unwrap(), Seq(6));
         let _ = std::fs::remove_dir_all(dir);
     }
 
