@@ -5,7 +5,9 @@
 //! after `since_seq`) makes the session a member at once. Otherwise it waits for a store
 //! read, and the session becomes a member only when the answer comes back
 //! ([`ChatServer::joined_from_store`]): reads and writes share the store's queue, so what
-//! the read returns and what arrives live afterwards meet with no gap and no duplicate.
+//! the read returns and what arrives live afterwards meet with no gap and no duplicate. (In
+//! a cluster the live chats come from the channel, not the store's queue, and a room live
+//! here is matched to the read by seq: `match_live_room`.)
 
 use std::rc::Rc;
 
@@ -14,7 +16,7 @@ use actix::prelude::*;
 use super::messages::{Connect, Refused, SessionKind};
 use super::outbox::Outbox;
 use super::registry::{JoinRefused, JoinStart, SessionEntry};
-use super::room::{Added, Removed, Room};
+use super::room::{Added, HistoryEntry, Removed, Room};
 use super::{ChatServer, Handle};
 use crate::cluster::peers::PeerEvent;
 use crate::ids::{RoomId, Seq, SessionId, UserId};
@@ -186,15 +188,27 @@ impl ChatServer {
         if !self.sessions.finish_read(session, &room_id) {
             return; // It left (or was evicted, or is gone) meanwhile.
         }
-        let keep = self.limits.history_keep;
-        let room = self
-            .rooms
-            .entry(room_id.clone())
-            .or_insert_with(|| Room::new(loaded.last_seq, loaded.entries.clone(), keep));
-        // Every commit sequenced before the read has been handled by now, and none after it.
-        debug_assert_eq!(room.last_seq(), loaded.last_seq);
-        let history = loaded.entries.into_iter().map(|e| e.frame).collect();
-        self.admit(session, &room_id, history, loaded.recovered);
+        let (entries, recovered) = match self.rooms.get(&room_id) {
+            // In a cluster the room can already be live here, its chats coming from the
+            // channel while the read went to the stream: see `match_live_room`.
+            Some(room) if self.cluster => {
+                match_live_room(room, loaded, self.limits.history_on_join)
+            }
+            Some(room) => {
+                // One node: reads and writes share the store's queue, so every commit
+                // sequenced before the read has been handled by now, and none after it.
+                debug_assert_eq!(room.last_seq(), loaded.last_seq);
+                (loaded.entries, loaded.recovered)
+            }
+            None => {
+                let keep = self.limits.history_keep;
+                let room = Room::new(loaded.last_seq, loaded.entries.clone(), keep);
+                self.rooms.insert(room_id.clone(), room);
+                (loaded.entries, loaded.recovered)
+            }
+        };
+        let history = entries.into_iter().map(|e| e.frame).collect();
+        self.admit(session, &room_id, history, recovered);
     }
 
     pub(super) fn join_failed(&mut self, session: SessionId, room_id: &RoomId, error: &str) {
@@ -438,5 +452,117 @@ impl ChatServer {
         entry.close_sent = true;
         let handle = Rc::clone(&entry.handle);
         self.outboxes.close(session, &handle, code, reason);
+    }
+}
+
+/// A join's read, answered by the cluster's stream, made to fit `room`, which is live here
+/// and was fed by the channel meanwhile: the joiner's history must end exactly at the live
+/// room's newest seq, the first chat it gets live being the next, or it would get a chat
+/// twice or miss one.
+/// - Chats the read saw that the channel has not brought yet are left out: they arrive
+///   live after `joined`.
+/// - Chats the channel delivered while the read was on its way are added from the room's
+///   window. If the window no longer holds them all (more than `--history-keep` arrived in a
+///   read's round trip), the joiner gets the window's newest instead, and a `since_seq` join
+///   is answered `recovered: false`.
+///
+/// A plain join's history stays the newest `on_join`.
+fn match_live_room<H>(
+    room: &Room<H>,
+    loaded: Loaded,
+    on_join: usize,
+) -> (Vec<HistoryEntry>, Option<bool>) {
+    let live = room.last_seq();
+    let Loaded {
+        mut entries,
+        last_seq: read,
+        recovered,
+        ..
+    } = loaded;
+    entries.retain(|e| e.seq <= live);
+    if read < live {
+        match room.catch_up(read, usize::MAX) {
+            Some(missed) => entries.extend(missed.into_iter().cloned()),
+            None => {
+                let newest = room.recent(on_join).cloned().collect();
+                return (newest, recovered.map(|_| false));
+            }
+        }
+    }
+    if recovered.is_none() && entries.len() > on_join {
+        entries.drain(..entries.len() - on_join);
+    }
+    (entries, recovered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(seqs: std::ops::RangeInclusive<u64>) -> Vec<HistoryEntry> {
+        seqs.map(|s| HistoryEntry {
+            seq: Seq(s),
+            frame: Frame::from(format!("m{s}")),
+        })
+        .collect()
+    }
+
+    fn read(last: u64, seqs: std::ops::RangeInclusive<u64>, recovered: Option<bool>) -> Loaded {
+        Loaded {
+            last_seq: Seq(last),
+            entries: entries(seqs),
+            has_more: false,
+            recovered,
+        }
+    }
+
+    fn seqs(matched: &(Vec<HistoryEntry>, Option<bool>)) -> (Vec<u64>, Option<bool>) {
+        (matched.0.iter().map(|e| e.seq.0).collect(), matched.1)
+    }
+
+    /// The room live here has delivered up to 17; the read ran after 18 was stored, whose
+    /// chat the channel has not brought yet: 18 comes live, not in the history too.
+    #[test]
+    fn a_read_ahead_of_the_live_room_leaves_the_rest_to_the_channel() {
+        let room: Room<()> = Room::new(Seq(17), entries(1..=17), 50);
+        let plain = match_live_room(&room, read(18, 1..=18, None), 50);
+        assert_eq!(seqs(&plain), ((1..=17).collect(), None));
+        let since = match_live_room(&room, read(18, 11..=18, Some(true)), 50);
+        assert_eq!(seqs(&since), ((11..=17).collect(), Some(true)));
+    }
+
+    /// The read ran before 11 was stored, and the channel delivered 11 and 12 to the live
+    /// room before the answer came back: the joiner gets them from the window.
+    #[test]
+    fn a_read_behind_the_live_room_is_completed_from_its_window() {
+        let room: Room<()> = Room::new(Seq(12), entries(1..=12), 50);
+        let plain = match_live_room(&room, read(10, 1..=10, None), 50);
+        assert_eq!(seqs(&plain), ((1..=12).collect(), None));
+        // A plain join still gets the newest `on_join`.
+        let plain = match_live_room(&room, read(10, 1..=10, None), 4);
+        assert_eq!(seqs(&plain), ((9..=12).collect(), None));
+        let since = match_live_room(&room, read(10, 6..=10, Some(true)), 50);
+        assert_eq!(seqs(&since), ((6..=12).collect(), Some(true)));
+    }
+
+    /// More arrived during the read than the window keeps: the window's newest, and a
+    /// recovery is not exact.
+    #[test]
+    fn a_read_the_window_cannot_bridge_gives_the_windows_newest() {
+        let room: Room<()> = Room::new(Seq(100), entries(91..=100), 10);
+        let since = match_live_room(&room, read(80, 71..=80, Some(true)), 50);
+        assert_eq!(seqs(&since), ((91..=100).collect(), Some(false)));
+        let plain = match_live_room(&room, read(80, 71..=80, None), 5);
+        assert_eq!(seqs(&plain), ((96..=100).collect(), None));
+    }
+
+    /// The usual case: read and live room agree.
+    #[test]
+    fn a_read_that_matches_the_live_room_is_kept_as_it_is() {
+        let room: Room<()> = Room::new(Seq(5), entries(1..=5), 50);
+        let since = match_live_room(&room, read(5, 3..=5, Some(true)), 50);
+        assert_eq!(seqs(&since), ((3..=5).collect(), Some(true)));
+        let lost = match_live_room(&room, read(5, 4..=5, Some(false)), 50);
+        assert_eq!(seqs(&lost), ((4..=5).collect(), Some(false)));
     }
 }
