@@ -9,14 +9,20 @@
 -- ARGV[4] the stream's length bound   ARGV[5] the channel   ARGV[6] the room id
 -- ARGV[7] seconds a resend key is kept   ARGV[8] now, in Unix milliseconds (a new epoch)
 --
--- Returns {1, seq} for a new chat, {0, seq} for a resend of a chat stored as seq.
+-- Returns {1, seq, ''} for a new chat, {0, seq, frame} for a resend of a chat stored as
+-- seq whose entry the stream still keeps. A resend whose original was trimmed is stored
+-- again, as a new chat (as on one node: resends are recognized while their original is kept).
 -- Seqs are returned and written as decimal strings: Lua numbers are doubles, and their
 -- default formatting loses digits past 14.
 
 if KEYS[5] ~= '' then
   local original = redis.call('GET', KEYS[5])
   if original then
-    return {0, original}
+    local id = original .. '-1'
+    local kept = redis.call('XRANGE', KEYS[2], id, id)
+    if #kept > 0 then
+      return {0, original, kept[1][2][2]}
+    end
   end
 end
 
@@ -48,4 +54,4 @@ if KEYS[5] ~= '' then
   redis.call('SET', KEYS[5], s, 'EX', ARGV[7])
 end
 redis.call('PUBLISH', ARGV[5], ARGV[6] .. '\n' .. s .. '\n' .. frame)
-return {1, s}
+return {1, s, ''}

@@ -204,9 +204,9 @@ impl Peers {
         self.chat.contains_key(user)
     }
 
-    /// Whether another node has a notification socket of `user`.
-    pub fn has_notifications(&self, user: &UserId) -> bool {
-        self.notified.contains_key(user)
+    /// The notification sockets other nodes last announced of `user`.
+    pub fn notification_sockets_of(&self, user: &UserId) -> usize {
+        self.notified.get(user).map_or(0, total)
     }
 
     /// The sockets (chat and notification) other nodes have of `user`.
@@ -387,6 +387,7 @@ mod tests {
         p.online("a", &user("ann"), false, 1);
         p.online("a", &user("ann"), true, 2);
         assert_eq!(p.sockets_of(&user("ann")), 3);
+        assert_eq!(p.notification_sockets_of(&user("ann")), 2);
         let mut gone = p.forget("a");
         gone.sort();
         assert_eq!(gone, [(room("r"), user("ann"))]);
@@ -399,7 +400,7 @@ mod tests {
             }
         );
         assert!(!p.has_chat(&user("ann")));
-        assert!(!p.has_notifications(&user("ann")));
+        assert_eq!(p.notification_sockets_of(&user("ann")), 0);
         assert_eq!(p.sockets_of(&user("ann")), 0);
     }
 

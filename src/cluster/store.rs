@@ -291,36 +291,41 @@ impl RedisStore {
                 .arg(now_ms);
             drafts.push(draft);
         }
-        let replies: Vec<redis::RedisResult<(u8, String)>> = pipe.query(self.con())?;
+        let replies: Vec<redis::RedisResult<(u8, String, String)>> = pipe.query(self.con())?;
         if replies.len() != appends.len() {
             return Err(bad_reply("a pipeline's answers"));
         }
         let mut outcomes = Vec::with_capacity(appends.len());
         for ((a, draft), reply) in appends.iter().zip(drafts).zip(replies) {
-            outcomes.push(reply.and_then(|(new, seq)| self.appended(a, draft, new == 1, &seq)));
+            outcomes.push(reply.and_then(|(new, seq, original)| {
+                self.appended(a, draft, (new == 0).then_some(original), &seq)
+            }));
         }
         Ok(outcomes)
     }
 
-    /// The outcome of one append the script answered: new, or a resend of `seq`.
+    /// The outcome of one append the script answered: new, or a resend of `seq` whose
+    /// stored frame is `original`.
     fn appended(
         &mut self,
         a: &Append,
         draft: Draft,
-        new: bool,
+        original: Option<String>,
         seq: &str,
     ) -> redis::RedisResult<Event> {
         let seq = Seq(seq.parse().map_err(|_| bad_reply("the script's seq"))?);
         self.saw(&a.room, seq);
-        let (frame, message_id) = if new {
-            let frame = format!("{}\"seq\":{}{}", draft.before, seq.0, draft.after);
-            (Frame::from(frame), draft.message_id)
-        } else {
-            let frame = self
-                .entry(&a.room, seq)?
-                .ok_or_else(|| bad_reply("the original of a resend is no longer kept"))?;
-            let original = message_id_of(&frame).unwrap_or_default();
-            (frame, original)
+        let new = original.is_none();
+        let (frame, message_id) = match original {
+            None => {
+                let frame = format!("{}\"seq\":{}{}", draft.before, seq.0, draft.after);
+                (Frame::from(frame), draft.message_id)
+            }
+            Some(frame) => {
+                let frame = Frame::from(frame);
+                let original = message_id_of(&frame).unwrap_or_default();
+                (frame, original)
+            }
         };
         Ok(Event::Stored(Stored {
             room: a.room.clone(),
@@ -332,17 +337,6 @@ impl RedisStore {
             received: a.received,
             duplicate: !new,
         }))
-    }
-
-    /// The stored frame of one seq, if the stream still has it.
-    fn entry(&mut self, room: &RoomId, seq: Seq) -> redis::RedisResult<Option<Frame>> {
-        let id = entry_id(seq);
-        let reply: StreamRangeReply = redis::cmd("XRANGE")
-            .arg(log_key(room))
-            .arg(&id)
-            .arg(&id)
-            .query(self.con())?;
-        Ok(entries(reply).into_iter().next().map(|e| e.frame))
     }
 
     fn read(&mut self, room: &RoomId, read: Read) -> redis::RedisResult<Loaded> {

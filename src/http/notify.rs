@@ -49,7 +49,7 @@ pub async fn send_notification(
     let notification = Notification::new(title, message, notification_type, None);
     let (pushed, _) = push(&state, Audience::Users(vec![user.clone()]), &notification).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
-        "sent": pushed.sockets > 0,
+        "sent": !pushed.reached.is_empty(),
         "stored": !pushed.stored.is_empty(),
         "user_id": user,
         "notification": notification,

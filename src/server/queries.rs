@@ -161,33 +161,37 @@ impl ChatServer {
                 all
             }
         };
-        // Other nodes deliver to their own sockets; their users count as reached.
+        // Other nodes deliver to their own sockets: counted as they last announced them.
         self.tell_peers(|n| PeerEvent::Notify {
             n,
             to,
             f: msg.frame.to_string(),
         });
         let mut pushed = Pushed::default();
+        // This node's sockets: its own metric (the other nodes count theirs).
+        let mut local = 0;
         for user in users {
-            let sockets = self.sessions.notification_sockets(&user);
-            let elsewhere = self.cluster && self.peers.has_notifications(&user);
-            if sockets.is_empty() {
-                match elsewhere {
-                    true => pushed.reached.push(user),
-                    false => pushed.offline.push(user),
-                }
-                continue;
-            }
-            for session in sockets {
+            let mut sockets = 0;
+            for session in self.sessions.notification_sockets(&user) {
                 if let Some(entry) = self.sessions.get(*session) {
                     self.outboxes
                         .queue(*session, &entry.handle, msg.frame.clone());
-                    pushed.sockets += 1;
+                    sockets += 1;
                 }
             }
+            let elsewhere = match self.cluster {
+                true => self.peers.notification_sockets_of(&user),
+                false => 0,
+            };
+            if sockets + elsewhere == 0 {
+                pushed.offline.push(user);
+                continue;
+            }
+            local += sockets;
+            pushed.sockets += sockets + elsewhere;
             pushed.reached.push(user);
         }
-        self.metrics.notifications_pushed(pushed.sockets as u64);
+        self.metrics.notifications_pushed(local as u64);
         if pushed.offline.is_empty() || !self.limits.inbox {
             return Box::pin(std::future::ready(pushed));
         }

@@ -701,6 +701,9 @@ async fn a_notification_pushed_on_one_node_reaches_a_socket_on_another() {
         let (status, answer) = api(nodes[0].addr, "POST", "/api/notifications", Some(&body)).await;
         assert_eq!(status, 200, "{answer}");
         if answer["reached"] == json!(["bob"]) {
+            // The count covers the other node's socket.
+            assert_eq!(answer["sockets"], 1, "{answer}");
+            assert_eq!(answer["stored"], json!([]), "{answer}");
             break;
         }
         assert!(
@@ -714,6 +717,60 @@ async fn a_notification_pushed_on_one_node_reaches_a_socket_on_another() {
         (got["title"].as_str(), got["message"].as_str()),
         (Some("t"), Some("hello"))
     );
+    // The seed's endpoint on the first node says it was sent: a socket elsewhere got it.
+    let path = "/send-notification/?user_id=bob&title=t2&message=again";
+    let (status, answer) = api(nodes[0].addr, "POST", path, None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (&answer["sent"], &answer["stored"]),
+        (&json!(true), &json!(false))
+    );
+    let got = next_of(&mut socket, "notification").await;
+    assert_eq!(got["message"], "again");
+}
+
+/// Resends are recognized while their original is kept: one whose original the stream
+/// trimmed is a new chat, one whose original is kept is answered with it.
+#[tokio::test]
+async fn a_resend_whose_original_was_trimmed_is_stored_again() {
+    const SENT: usize = 300;
+    let redis = RedisServer::start();
+    let nodes = nodes_with(&redis, 1, &["--retention-messages", "5"]);
+    let (mut ann, _) = join(&nodes[0], "t", "ann").await;
+    let (mut bob, _) = join(&nodes[0], "t", "bob").await;
+    let mut acks = Vec::new();
+    for n in 0..SENT {
+        let id = format!("m{n}");
+        ann.send(json!({"type": "chat", "text": id, "client_msg_id": id}))
+            .await;
+        acks.push(next_of(&mut ann, "ack").await);
+    }
+    let seq = |ack: &Value| ack["seq"].as_u64().unwrap();
+    let last = seq(&acks[SENT - 1]);
+    ann.send(json!({"type": "chat", "text": "m0", "client_msg_id": "m0"}))
+        .await;
+    let again = next_of(&mut ann, "ack").await;
+    assert_eq!(seq(&again), last + 1, "{again}");
+    assert_ne!(again["message_id"], acks[0]["message_id"]);
+    let kept = format!("m{}", SENT - 1);
+    ann.send(json!({"type": "chat", "text": kept, "client_msg_id": kept}))
+        .await;
+    let original = next_of(&mut ann, "ack").await;
+    assert_eq!(seq(&original), last, "{original}");
+    assert_eq!(original["message_id"], acks[SENT - 1]["message_id"]);
+    // Bob got every chat once, the trimmed one's resend as a new chat, the kept one's not.
+    let got = chats(&mut bob, SENT + 1).await;
+    let first = seq(&acks[0]);
+    assert_eq!(seqs(&got), (first..=last + 1).collect::<Vec<u64>>());
+    assert_eq!(got[SENT]["text"], "m0");
+    let (_, page) = api(nodes[0].addr, "GET", "/api/rooms/t/history?limit=3", None).await;
+    let texts: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["m298", "m299", "m0"], "{page}");
 }
 
 #[tokio::test]
