@@ -154,7 +154,10 @@ impl ChatServer {
             (Tag::Request(id), result) => match self.waiting.remove(&id) {
                 Some(Waiter::History(tx)) => {
                     let _ = tx.send(match result {
-                        Ok(l) if l.last_seq == Seq(0) => Err(ApiFailure::UnknownRoom(room)),
+                        // Unknown: no message ever, and no member on any node.
+                        Ok(l) if self.room_detail(&room, l.last_seq).is_none() => {
+                            Err(ApiFailure::UnknownRoom(room))
+                        }
                         Ok(l) => Ok(HistoryPage {
                             room_id: room,
                             messages: l.entries.into_iter().map(|e| e.frame).collect(),

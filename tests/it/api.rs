@@ -289,6 +289,26 @@ async fn history_pages_walk_back_with_before_seq() {
     assert_eq!(dave.sync("paged").await, ["dave"]);
 }
 
+/// A room with a member is known though nothing was ever said in it: its history is an
+/// empty page, not a 404; once the member leaves it is unknown again.
+#[tokio::test]
+async fn a_room_with_members_and_no_messages_has_an_empty_history() {
+    let srv = TestServer::start();
+    let (mut eve, joined) = srv.room_client("quiet", "eve").await;
+    assert_eq!(joined.frame["last_seq"], 0);
+    let page = get(&srv, "/api/rooms/quiet/history").await;
+    assert_eq!(
+        page,
+        json!({"room_id": "quiet", "messages": [], "has_more": false})
+    );
+    let room = get(&srv, "/api/rooms/quiet").await;
+    assert_eq!(room["members"], json!(["eve"]));
+    eve.send(json!({"type": "leave", "room_id": "quiet"})).await;
+    eve.expect("left").await;
+    let answer = api(srv.addr, "GET", "/api/rooms/quiet/history", None).await;
+    assert_api_error(&answer, 404, "unknown_room", "the member left");
+}
+
 #[tokio::test]
 async fn unknown_rooms_are_404_and_bad_names_400() {
     let srv = TestServer::start();
