@@ -57,9 +57,26 @@ const FRAME_TYPES: &[&str] = &[
     "history",
     "ping",
     "pong",
+    "refresh",
     "invalid",
     "binary",
     "text_ping",
+];
+
+/// Every (close code, reason) a session is counted under; shown (as 0) before any traffic.
+const CLOSES: &[(&str, &str)] = &[
+    ("1000", "peer"),
+    ("1001", "shutdown"),
+    ("1002", "protocol_error"),
+    ("1006", "dropped"),
+    ("1007", "invalid_utf8"),
+    ("1008", "rate_limited"),
+    ("1009", "too_big"),
+    ("4001", "slow_consumer"),
+    ("4002", "heartbeat_timeout"),
+    ("4003", "server"),
+    ("4004", "token_expired"),
+    ("4005", "too_many_sockets"),
 ];
 
 /// Drop reasons the session uses; shown (as 0) before any traffic.
@@ -159,6 +176,15 @@ impl Metrics {
         for reason in drop_reason::ALL {
             frames_dropped.with_label_values(&[reason]);
         }
+        let sockets_closed = counter_vec(
+            "roomcast_sockets_closed_total",
+            "Sessions ended, by close code and reason (1000 peer: the peer closed; \
+             1006 dropped: the connection ended without a close frame).",
+            &["code", "reason"],
+        );
+        for (code, reason) in CLOSES {
+            sockets_closed.with_label_values(&[code, reason]);
+        }
         let fanout = register(
             &registry,
             Histogram::with_opts(
@@ -185,12 +211,7 @@ impl Metrics {
                 "Room frames queued to recipients by fan-out.",
             ),
             frames_dropped,
-            sockets_closed: counter_vec(
-                "roomcast_sockets_closed_total",
-                "Sessions ended, by close code and reason (1000 peer: the peer closed; \
-                 1006 dropped: the connection ended without a close frame).",
-                &["code", "reason"],
-            ),
+            sockets_closed,
             connections_refused: counter(
                 "roomcast_connections_refused_total",
                 "Requests answered 503 because their connection came past the connection bound.",

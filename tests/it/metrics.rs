@@ -42,6 +42,7 @@ async fn metrics_are_prometheus_text_with_known_labels_at_zero() {
         "roomcast_users",
         &received("chat"),
         &received("invalid"),
+        &received("refresh"),
         "roomcast_frames_sent_total",
         "roomcast_deliveries_total",
         &dropped("rate_limited"),
@@ -52,6 +53,12 @@ async fn metrics_are_prometheus_text_with_known_labels_at_zero() {
         "roomcast_store_write_failures_total",
         "roomcast_store_reads_total",
         "roomcast_broker_reconnects_total",
+        // Every close README lists, before any socket closed.
+        &closed(1000, "peer"),
+        &closed(1001, "shutdown"),
+        &closed(1006, "dropped"),
+        &closed(4001, "slow_consumer"),
+        &closed(4005, "too_many_sockets"),
     ] {
         assert_eq!(
             metric_value(&body, series),
