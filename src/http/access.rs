@@ -24,7 +24,7 @@ pub fn check(req: &HttpRequest, config: &Config) -> Result<(), ApiError> {
                 .headers()
                 .get(AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
+                .and_then(bearer);
             match given {
                 Some(given) if constant_time_eq(given.as_bytes(), key.as_bytes()) => Ok(()),
                 Some(_) => Err(ApiError::Unauthorized("wrong API key".into())),
@@ -42,6 +42,15 @@ pub fn check(req: &HttpRequest, config: &Config) -> Result<(), ApiError> {
     }
 }
 
+/// The credentials of an `Authorization: Bearer ...` value; the scheme's name is
+/// case-insensitive (RFC 9110, 11.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim_start_matches(' '))
+}
+
 /// Compares without stopping at the first difference, so timing does not reveal how much of
 /// a guess was right. `subtle` rather than a hand-written fold: a fold has no early exit
 /// only until an optimizer sees that it may add one, while `subtle` passes the result
@@ -53,7 +62,17 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{bearer, constant_time_eq};
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer k", "bearer k", "BEARER k", "Bearer  k"] {
+            assert_eq!(bearer(value), Some("k"), "{value:?}");
+        }
+        for value in ["Basic k", "Bearerk", "Bearer", "k"] {
+            assert_eq!(bearer(value), None, "{value:?}");
+        }
+    }
 
     #[test]
     fn compares_keys() {
