@@ -180,6 +180,9 @@ error_codes! {
     BinaryUnsupported => "binary_unsupported",
     /// The history store failed: the message was not stored (no ack), or a read failed.
     StoreUnavailable => "store_unavailable",
+    /// The server is shutting down: the request was not carried out (a chat was not stored);
+    /// send it again once reconnected.
+    ShuttingDown => "shutting_down",
     /// Cluster mode: messages of a room were lost between nodes and are no longer kept.
     HistoryGap => "history_gap",
     /// The socket's token does not grant this: joining the room, or chatting or typing in it.

@@ -21,7 +21,7 @@ use super::error::ApiError;
 use crate::auth::{self, AuthError, Credentials};
 use crate::conn::ConnFd;
 use crate::ids::{NAME_RULE, RoomId, Seq, SessionId, UserId};
-use crate::server::messages::{Connect, SessionKind};
+use crate::server::messages::{Connect, Refused, SessionKind};
 use crate::session::{self, ChatSession, UpgradeError};
 
 pub async fn room_socket(
@@ -213,6 +213,7 @@ async fn start_session(
             Ok(upgraded.admit())
         }
         // Dropping `upgraded` drops the session unstarted: it never counts as a session.
-        Err(refused) => Err(ApiError::Unavailable(refused.to_string())),
+        Err(Refused::ShuttingDown) => Err(ApiError::ShuttingDown),
+        Err(refused @ Refused::Full) => Err(ApiError::Unavailable(refused.to_string())),
     }
 }

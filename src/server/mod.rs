@@ -240,6 +240,12 @@ impl ChatServer {
         url: &str,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Addr<ChatServer>> {
+        if config.retention_secs > 0 {
+            log::warn!(
+                "--retention-secs is not applied in a cluster: the rooms' streams are trimmed \
+                 by count only (--retention-messages)"
+            );
+        }
         let ctx = Context::new();
         let store = crate::cluster::store::RedisStore::new(url, config.retention())?;
         let events = ctx.address().recipient();
@@ -274,6 +280,33 @@ impl ChatServer {
 
     /// An error about one `chat`: it names the room and the chat's `client_msg_id`, so the
     /// sender knows which message failed.
+    /// Answers a request taken after shutdown began with `shutting_down`, naming its room
+    /// and `client_msg_id`.
+    fn refuse_for_shutdown(&mut self, session: SessionId, command: &Command) {
+        let (room, client_msg_id) = match command {
+            Command::Chat {
+                room,
+                client_msg_id,
+                ..
+            } => (Some(room), client_msg_id.as_deref()),
+            Command::Join { room, .. }
+            | Command::Leave { room }
+            | Command::Typing { room, .. }
+            | Command::GetUsers { room }
+            | Command::History { room, .. } => (Some(room), None),
+            Command::Private { .. } => (None, None),
+        };
+        let frame = ServerMessage::Error {
+            code: ErrorCode::ShuttingDown,
+            message: "the server is shutting down; send again once reconnected",
+            room_id: room,
+            client_msg_id,
+            to_user: None,
+        }
+        .encode();
+        self.send(session, frame);
+    }
+
     fn send_chat_error(
         &mut self,
         session: SessionId,
@@ -460,6 +493,12 @@ impl Handler<ClientRequest> for ChatServer {
 
     fn handle(&mut self, msg: ClientRequest, ctx: &mut Context<Self>) {
         let session = msg.session;
+        if self.shutting_down {
+            // Its socket is closing with 1001 (the rooms are gone already): say why, so that
+            // a chat is known not stored, and is sent again after reconnecting.
+            self.refuse_for_shutdown(session, &msg.command);
+            return self.settle(ctx);
+        }
         match msg.command {
             Command::Join { room, since } => self.join(session, room, since),
             Command::Leave { room } => self.leave(session, room),

@@ -156,6 +156,16 @@ fn user(name: &str) -> UserId {
     UserId::parse(name).unwrap()
 }
 
+fn join(session: SessionId, room_name: &str, since: Option<Seq>) -> ClientRequest {
+    ClientRequest {
+        session,
+        command: Command::Join {
+            room: room(room_name),
+            since,
+        },
+    }
+}
+
 fn post(room_name: &str, text: &str) -> PostMessage {
     PostMessage {
         room: room(room_name),
@@ -256,14 +266,7 @@ async fn a_store_that_panics_answers_what_it_held_and_everything_after() {
         assert!(matches!(failed, Err(ApiFailure::Store(_))), "{failed:?}");
 
         // A join that needs a store read is refused, not left waiting.
-        let join = ClientRequest {
-            session: alice,
-            command: Command::Join {
-                room: room("r"),
-                since: None,
-            },
-        };
-        ask(&server, join).await;
+        ask(&server, join(alice, "r", None)).await;
         let error = next_of(&mut frames, "error").await;
         assert_eq!(error["code"], "store_unavailable", "{error}");
         assert_eq!(error["room_id"], "r");
@@ -304,14 +307,7 @@ async fn a_second_join_while_the_first_waits_for_the_store_is_answered_from_its_
         // Nobody is in `r`: both joins need the store. The second asks for what followed seq 3.
         let (bob, mut frames) = connect(&server, "bob").await;
         for since in [None, Some(Seq(3))] {
-            let join = ClientRequest {
-                session: bob,
-                command: Command::Join {
-                    room: room("r"),
-                    since,
-                },
-            };
-            server.do_send(join);
+            server.do_send(join(bob, "r", since));
         }
         let joined = next_of(&mut frames, "joined").await;
         assert_eq!(joined["recovered"], true, "{joined}");
@@ -334,4 +330,41 @@ async fn a_second_join_while_the_first_waits_for_the_store_is_answered_from_its_
         assert_eq!(next["type"], "active_users", "{next}");
         assert_eq!(next["users"], serde_json::json!(["bob"]));
     }
+}
+
+/// A request taken after shutdown began (its socket not yet closed) is answered
+/// `shutting_down`, naming its room and `client_msg_id`; the chat is not stored.
+#[actix::test]
+async fn a_chat_taken_during_shutdown_is_answered_shutting_down_and_not_stored() {
+    let mode = Arc::new(AtomicU8::new(OK));
+    let server = start(&mode, false);
+    let (alice, mut frames) = connect(&server, "alice").await;
+    ask(&server, join(alice, "r", None)).await;
+    next_of(&mut frames, "joined").await;
+    ask(&server, Shutdown).await;
+    let chat = ClientRequest {
+        session: alice,
+        command: Command::Chat {
+            room: room("r"),
+            text: "late".into(),
+            client_msg_id: Some("c1".into()),
+        },
+    };
+    ask(&server, chat).await;
+    let error = next_of(&mut frames, "error").await;
+    assert_eq!(
+        (&error["code"], &error["room_id"], &error["client_msg_id"]),
+        (&"shutting_down".into(), &"r".into(), &"c1".into()),
+        "{error}"
+    );
+    let page = ReadHistory {
+        room: room("r"),
+        before: None,
+        limit: 10,
+    };
+    let stored = ask(&server, page).await;
+    assert!(
+        !matches!(&stored, Ok(page) if !page.messages.is_empty()),
+        "{stored:?}"
+    );
 }
