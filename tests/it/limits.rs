@@ -254,7 +254,7 @@ async fn a_slow_consumer_is_closed_without_holding_up_the_room() {
     let metrics = loop {
         let (status, text) = http_get_raw(srv.addr, "/metrics").await;
         assert_eq!(status, 200);
-        if metric_value(&text, &closed("4001", "slow_consumer")).is_some()
+        if metric_value(&text, &closed("4001", "slow_consumer")) == Some(1.0)
             || tokio::time::Instant::now() > deadline
         {
             break text;
@@ -266,7 +266,10 @@ async fn a_slow_consumer_is_closed_without_holding_up_the_room() {
         Some(1.0),
         "{metrics}"
     );
-    assert_eq!(metric_value(&metrics, &closed("1006", "dropped")), None);
+    assert_eq!(
+        metric_value(&metrics, &closed("1006", "dropped")),
+        Some(0.0)
+    );
 
     let growth = rss_after.saturating_sub(rss_before);
     eprintln!("slow consumer: server RSS {rss_before} KiB -> {rss_after} KiB (+{growth} KiB)");
