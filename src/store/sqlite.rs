@@ -16,12 +16,17 @@
 //! **Checkpoints are kept off the commit path.** SQLite's automatic checkpoint copies the
 //! log into the database inside the commit that crosses 1,000 pages, and every message
 //! behind that commit waits for it and its two fsyncs. Here the writer's connection has it
-//! turned off, and a thread of its own (`roomcast-ckpt`, with its own connection) runs a
-//! `PASSIVE` checkpoint every [`SyncMode::checkpoint_every`]: it copies what it can without
-//! taking the writer's lock, so the store thread never waits for it; its first step fsyncs
-//! the log, which is what bounds `normal`'s power-loss window. The log starts over by itself
-//! when a checkpoint has copied all of it before the next commit; under steady writes the
-//! thread chases it with passes one behind the other until that happens ([`catch_up`]).
+//! turned off, and a thread of its own (`roomcast-ckpt`, with its own connection) does the
+//! work. With `normal`, every [`CHECKPOINT_EVERY`] it fsyncs the log (what bounds the
+//! power-loss window), and once the log is past [`CATCH_UP_FRAMES`] it runs `PASSIVE`
+//! checkpoints, which copy what they can without taking the writer's lock, so the writer
+//! never waits for them. With `full` it checkpoints every [`SyncMode::checkpoint_every`]. The
+//! log starts over by itself when a checkpoint has copied all of it before the next commit;
+//! under steady writes the thread chases it with passes one behind the other until that
+//! happens ([`catch_up`]). Starting over costs the writer an fsync of the log's new header
+//! (SQLite's own, inside the commit): copying only past [`CATCH_UP_FRAMES`] keeps that to once
+//! per that many frames. (Copying at every tick made a quiet room's every commit start the
+//! log over, and so wait for that fsync like `full`.)
 //! Under writes so heavy that this fails too, the writer bounds it: past [`WAL_MAX_FRAMES`]
 //! frames it runs a `RESTART` checkpoint itself between two batches (a stall of one
 //! checkpoint, paid only under heavy load).
@@ -154,7 +159,8 @@ impl SyncMode {
     }
 }
 
-/// Past this many frames in the log, the checkpoint thread chases it ([`catch_up`]).
+/// Past this many frames in the log, the checkpoint thread copies it into the database
+/// (with `normal`; below it, it only fsyncs it), chasing it ([`catch_up`]).
 const CATCH_UP_FRAMES: i32 = 1_000;
 /// Passes one chase makes at most (with `--sync normal`; with `full`, whose commits fsync
 /// themselves and would wait behind a chase's fsyncs, one pass only).
@@ -183,9 +189,10 @@ fn catch_up(conn: &Connection, passes: usize) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// The checkpoint thread: a `PASSIVE` checkpoint every [`SyncMode::checkpoint_every`] on a
-/// connection of its own (chasing a long log, [`catch_up`]), and a last one when the store
-/// closes.
+/// The checkpoint thread, on a connection of its own: every [`SyncMode::checkpoint_every`]
+/// a `PASSIVE` checkpoint (chasing a long log, [`catch_up`]), or with `normal`, while the
+/// log holds at most [`CATCH_UP_FRAMES`], an fsync of the log alone; and a last checkpoint
+/// when the store closes.
 struct Checkpointer {
     /// Dropped to stop the thread.
     stop: Option<mpsc::Sender<()>>,
@@ -193,8 +200,11 @@ struct Checkpointer {
 }
 
 impl Checkpointer {
-    fn start(path: &Path, sync: SyncMode) -> anyhow::Result<Self> {
+    fn start(path: &Path, sync: SyncMode, wal_frames: Arc<AtomicI32>) -> anyhow::Result<Self> {
         let conn = connect(path, sync, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = std::path::PathBuf::from(wal);
         let (stop, stopped) = mpsc::channel::<()>();
         let every = sync.checkpoint_every();
         // With `full` each commit fsyncs, and a chase's fsyncs would make them wait.
@@ -211,6 +221,16 @@ impl Checkpointer {
                         stopped.recv_timeout(every),
                         Err(mpsc::RecvTimeoutError::Timeout)
                     );
+                    let copy = last
+                        || sync == SyncMode::Full
+                        || wal_frames.load(Ordering::Relaxed) > CATCH_UP_FRAMES;
+                    if !copy {
+                        // Only the power-loss bound: the log's new frames to the disk.
+                        if let Err(e) = std::fs::File::open(&wal).and_then(|f| f.sync_data()) {
+                            log::debug!("write-ahead log not synced: {e}");
+                        }
+                        continue;
+                    }
                     match catch_up(&conn, passes) {
                         Ok(()) => {
                             if failing {
@@ -286,12 +306,19 @@ impl SqliteStore {
              ROLLBACK;",
         )
         .with_context(what)?;
-        let checkpointer = Checkpointer::start(path, sync).with_context(what)?;
+        let checkpointer =
+            Checkpointer::start(path, sync, Arc::clone(&wal_frames)).with_context(what)?;
+        let every = sync.checkpoint_every().as_millis();
+        let ticks = match sync {
+            SyncMode::Normal => {
+                format!("log fsynced every {every} ms, copied past {CATCH_UP_FRAMES} frames")
+            }
+            SyncMode::Full => format!("checkpoint every {every} ms"),
+        };
         log::info!(
-            "history store: sqlite {} (synchronous={}, checkpoint every {} ms)",
+            "history store: sqlite {} (synchronous={}, {ticks})",
             path.display(),
             sync.pragma(),
-            sync.checkpoint_every().as_millis()
         );
         Ok(SqliteStore {
             conn,
@@ -750,6 +777,26 @@ mod tests {
     /// commits, the writer still makes the log start over once it passes
     /// `WAL_MAX_FRAMES` (it used to grow without end).
     #[test]
+    fn a_quiet_room_does_not_start_the_log_over_at_every_commit() {
+        let dir = tempdir();
+        let mut s = SqliteStore::open(&dir.join("db"), SyncMode::Normal).unwrap();
+        let mut frames = Vec::new();
+        for seq in 1..=4 {
+            s.begin().unwrap();
+            s.insert(&msg(seq, None)).unwrap();
+            s.commit().unwrap();
+            frames.push(s.wal_frames.load(Ordering::Relaxed));
+            // Past two ticks of the checkpoint thread: a thread that copied the small log
+            // would have the next commit start it over (and fsync its header) on the
+            // writer's path.
+            std::thread::sleep(2 * CHECKPOINT_EVERY + Duration::from_millis(50));
+        }
+        assert!(frames.windows(2).all(|w| w[1] > w[0]), "{frames:?}");
+        drop(s);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn the_log_starts_over_under_steady_writes() {
         let dir = tempdir();
         let mut s = SqliteStore::open(&dir.join("db"), SyncMode::Normal).unwrap();
@@ -767,7 +814,7 @@ mod tests {
             }
             (longest, before) = (longest.max(frames), frames);
         }
-        // 15,000 commits write about 40,000 frames.
+        // 15,000 commits write about 15,000 frames (one page each).
         assert!(
             restarts >= 1,
             "the log never started over ({longest} frames)"
