@@ -282,6 +282,27 @@ pub fn decode(text: &str, limits: DecodeLimits) -> Result<ClientMessage, DecodeE
     })
 }
 
+/// What a frame that did not decode still says about itself, so that its error can name the
+/// message it refuses: its `room_id` when that is a valid room name (`default_room`, the
+/// URL's, when it has none), and a `chat`'s `client_msg_id` when valid.
+pub fn error_context(
+    text: &str,
+    default_room: Option<&RoomId>,
+) -> (Option<RoomId>, Option<String>) {
+    let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(text) else {
+        return (None, None);
+    };
+    let f = Fields(&obj);
+    let room = match f.room() {
+        Ok(Some(room)) => Some(room),
+        Ok(None) => default_room.cloned(),
+        Err(_) => None,
+    };
+    let chat = obj.get("type").and_then(Value::as_str) == Some("chat");
+    let client_msg_id = chat.then(|| f.client_msg_id().ok().flatten()).flatten();
+    (room, client_msg_id)
+}
+
 /// Field extraction with precise errors. The HTTP API reads its JSON bodies with it too, so a
 /// field breaks the same rule with the same code over HTTP as over a socket.
 pub struct Fields<'a>(pub &'a Map<String, Value>);

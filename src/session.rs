@@ -39,7 +39,8 @@ use crate::conn::ConnFd;
 use crate::ids::{RoomId, SessionId, UserId};
 use crate::metrics::{Metrics, drop_reason};
 use crate::protocol::{
-    ClientMessage, DecodeError, ErrorCode, ServerMessage, close_code, decode, error_frame,
+    ClientMessage, DecodeError, ErrorCode, ServerMessage, close_code, decode, error_context,
+    error_frame,
 };
 use crate::ratelimit::TokenBucket;
 use crate::server::ChatServer;
@@ -263,9 +264,40 @@ impl ChatSession {
 
     /// Answers a client frame with an error and counts it dropped as `invalid`.
     fn refuse(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: ErrorCode, message: &str) {
+        self.refuse_about(ctx, code, message, (None, None));
+    }
+
+    /// Refuses a frame that did not make a request, naming what it still says about itself
+    /// ([`error_context`]).
+    fn refuse_undecoded(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        text: &str,
+        e: DecodeError,
+    ) {
+        let (room, id) = error_context(text, self.default_room.as_ref());
+        let about = (room.as_ref(), id.as_deref());
+        self.refuse_about(ctx, e.code(), &e.to_string(), about);
+    }
+
+    /// [`Self::refuse`], naming the room and `client_msg_id` the frame was about.
+    fn refuse_about(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        code: ErrorCode,
+        message: &str,
+        (room, client_msg_id): (Option<&RoomId>, Option<&str>),
+    ) {
         self.metrics.frame_dropped(drop_reason::INVALID);
         self.log_bad_frame(code.as_str(), message);
-        self.send_error(ctx, code, message);
+        let frame = ServerMessage::Error {
+            code,
+            message,
+            room_id: room,
+            client_msg_id,
+            to_user: None,
+        };
+        self.write(ctx, frame.encode());
     }
 
     /// Logs a bad frame: a warning for the first, then at most one per
@@ -340,7 +372,7 @@ impl ChatSession {
             Ok(msg) => msg,
             Err(e) => {
                 self.metrics.frame_received("invalid");
-                return self.refuse(ctx, e.code(), &e.to_string());
+                return self.refuse_undecoded(ctx, text, e);
             }
         };
         log::debug!("frame session={} type={}", self.id, msg.kind());
@@ -353,7 +385,7 @@ impl ChatSession {
             Ok(Some(command)) => command,
             Ok(None) if is_ping => return self.write(ctx, pong_frame()),
             Ok(None) => return,
-            Err(e) => return self.refuse(ctx, e.code(), &e.to_string()),
+            Err(e) => return self.refuse_undecoded(ctx, text, e),
         };
         if let Err(denied) = self.check_grants(&command) {
             return self.forbid(denied, ctx);

@@ -114,6 +114,89 @@ async fn each_mistake_gets_its_code_and_the_socket_stays_usable() {
     observer.sync("room").await;
 }
 
+/// A chat refused before it reaches the server still names its room and `client_msg_id`
+/// (when they are valid), so the client knows which message failed; on the seed's socket the
+/// room is the URL's.
+#[tokio::test]
+async fn a_refused_chat_names_its_room_and_client_msg_id() {
+    let srv = TestServer::with(|c| c.max_text_chars = 20);
+    let mut c = srv.client("ann").await;
+    c.join("room").await;
+    let long = "x".repeat(21);
+    let cases = [
+        (
+            json!({"type": "chat", "room_id": "room", "text": "", "client_msg_id": "c1"}),
+            "empty_text",
+            json!("room"),
+            json!("c1"),
+        ),
+        (
+            json!({"type": "chat", "room_id": "room", "text": long, "client_msg_id": "c2"}),
+            "text_too_long",
+            json!("room"),
+            json!("c2"),
+        ),
+        (
+            json!({"type": "chat", "room_id": "room", "text": 5, "client_msg_id": "c3"}),
+            "invalid_field",
+            json!("room"),
+            json!("c3"),
+        ),
+        // What is itself invalid is not echoed.
+        (
+            json!({"type": "chat", "room_id": "no spaces", "text": "", "client_msg_id": "c4"}),
+            "invalid_room",
+            json!(null),
+            json!("c4"),
+        ),
+        (
+            json!({"type": "chat", "room_id": "room", "text": "x", "client_msg_id": ""}),
+            "invalid_field",
+            json!("room"),
+            json!(null),
+        ),
+        (
+            json!({"type": "typing", "room_id": "room", "is_typing": 1, "client_msg_id": "c5"}),
+            "invalid_field",
+            json!("room"),
+            json!(null),
+        ),
+    ];
+    for (frame, code, room, id) in &cases {
+        c.send(frame.clone()).await;
+        let e = c.expect_error(code).await;
+        assert_eq!(
+            (&e["room_id"], &e["client_msg_id"]),
+            (room, id),
+            "{frame} -> {e}"
+        );
+    }
+    // On /ws a chat must name its room: the error still names the chat.
+    c.send(json!({"type": "chat", "text": "x", "client_msg_id": "c6"}))
+        .await;
+    let e = c.expect_error("missing_field").await;
+    assert_eq!(
+        (&e["room_id"], &e["client_msg_id"]),
+        (&json!(null), &json!("c6")),
+        "{e}"
+    );
+    c.send_raw("{oops").await;
+    let e = c.expect_error("invalid_json").await;
+    assert!(
+        e.get("room_id").is_none() && e.get("client_msg_id").is_none(),
+        "{e}"
+    );
+
+    let (mut seed, _) = srv.room_client("lobby", "bob").await;
+    seed.send(json!({"type": "chat", "text": "", "client_msg_id": "s1"}))
+        .await;
+    let e = seed.expect_error("empty_text").await;
+    assert_eq!(
+        (&e["room_id"], &e["client_msg_id"]),
+        (&json!("lobby"), &json!("s1"))
+    );
+}
+
 #[tokio::test]
 async fn bad_names_in_the_url_get_a_json_400() {
     let srv = TestServer::start();
