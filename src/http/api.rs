@@ -219,7 +219,7 @@ struct PushAnswer<'a> {
 
 /// `GET /api/rooms`.
 async fn list_rooms(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let rooms = state.server.send(ListRooms).await?;
+    let rooms = state.server.send(ListRooms).await??;
     let rooms: Vec<RoomBody> = rooms.iter().map(RoomBody::from).collect();
     Ok(HttpResponse::Ok().json(json!({ "rooms": rooms })))
 }
@@ -230,7 +230,7 @@ async fn get_room(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let room = parse_room(&path)?;
-    match state.server.send(GetRoom { room: room.clone() }).await? {
+    match state.server.send(GetRoom { room: room.clone() }).await?? {
         Some(detail) => Ok(HttpResponse::Ok().json(RoomDetailBody::from(&detail))),
         None => Err(ApiError::UnknownRoom(room)),
     }

@@ -242,9 +242,10 @@ pub struct Stats {
 #[rtype(result = "tokio::sync::watch::Receiver<Stats>")]
 pub struct WatchStats;
 
-/// `GET /api/rooms`: every room with at least one member.
+/// `GET /api/rooms`: every room with at least one member. Fails when the store could not
+/// say the newest seq of a room whose members are all on other nodes.
 #[derive(Message)]
-#[rtype(result = "Vec<RoomSummary>")]
+#[rtype(result = "Result<Vec<RoomSummary>, ApiFailure>")]
 pub struct ListRooms;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,9 +260,9 @@ pub struct RoomSummary {
 }
 
 /// `GET /api/rooms/{room_id}`: one room's members. `None` when the room is unknown: no
-/// members and no history.
+/// members and no history. Fails when the store, asked for a room not live here, failed.
 #[derive(Message)]
-#[rtype(result = "Option<RoomDetail>")]
+#[rtype(result = "Result<Option<RoomDetail>, ApiFailure>")]
 pub struct GetRoom {
     pub room: RoomId,
 }

@@ -589,7 +589,7 @@ impl Handler<WatchStats> for ChatServer {
 }
 
 impl Handler<ListRooms> for ChatServer {
-    type Result = ResponseFuture<Vec<RoomSummary>>;
+    type Result = ResponseFuture<Result<Vec<RoomSummary>, ApiFailure>>;
 
     fn handle(&mut self, _: ListRooms, ctx: &mut Context<Self>) -> Self::Result {
         let answer = self.list_rooms();
@@ -599,7 +599,7 @@ impl Handler<ListRooms> for ChatServer {
 }
 
 impl Handler<GetRoom> for ChatServer {
-    type Result = ResponseFuture<Option<RoomDetail>>;
+    type Result = ResponseFuture<Result<Option<RoomDetail>, ApiFailure>>;
 
     fn handle(&mut self, msg: GetRoom, ctx: &mut Context<Self>) -> Self::Result {
         let answer = self.get_room(msg.room);

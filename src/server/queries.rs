@@ -33,7 +33,7 @@ impl ChatServer {
 
     /// Every room with a member on any node, sorted by id. Rooms with members only on other
     /// nodes (cluster mode) take their newest seq from the store.
-    pub(super) fn list_rooms(&mut self) -> ResponseFuture<Vec<RoomSummary>> {
+    pub(super) fn list_rooms(&mut self) -> ResponseFuture<Result<Vec<RoomSummary>, ApiFailure>> {
         let mut rooms: Vec<RoomSummary> = self
             .rooms
             .keys()
@@ -50,10 +50,11 @@ impl ChatServer {
         };
         if elsewhere.is_empty() {
             rooms.sort_unstable_by(|a, b| a.room_id.cmp(&b.room_id));
-            return Box::pin(std::future::ready(rooms));
+            return Box::pin(std::future::ready(Ok(rooms)));
         }
         let (tx, rx) = oneshot::channel();
         let pending = elsewhere.len();
+        let rooms = Ok(rooms);
         let tag = self.wait(Waiter::Rooms { tx, rooms, pending });
         for room in elsewhere {
             let op = Op::Read {
@@ -65,7 +66,7 @@ impl ChatServer {
                 self.loaded(room, read, tag, Err("the history store has stopped".into()));
             }
         }
-        answer(rx, Vec::new())
+        answer(rx, Err(store_stopped()))
     }
 
     /// One room's counts over the cluster, if anyone is in it. `stored` is its newest seq
@@ -104,14 +105,17 @@ impl ChatServer {
 
     /// One room: live here or on another node, or known to the store only (no members), or
     /// unknown (`None`).
-    pub(super) fn get_room(&mut self, room: RoomId) -> ResponseFuture<Option<RoomDetail>> {
+    pub(super) fn get_room(
+        &mut self,
+        room: RoomId,
+    ) -> ResponseFuture<Result<Option<RoomDetail>, ApiFailure>> {
         if self.rooms.contains_key(&room) {
-            return Box::pin(std::future::ready(self.room_detail(&room, Seq(0))));
+            return Box::pin(std::future::ready(Ok(self.room_detail(&room, Seq(0)))));
         }
         // No members here: the store knows the room's newest seq.
         let (tx, rx) = oneshot::channel();
         self.read_for(room, Read::Recent(0), Waiter::Room(tx));
-        answer(rx, None)
+        answer(rx, Err(store_stopped()))
     }
 
     pub(super) fn read_history(

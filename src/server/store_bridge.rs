@@ -18,12 +18,13 @@ use crate::store::{Event, Loaded, Op, Read, Tag};
 pub(super) enum Waiter {
     Post(oneshot::Sender<Result<Posted, ApiFailure>>),
     History(oneshot::Sender<Result<HistoryPage, ApiFailure>>),
-    Room(oneshot::Sender<Option<RoomDetail>>),
-    /// `GET /api/rooms` in a cluster: the rooms listed so far, and how many reads of rooms
-    /// with members only on other nodes are still out (they share this waiter's tag).
+    Room(oneshot::Sender<Result<Option<RoomDetail>, ApiFailure>>),
+    /// `GET /api/rooms` in a cluster: the rooms listed so far (or the first read's failure),
+    /// and how many reads of rooms with members only on other nodes are still out (they
+    /// share this waiter's tag).
     Rooms {
-        tx: oneshot::Sender<Vec<RoomSummary>>,
-        rooms: Vec<RoomSummary>,
+        tx: oneshot::Sender<Result<Vec<RoomSummary>, ApiFailure>>,
+        rooms: Result<Vec<RoomSummary>, ApiFailure>,
         pending: usize,
     },
     /// A push whose offline users' copies are being stored; answered with `stored` filled in.
@@ -166,23 +167,29 @@ impl ChatServer {
                         Err(e) => Err(ApiFailure::Store(e)),
                     });
                 }
+                // A room's newest seq the store could not say is not 0: the answer fails.
                 Some(Waiter::Room(tx)) => {
-                    let stored = result.map_or(Seq(0), |l| l.last_seq);
-                    let _ = tx.send(self.room_detail(&room, stored));
+                    let detail = result.map(|l| self.room_detail(&room, l.last_seq));
+                    let _ = tx.send(detail.map_err(ApiFailure::Store));
                 }
                 Some(Waiter::Rooms {
                     tx,
                     mut rooms,
                     pending,
                 }) => {
-                    let stored = result.map_or(Seq(0), |l| l.last_seq);
-                    rooms.extend(self.room_summary(&room, stored));
+                    match (&mut rooms, result) {
+                        (Ok(listed), Ok(l)) => listed.extend(self.room_summary(&room, l.last_seq)),
+                        (Ok(_), Err(e)) => rooms = Err(ApiFailure::Store(e)),
+                        (Err(_), _) => {}
+                    }
                     if pending > 1 {
                         let pending = pending - 1;
                         self.waiting
                             .insert(id, Waiter::Rooms { tx, rooms, pending });
                     } else {
-                        rooms.sort_unstable_by(|a, b| a.room_id.cmp(&b.room_id));
+                        if let Ok(listed) = &mut rooms {
+                            listed.sort_unstable_by(|a, b| a.room_id.cmp(&b.room_id));
+                        }
                         let _ = tx.send(rooms);
                     }
                 }

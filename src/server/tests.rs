@@ -241,11 +241,17 @@ async fn a_failing_store_answers_every_request_and_says_so_until_it_recovers() {
         };
         let failed = ask(&server, page).await;
         assert!(matches!(failed, Err(ApiFailure::Store(_))), "{failed:?}");
+        // A room not live here is known by the store only: its failure is the answer, not
+        // "unknown room".
+        let failed = ask(&server, GetRoom { room: room("r") }).await;
+        assert!(matches!(failed, Err(ApiFailure::Store(_))), "{failed:?}");
         assert_eq!(ask(&server, GetStats).await.store, StoreState::Failing);
 
         mode.store(OK, Ordering::SeqCst);
         let posted = ask(&server, post("r", "three")).await.unwrap();
         assert_eq!(posted.seq, Seq(2), "the failed chat took no seq");
+        let detail = ask(&server, GetRoom { room: room("r") }).await.unwrap();
+        assert_eq!(detail.map(|d| d.last_seq), Some(Seq(2)));
         assert_eq!(ask(&server, GetStats).await.store, StoreState::Ok);
     }
 }
