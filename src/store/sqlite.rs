@@ -5,8 +5,8 @@
 //!   the checkpoint thread (below) fsyncs the write-ahead log at most [`CHECKPOINT_EVERY`]
 //!   after it. A message acknowledged to its sender survives a process crash (the OS still
 //!   has it); a power loss (or a kernel or VM crash) can take back the commits of the last
-//!   [`CHECKPOINT_EVERY`] or so (and their seqs are then handed out again), never corrupt
-//!   the file.
+//!   [`CHECKPOINT_EVERY`] or so, never corrupt the file; their seqs are not handed out
+//!   again (`mark_open`).
 //! - `full`: every commit fsyncs the write-ahead log before anyone is told. An acknowledged
 //!   message also survives a power loss.
 //!
@@ -101,7 +101,75 @@ CREATE TABLE IF NOT EXISTS inbox (
     frame      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS inbox_user ON inbox (user_id, id);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value NOT NULL
+) WITHOUT ROWID;
 ";
+
+/// How far every room's seqs jump after a power loss ([`SqliteStore::open`]): more than any
+/// room can commit in the window that a power loss can take back (100 ms and one fsync).
+pub const POWER_LOSS_SKIP: i64 = 1_000_000;
+
+/// This boot of the machine, as Linux names it; `None` elsewhere.
+fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(id.trim().to_owned()).filter(|id| !id.is_empty())
+}
+
+/// Records this run in `meta` (its boot, its `--sync`, not yet closed cleanly), and makes
+/// that durable before any seq is handed out. If the last run used `normal` and did not
+/// close cleanly, and the machine has booted since (`boot` differs), it ended in a power
+/// loss or an OS crash, which can take back its last ~100 ms of commits after their seqs
+/// were seen: then `seq_floor` is raised above every seq kept plus [`POWER_LOSS_SKIP`], so
+/// that every room, new ones too, goes on above any seq handed out before. (A process crash
+/// on the same boot loses nothing: the OS still had the log.) Returns the new floor, if
+/// raised.
+fn mark_open(
+    conn: &mut Connection,
+    sync: SyncMode,
+    boot: Option<&str>,
+) -> rusqlite::Result<Option<i64>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let get = |key: &str| {
+        tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+            r.get::<_, rusqlite::types::Value>(0)
+        })
+        .optional()
+    };
+    use rusqlite::types::Value as V;
+    let unclean = matches!(get("clean")?, Some(V::Integer(0)));
+    let was_normal = matches!(get("sync")?, Some(V::Text(s)) if s == "NORMAL");
+    let rebooted = match (get("boot_id")?, boot) {
+        (Some(V::Text(last)), Some(now)) => last != now,
+        _ => false,
+    };
+    let mut raised = None;
+    if unclean && was_normal && rebooted {
+        let floor: i64 = tx.query_row(
+            "SELECT max(
+                 coalesce((SELECT max(seq) FROM messages), 0),
+                 coalesce((SELECT max(last_seq) FROM rooms), 0),
+                 coalesce((SELECT value FROM meta WHERE key = 'seq_floor'), 0)) + ?1",
+            [POWER_LOSS_SKIP],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('seq_floor', ?1)",
+            [floor],
+        )?;
+        raised = Some(floor);
+    }
+    let mut put = tx.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
+    put.execute(params!["boot_id", boot.unwrap_or("")])?;
+    put.execute(params!["sync", sync.pragma()])?;
+    put.execute(params!["clean", 0])?;
+    drop(put);
+    tx.commit()?;
+    // Durable now, with nothing else on the file yet: the log copied and fsynced.
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    Ok(raised)
+}
 
 pub struct SqliteStore {
     /// Declared first so that it stops (and runs its last checkpoint) before `conn` closes.
@@ -271,6 +339,11 @@ impl SqliteStore {
     /// Opens (creating if missing) the database at `path`, and checks that it is a roomcast
     /// database that can be written.
     pub fn open(path: &Path, sync: SyncMode) -> anyhow::Result<Self> {
+        Self::open_on(path, sync, boot_id().as_deref())
+    }
+
+    /// [`Self::open`] on the machine's boot `boot` (the tests' stand-in for a reboot).
+    fn open_on(path: &Path, sync: SyncMode, boot: Option<&str>) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the folder {}", dir.display()))?;
@@ -296,16 +369,14 @@ impl SqliteStore {
         }))
         .with_context(what)?;
         conn.execute_batch(SCHEMA).with_context(what)?;
-        // Prove it can be written now rather than at the first message. An empty
-        // transaction is not enough: on a read-only file in WAL mode `BEGIN IMMEDIATE`
-        // succeeds and only the first write fails. So write a row (room "" cannot exist:
-        // room names are 1-64 characters) and roll it back.
-        conn.execute_batch(
-            "BEGIN IMMEDIATE;
-             INSERT INTO rooms (room_id, last_seq) VALUES ('', 0);
-             ROLLBACK;",
-        )
-        .with_context(what)?;
+        // This also proves it can be written now rather than at the first message.
+        if let Some(floor) = mark_open(&mut conn, sync, boot).with_context(what)? {
+            log::warn!(
+                "the last run did not stop and the machine restarted since (a power loss or \
+                 an OS crash): its last ~100 ms of chats may be lost, so every room's seqs \
+                 go on above {floor}"
+            );
+        }
         let checkpointer =
             Checkpointer::start(path, sync, Arc::clone(&wal_frames)).with_context(what)?;
         let every = sync.checkpoint_every().as_millis();
@@ -326,6 +397,25 @@ impl SqliteStore {
             sync,
             _checkpointer: checkpointer,
         })
+    }
+}
+
+/// A store that closes marks the run clean ([`mark_open`]); its checkpoint thread's last
+/// checkpoint (it stops after this) makes the mark durable. A store dropped in the middle
+/// of a batch (a panic) leaves the run unclean, which only matters if the machine also
+/// restarted.
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if !self.conn.is_autocommit() {
+            return;
+        }
+        let marked = self.conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('clean', 1)",
+            [],
+        );
+        if let Err(e) = marked {
+            log::warn!("the history store could not record a clean stop: {e}");
+        }
     }
 }
 
@@ -392,15 +482,17 @@ impl Backend for SqliteStore {
         }
     }
 
-    /// The newest message's seq (one step down the primary key), or the floor that the age
-    /// limit left in `rooms` when it deleted a room's every message, whichever is higher.
+    /// The newest message's seq (one step down the primary key), the floor that the age
+    /// limit left in `rooms` when it deleted a room's every message, or the floor of every
+    /// room after a power loss ([`mark_open`]), whichever is highest.
     fn last_seq(&mut self, room: &RoomId) -> StoreResult<Seq> {
         let seq: i64 = self
             .conn
             .prepare_cached(
                 "SELECT max(
                      coalesce((SELECT max(seq) FROM messages WHERE room_id = ?1), 0),
-                     coalesce((SELECT last_seq FROM rooms WHERE room_id = ?1), 0))",
+                     coalesce((SELECT last_seq FROM rooms WHERE room_id = ?1), 0),
+                     coalesce((SELECT value FROM meta WHERE key = 'seq_floor'), 0))",
             )?
             .query_row([room.as_str()], |r| r.get(0))?;
         Ok(Seq(seq as u64))
@@ -776,6 +868,75 @@ mod tests {
     /// Under writes so steady that the checkpoint thread never finishes between two
     /// commits, the writer still makes the log start over once it passes
     /// `WAL_MAX_FRAMES` (it used to grow without end).
+    /// Marks the last run of the database at `path` as not closed cleanly, as a kill -9 or
+    /// a power loss leaves it.
+    fn unclean(path: &Path) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute("UPDATE meta SET value = 0 WHERE key = 'clean'", [])
+            .unwrap();
+    }
+
+    fn commit_one(s: &mut SqliteStore, room: &str) -> Seq {
+        let room = RoomId::parse(room).unwrap();
+        let seq = s.last_seq(&room).unwrap().next();
+        s.begin().unwrap();
+        s.insert(&StoredMessage {
+            room: room.clone(),
+            ..msg(seq.0, None)
+        })
+        .unwrap();
+        s.commit().unwrap();
+        seq
+    }
+
+    /// A run that did not stop, on a machine that has booted since, may have lost its last
+    /// commits after their seqs were seen: every room, new ones too, goes on above
+    /// everything kept plus `POWER_LOSS_SKIP`. A kill -9 on the same boot, a clean stop, or
+    /// a last run with `--sync full` skips nothing.
+    #[test]
+    fn after_a_power_loss_no_seq_is_handed_out_again() {
+        let dir = tempdir();
+        let path = dir.join("db");
+        let mut s = SqliteStore::open_on(&path, SyncMode::Normal, Some("boot-a")).unwrap();
+        for _ in 0..3 {
+            commit_one(&mut s, "r");
+        }
+        drop(s);
+        // A kill -9 on the same boot: the OS kept everything.
+        unclean(&path);
+        let mut s = SqliteStore::open_on(&path, SyncMode::Normal, Some("boot-a")).unwrap();
+        assert_eq!(commit_one(&mut s, "r"), Seq(4));
+        drop(s);
+        // A clean stop, then a reboot: nothing was lost either.
+        let mut s = SqliteStore::open_on(&path, SyncMode::Normal, Some("boot-b")).unwrap();
+        assert_eq!(commit_one(&mut s, "r"), Seq(5));
+        drop(s);
+        // The run on boot b did not stop, and the machine booted again: a power loss.
+        unclean(&path);
+        let floor = 5 + POWER_LOSS_SKIP as u64;
+        let mut s = SqliteStore::open_on(&path, SyncMode::Normal, Some("boot-c")).unwrap();
+        assert_eq!(commit_one(&mut s, "r"), Seq(floor + 1));
+        assert_eq!(
+            commit_one(&mut s, "new"),
+            Seq(floor + 1),
+            "a room first seen now"
+        );
+        drop(s);
+        // Last run with `full`: every commit was on the disk before anyone saw it.
+        let s = SqliteStore::open_on(&path, SyncMode::Full, Some("boot-c")).unwrap();
+        drop(s);
+        unclean(&path);
+        let mut s = SqliteStore::open_on(&path, SyncMode::Normal, Some("boot-d")).unwrap();
+        assert_eq!(commit_one(&mut s, "r"), Seq(floor + 2));
+        drop(s);
+        // Nor does a machine whose boot cannot be read (not Linux) skip.
+        unclean(&path);
+        let mut s = SqliteStore::open_on(&path, SyncMode::Normal, None).unwrap();
+        assert_eq!(commit_one(&mut s, "r"), Seq(floor + 3));
+        drop(s);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn a_quiet_room_does_not_start_the_log_over_at_every_commit() {
         let dir = tempdir();
