@@ -42,15 +42,6 @@ fn seqs(page: &Value) -> Vec<u64> {
         .collect()
 }
 
-fn texts(page: &Value) -> Vec<&str> {
-    page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn a_notification_reaches_every_socket_of_the_user_and_reports_the_offline() {
     let srv = TestServer::start();

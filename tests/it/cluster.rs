@@ -300,13 +300,7 @@ async fn history_and_recovery_are_the_same_on_every_node() {
     for node in &nodes {
         let (status, page) = api(node.addr, "GET", "/api/rooms/h/history", None).await;
         assert_eq!(status, 200, "{page}");
-        let texts: Vec<&str> = page["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["text"].as_str().unwrap())
-            .collect();
-        assert_eq!(texts, ["m1", "m2", "m3", "m4", "m5"]);
+        assert_eq!(texts(&page), ["m1", "m2", "m3", "m4", "m5"]);
     }
 }
 
@@ -764,13 +758,7 @@ async fn a_resend_whose_original_was_trimmed_is_stored_again() {
     assert_eq!(seqs(&got), (first..=last + 1).collect::<Vec<u64>>());
     assert_eq!(got[SENT]["text"], "m0");
     let (_, page) = api(nodes[0].addr, "GET", "/api/rooms/t/history?limit=3", None).await;
-    let texts: Vec<&str> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap())
-        .collect();
-    assert_eq!(texts, ["m298", "m299", "m0"], "{page}");
+    assert_eq!(texts(&page), ["m298", "m299", "m0"], "{page}");
 }
 
 #[tokio::test]

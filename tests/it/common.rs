@@ -743,6 +743,16 @@ pub async fn http_request_with_head(
 }
 
 /// The value of one series (`name{labels}` exactly as rendered) in Prometheus text.
+/// The `text` of every message of a history page (HTTP or WebSocket), in order.
+pub fn texts(page: &Value) -> Vec<&str> {
+    page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect()
+}
+
 pub fn metric_value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))

@@ -389,13 +389,7 @@ async fn a_failed_write_sends_no_ack_and_the_server_goes_on() {
     assert_eq!((seq(&chat), ack["seq"].as_u64()), (2, Some(2)));
     a.send(json!({"type": "history", "room_id": "r"})).await;
     let page = a.expect("history").await;
-    let texts: Vec<&str> = page["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap())
-        .collect();
-    assert_eq!(texts, ["before", "blocked"]);
+    assert_eq!(texts(&page), ["before", "blocked"]);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
