@@ -278,35 +278,28 @@ impl ChatServer {
         self.send(session, error_frame(code, message, room));
     }
 
-    /// An error about one `chat`: it names the room and the chat's `client_msg_id`, so the
-    /// sender knows which message failed.
     /// Answers a request taken after shutdown began with `shutting_down`, naming its room
-    /// and `client_msg_id`.
+    /// and, for a chat, its `client_msg_id`.
     fn refuse_for_shutdown(&mut self, session: SessionId, command: &Command) {
-        let (room, client_msg_id) = match command {
+        const WHY: &str = "the server is shutting down; send again once reconnected";
+        let code = ErrorCode::ShuttingDown;
+        match command {
             Command::Chat {
                 room,
                 client_msg_id,
                 ..
-            } => (Some(room), client_msg_id.as_deref()),
+            } => self.send_chat_error(session, code, WHY, room, client_msg_id.as_deref()),
             Command::Join { room, .. }
             | Command::Leave { room }
             | Command::Typing { room, .. }
             | Command::GetUsers { room }
-            | Command::History { room, .. } => (Some(room), None),
-            Command::Private { .. } => (None, None),
-        };
-        let frame = ServerMessage::Error {
-            code: ErrorCode::ShuttingDown,
-            message: "the server is shutting down; send again once reconnected",
-            room_id: room,
-            client_msg_id,
-            to_user: None,
+            | Command::History { room, .. } => self.send_error(session, code, WHY, Some(room)),
+            Command::Private { .. } => self.send_error(session, code, WHY, None),
         }
-        .encode();
-        self.send(session, frame);
     }
 
+    /// An error about one `chat`: it names the room and the chat's `client_msg_id`, so the
+    /// sender knows which message failed.
     fn send_chat_error(
         &mut self,
         session: SessionId,

@@ -942,10 +942,8 @@ mod tests {
         let dir = tempdir();
         let mut s = SqliteStore::open(&dir.join("db"), SyncMode::Normal).unwrap();
         let mut frames = Vec::new();
-        for seq in 1..=4 {
-            s.begin().unwrap();
-            s.insert(&msg(seq, None)).unwrap();
-            s.commit().unwrap();
+        for _ in 1..=4 {
+            commit_one(&mut s, "r");
             frames.push(s.wal_frames.load(Ordering::Relaxed));
             // Past two ticks of the checkpoint thread: a thread that copied the small log
             // would have the next commit start it over (and fsync its header) on the
