@@ -18,7 +18,9 @@ use roomcast::ids::{RoomId, Seq, SessionId, UserId};
 use roomcast::metrics::Metrics;
 use roomcast::protocol::{self, DecodeLimits, ServerMessage};
 use roomcast::server::ChatServer;
-use roomcast::server::messages::{Backlog, ClientRequest, Command, Connect, Outbound, SessionKind};
+use roomcast::server::messages::{
+    Backlog, ClientRequest, Command, Connect, InFlight, Outbound, SessionKind,
+};
 use roomcast::store::{Backend, MemoryStore, SqliteStore, StoredMessage, SyncMode};
 
 fn decode(c: &mut Criterion) {
@@ -169,6 +171,8 @@ fn fan_out(c: &mut Criterion) {
                     (server, poster.unwrap())
                 });
                 // The first member posts; every member, itself included, receives each chat.
+                // Its requests are counted in flight, as a session counts them.
+                let in_flight = InFlight::default();
                 b.iter_custom(|iters| {
                     sys.block_on(async {
                         let start = Instant::now();
@@ -184,6 +188,7 @@ fn fan_out(c: &mut Criterion) {
                                         text: format!("message {n}"),
                                         client_msg_id: None,
                                     },
+                                    ticket: in_flight.ticket(),
                                 });
                             }
                             all_delivered.await;

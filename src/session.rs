@@ -44,7 +44,9 @@ use crate::protocol::{
 };
 use crate::ratelimit::TokenBucket;
 use crate::server::ChatServer;
-use crate::server::messages::{Backlog, ClientRequest, Command, Disconnect, Outbound, SessionKind};
+use crate::server::messages::{
+    Backlog, ClientRequest, Command, Disconnect, InFlight, Outbound, SessionKind,
+};
 pub use identity::Identified;
 use identity::SessionAuth;
 use inbound::{Frames, Inbound, InboundError};
@@ -166,8 +168,7 @@ pub struct ChatSession {
     bad_frame_log: Throttle,
     /// Requests sent to `ChatServer` and not yet handled there. Bounded by `max_in_flight`,
     /// so one socket cannot pile work into `ChatServer`'s mailbox faster than it is done.
-    /// Shared only with this thread's tasks that wait for those answers (see `on_text`).
-    in_flight: Rc<Cell<usize>>,
+    in_flight: InFlight,
     /// Frames `ChatServer` handed over that this session has not written yet.
     backlog: Backlog,
     metrics: Arc<Metrics>,
@@ -206,7 +207,7 @@ impl ChatSession {
             rate_limited_errors: Throttle::new(REFUSAL_ERROR_INTERVAL),
             overloaded_errors: Throttle::new(REFUSAL_ERROR_INTERVAL),
             bad_frame_log: Throttle::new(BAD_FRAME_LOG_INTERVAL),
-            in_flight: Rc::default(),
+            in_flight: InFlight::default(),
             backlog: Backlog::default(),
             metrics,
             close_counted: false,
@@ -390,22 +391,17 @@ impl ChatSession {
         if let Err(denied) = self.check_grants(&command) {
             return self.forbid(denied, ctx);
         }
-        if self.in_flight.get() >= self.config.max_in_flight {
+        if self.in_flight.count() >= self.config.max_in_flight {
             self.metrics.frame_dropped(drop_reason::OVERLOADED);
             return self.answer_refusal(Refusal::Overloaded, ctx);
         }
-        let request = self.server.send(ClientRequest {
+        // `do_send`, not `send`: no answer comes back (the ticket counts the request down),
+        // and actix never skips it, whereas it skips a `send` whose answer nobody awaits any
+        // more (a chat accepted just before the session stopped, then lost).
+        self.server.do_send(ClientRequest {
             session: self.id,
             command,
-        });
-        // Wait for the answer in a task of this thread, not of this actor: actix skips a
-        // message whose answer nobody awaits any more, so a future owned by the actor would
-        // cancel the requests it sent just before stopping (a chat accepted, then lost).
-        let in_flight = Rc::clone(&self.in_flight);
-        in_flight.set(in_flight.get() + 1);
-        actix_web::rt::spawn(async move {
-            let _ = request.await;
-            in_flight.set(in_flight.get() - 1);
+            ticket: self.in_flight.ticket(),
         });
     }
 

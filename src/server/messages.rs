@@ -90,6 +90,44 @@ impl Backlog {
     }
 }
 
+/// How many of a session's requests `ChatServer` has not handled yet: the session counts one
+/// up as it sends a request, and the request's [`Ticket`] counts it down when `ChatServer` is
+/// done with it (dropping the request drops the ticket). So the bound on requests in flight
+/// costs no answer from `ChatServer`'s thread back to the session's, which a `send` with a
+/// reply would: one more thread wake-up per chat.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// Requests sent and not yet handled.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more request in flight, until the returned ticket is dropped.
+    pub fn ticket(&self) -> Ticket {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ticket(Arc::clone(&self.0))
+    }
+}
+
+/// One request counted in its session's [`InFlight`]; dropping it counts the request handled.
+#[derive(Debug)]
+pub struct Ticket(Arc<AtomicUsize>);
+
+impl Ticket {
+    /// A ticket of its own count, for requests no session counts (tests).
+    pub fn untracked() -> Ticket {
+        InFlight::default().ticket()
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// What a socket is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionKind {
@@ -135,12 +173,16 @@ pub struct Disconnect {
 }
 
 /// A client request that concerns the server's shared state, already decoded and with its
-/// room resolved by the session.
+/// room resolved by the session. Sent with `do_send`: it is handled even if the session has
+/// stopped by then (a chat the session sent just before closing is still stored), and
+/// nothing is answered on the session's thread but the frames it causes.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct ClientRequest {
     pub session: SessionId,
     pub command: Command,
+    /// Counts the request in flight until `ChatServer` has handled it.
+    pub ticket: Ticket,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -163,6 +163,7 @@ fn join(session: SessionId, room_name: &str, since: Option<Seq>) -> ClientReques
             room: room(room_name),
             since,
         },
+        ticket: Ticket::untracked(),
     }
 }
 
@@ -326,6 +327,7 @@ async fn a_second_join_while_the_first_waits_for_the_store_is_answered_from_its_
         let users = ClientRequest {
             session: bob,
             command: Command::GetUsers { room: room("r") },
+            ticket: Ticket::untracked(),
         };
         ask(&server, users).await;
         let next = tokio::time::timeout(WAIT, frames.recv())
@@ -355,6 +357,7 @@ async fn a_chat_taken_during_shutdown_is_answered_shutting_down_and_not_stored()
             text: "late".into(),
             client_msg_id: Some("c1".into()),
         },
+        ticket: Ticket::untracked(),
     };
     ask(&server, chat).await;
     let error = next_of(&mut frames, "error").await;
