@@ -187,7 +187,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // How long a connection closing after an unread body may keep draining it.
     .client_disconnect_timeout(Duration::from_secs(1))
     .disable_signals()
-    .shutdown_timeout(config.shutdown_timeout)
+    // What is left of the shutdown once the WebSockets are closed (`Running::shutdown`):
+    // HTTP requests still under way get at most a second more, so that the whole shutdown
+    // stays within `--shutdown-timeout` plus that second.
+    .shutdown_timeout(config.shutdown_timeout.min(HTTP_SHUTDOWN_GRACE_SECS))
     .on_connect(conn::on_connect(conn_limit, request_timeout));
     let scheme = if tls.is_some() { "https" } else { "http" };
     let server = match tls {
@@ -213,23 +216,35 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })
 }
 
+/// Seconds HTTP requests still under way get to finish once the WebSockets are closed.
+const HTTP_SHUTDOWN_GRACE_SECS: u64 = 1;
+
 impl Running {
     /// Ends the live-stats streams, closes every socket with 1001, waits (up to the shutdown
-    /// timeout) for them to go, then stops the HTTP server and `ChatServer`.
+    /// timeout) for them to go, then stops the HTTP server and `ChatServer`. A WebSocket
+    /// still open at the deadline (its client stopped reading its close frame) is cut then,
+    /// not waited for again; with none left, HTTP requests under way get up to
+    /// [`HTTP_SHUTDOWN_GRACE_SECS`] to finish.
     pub async fn shutdown(self) {
         self.sampler.stop();
+        let mut sockets_left = 0;
         if self.chat.send(Shutdown).await.is_ok() {
             let deadline = Instant::now() + self.shutdown_timeout;
-            while Instant::now() < deadline {
-                match self.chat.send(GetStats).await {
-                    Ok(stats) if stats.connections > 0 => {
-                        actix_web::rt::time::sleep(Duration::from_millis(20)).await
-                    }
-                    _ => break,
+            loop {
+                sockets_left = match self.chat.send(GetStats).await {
+                    Ok(stats) => stats.connections,
+                    Err(_) => 0,
+                };
+                if sockets_left == 0 || Instant::now() >= deadline {
+                    break;
                 }
+                actix_web::rt::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        self.http.stop(true).await;
+        if sockets_left > 0 {
+            log::warn!("{sockets_left} sockets did not close within the shutdown timeout; cut");
+        }
+        self.http.stop(sockets_left == 0).await;
         let _ = self.http_task.await;
         // Every request is answered: let the store commit what is queued, and wait for it.
         if let Ok(Some(store)) = self.chat.send(CloseStore).await {
