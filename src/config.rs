@@ -60,7 +60,7 @@ pub struct Config {
     #[arg(long, env = "ROOMCAST_HISTORY_ON_JOIN", default_value_t = 50)]
     pub history_on_join: usize,
 
-    /// Chat messages kept in memory per room (at least `history_on_join`).
+    /// Chat messages kept in memory per room (at least --history-on-join).
     #[arg(long, env = "ROOMCAST_HISTORY_KEEP", default_value_t = 100)]
     pub history_keep: usize,
 
@@ -103,7 +103,8 @@ pub struct Config {
     #[arg(long, env = "ROOMCAST_CLIENT_TIMEOUT", default_value_t = 30.0)]
     pub client_timeout: f64,
 
-    /// Seconds to wait for sockets to close on SIGINT/SIGTERM before exiting anyway.
+    /// Seconds to wait for WebSockets to close on SIGINT/SIGTERM before cutting them (HTTP
+    /// requests still under way then get at most one more second).
     #[arg(long, env = "ROOMCAST_SHUTDOWN_TIMEOUT", default_value_t = 3)]
     pub shutdown_timeout: u64,
 
@@ -154,9 +155,9 @@ pub struct Config {
     #[arg(skip)]
     pub clock: Clock,
 
-    /// Milliseconds a client gets to send a request's head once connected (kept to within
-    /// half a second), and again to send its body; past either the request is answered 408
-    /// and its connection closed.
+    /// Milliseconds (at least 1000) a client gets to send a request's head once connected,
+    /// and again to send its body; past either the request is answered 408 and its
+    /// connection closed (checked to within half a second).
     #[arg(long, env = "ROOMCAST_REQUEST_TIMEOUT_MS", default_value_t = 5000)]
     pub request_timeout_ms: u64,
 
@@ -276,6 +277,28 @@ fn check_period(flag: &str, secs: f64) -> Result<(), String> {
              not {secs}"
         ))
     }
+}
+
+/// `--NAME` must be at least `min`.
+fn at_least(name: &str, value: usize, min: usize) -> Result<(), String> {
+    if value < min {
+        return Err(format!("--{name} must be >= {min}, not {value}"));
+    }
+    Ok(())
+}
+
+fn as_usize(value: u64) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
+}
+
+/// A per-second rate: a finite number, 0 for off.
+fn check_rate(name: &str, value: f64) -> Result<(), String> {
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!(
+            "--{name} must be a finite number >= 0 (0: off), not {value}"
+        ));
+    }
+    Ok(())
 }
 
 impl Config {
@@ -398,44 +421,45 @@ impl Config {
             ));
         }
         // NaN or infinity would refill the bucket with NaN tokens and refuse everything.
-        if !self.rate_per_sec.is_finite()
-            || self.rate_per_sec < 0.0
-            || (self.rate_per_sec > 0.0 && self.rate_burst == 0)
-        {
-            return Err(format!(
-                "--rate-per-sec must be a finite number >= 0 (not {}), and --rate-burst >= 1 \
-                 when it is set",
-                self.rate_per_sec
-            ));
+        check_rate("rate-per-sec", self.rate_per_sec)?;
+        if self.rate_per_sec > 0.0 {
+            at_least("rate-burst", as_usize(self.rate_burst.into()), 1)?;
         }
-        if self.max_pending == 0
-            || self.max_pending_bytes < 1024
-            || self.max_in_flight == 0
-            || self.max_frame_bytes < 128
-        {
+        // Zero would refuse every chat, every join, every socket: a typo, not a setting.
+        at_least("max-connections", self.max_connections, 1)?;
+        at_least("max-text-chars", self.max_text_chars, 1)?;
+        at_least("max-rooms-per-socket", self.max_rooms_per_socket, 1)?;
+        at_least("rate-strikes", as_usize(self.rate_strikes.into()), 1)?;
+        at_least("max-pending", self.max_pending, 1)?;
+        at_least("max-pending-bytes", self.max_pending_bytes, 1024)?;
+        at_least("max-in-flight", self.max_in_flight, 1)?;
+        at_least("max-frame-bytes", self.max_frame_bytes, 128)?;
+        at_least("max-sockets-per-user", self.max_sockets_per_user, 1)?;
+        at_least("prune-interval-ms", as_usize(self.prune_interval_ms), 1)?;
+        at_least(
+            "request-timeout-ms",
+            as_usize(self.request_timeout_ms),
+            1000,
+        )?;
+        at_least("max-http-connections", self.max_http_connections, 1)?;
+        at_least("presence-ttl-secs", as_usize(self.presence_ttl_secs), 1)?;
+        check_rate("conn-rate-per-ip", self.conn_rate_per_ip)?;
+        if self.conn_rate_per_ip > 0.0 {
+            at_least("conn-rate-burst", as_usize(self.conn_rate_burst.into()), 1)?;
+        }
+        if self.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
             return Err(
-                "--max-pending and --max-in-flight must be >= 1, --max-pending-bytes >= 1024, \
-                 --max-frame-bytes >= 128"
+                "--api-key (ROOMCAST_API_KEY) is set but empty: give a key, or unset it to \
+                 allow loopback clients only"
                     .into(),
             );
         }
-        if self.max_sockets_per_user == 0 {
-            return Err("--max-sockets-per-user must be >= 1".into());
-        }
-        if self.prune_interval_ms == 0 {
-            return Err("--prune-interval-ms must be >= 1".into());
-        }
-        if self.request_timeout_ms < 1000 || self.max_http_connections == 0 {
-            return Err("--request-timeout-ms must be >= 1000, --max-http-connections >= 1".into());
-        }
-        if !self.conn_rate_per_ip.is_finite()
-            || self.conn_rate_per_ip < 0.0
-            || (self.conn_rate_per_ip > 0.0 && self.conn_rate_burst == 0)
+        if let Some(dir) = &self.static_dir
+            && !dir.is_dir()
         {
             return Err(format!(
-                "--conn-rate-per-ip must be a finite number >= 0 (not {}), and \
-                 --conn-rate-burst >= 1 when it is set",
-                self.conn_rate_per_ip
+                "--static-dir {}: not a directory (or not readable)",
+                dir.display()
             ));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
@@ -474,6 +498,52 @@ mod tests {
         c.client_timeout = 1.0;
         c.heartbeat_interval = 2.0;
         assert!(c.validate().is_err());
+    }
+
+    /// A limit of zero would refuse every chat, join or socket: refused at start, naming the
+    /// flag and the value given (not another flag's).
+    #[test]
+    fn limits_that_would_refuse_everything_are_refused_naming_the_flag() {
+        for (flag, value) in [
+            ("max-connections", "0"),
+            ("max-text-chars", "0"),
+            ("max-rooms-per-socket", "0"),
+            ("rate-strikes", "0"),
+            ("rate-burst", "0"),
+            ("conn-rate-burst", "0"),
+            ("max-pending", "0"),
+            ("max-pending-bytes", "1000"),
+            ("max-in-flight", "0"),
+            ("max-frame-bytes", "10"),
+            ("max-sockets-per-user", "0"),
+            ("prune-interval-ms", "0"),
+            ("request-timeout-ms", "500"),
+            ("max-http-connections", "0"),
+            ("presence-ttl-secs", "0"),
+        ] {
+            let mut args = vec![format!("--{flag}={value}")];
+            if flag == "conn-rate-burst" {
+                args.push("--conn-rate-per-ip=5".into());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let err = flags(&args).validate().expect_err(flag);
+            assert!(
+                err.starts_with(&format!("--{flag} must be >= "))
+                    && err.ends_with(&format!("not {value}")),
+                "--{flag}={value}: {err}"
+            );
+        }
+        for key in ["", "  "] {
+            let err = flags(&["--api-key", key]).validate().unwrap_err();
+            assert!(err.contains("--api-key"), "{err}");
+        }
+        let err = flags(&["--static-dir", "/no/such/dir"])
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("/no/such/dir"), "{err}");
+        flags(&["--static-dir", "static", "--api-key", "k"])
+            .validate()
+            .unwrap();
     }
 
     /// Durations that `Duration::from_secs_f64` or `Instant + Duration` would panic on (on a

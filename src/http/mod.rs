@@ -237,7 +237,9 @@ pub fn routes(cfg: &mut web::ServiceConfig, config: &Config) {
             "/send-notification",
             web::post().to(notify::send_notification),
         )
+        // HEAD too: load balancers' health checks send it (actix-web drops the body).
         .route("/health", web::get().to(health::health))
+        .route("/health", web::head().to(health::health))
         .route("/metrics", web::get().to(metrics::metrics))
         .route("/live/stats", web::get().to(live::live_stats));
     // A body sent to /api may be as large as a WebSocket frame.

@@ -51,8 +51,8 @@ use crate::server::room::HistoryEntry;
 pub enum SyncMode {
     /// fsync at every commit: survives power loss.
     Full,
-    /// fsync within [`CHECKPOINT_EVERY`] of a commit, off the commit path: survives a
-    /// process crash; a power loss can lose the last ~100 ms.
+    /// fsync within 100 ms of a commit, off the commit path: survives a process crash; a
+    /// power loss can lose the last ~100 ms (`CHECKPOINT_EVERY`; also `--help`'s text).
     Normal,
 }
 

@@ -635,6 +635,18 @@ async fn with_an_api_key_every_route_needs_it() {
     assert_eq!(srv.health().await["status"], "ok");
 }
 
+/// Load balancers' health checks may send HEAD: the same status as GET, no body. Other
+/// routes keep answering unknown methods with the JSON 404.
+#[tokio::test]
+async fn health_answers_head_without_a_body() {
+    let srv = TestServer::start();
+    let (status, head, body) = http_request_with_head(srv.addr, "HEAD", "/health", &[]).await;
+    assert_eq!((status, body.as_str()), (200, ""), "{head}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    let (status, _, body) = http_request_with_head(srv.addr, "HEAD", "/api/rooms", &[]).await;
+    assert_eq!((status, body.as_str()), (404, ""));
+}
+
 #[tokio::test]
 async fn health_reports_status_uptime_and_counts() {
     let srv = TestServer::start();
