@@ -4,7 +4,9 @@
 //!
 //! A lost connection is reopened at the next op (at most every [`RETRY_EVERY`]); until then
 //! every op is answered as failed at once (`store_unavailable`, never an ack), and the store
-//! reports `failing` until an op succeeds again.
+//! reports `failing` until an op succeeds again. A connection that sat idle is checked before
+//! its next op ([`CHECK_AFTER_IDLE`]), so a Redis restarted while the node was quiet costs no
+//! failed op.
 
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -26,6 +28,11 @@ use crate::store::{Append, Event, Loaded, Op, Read, Retention, StoreState, Store
 /// How often a lost connection is tried again.
 const RETRY_EVERY: Duration = Duration::from_millis(250);
 
+/// A connection unused this long is checked with a `PING` before its next op: Redis may
+/// have restarted meanwhile (or closed it under its `timeout` setting), and an op on a dead
+/// connection would fail once before the connection is reopened.
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 /// Most ops answered in one message to `ChatServer`.
 const MAX_BATCH: usize = 1024;
 
@@ -41,6 +48,8 @@ const SEQ_MARK: &str = "\"seq\":18446744073709551615";
 pub struct RedisStore {
     client: redis::Client,
     con: Option<redis::Connection>,
+    /// When the connection was last handed to an op.
+    used: Instant,
     /// When the connection was last tried, so a Redis that is down is not hammered.
     tried: Option<Instant>,
     script: redis::Script,
@@ -55,6 +64,7 @@ impl RedisStore {
         Ok(RedisStore {
             client: redis::Client::open(url)?,
             con: None,
+            used: Instant::now(),
             tried: None,
             script: redis::Script::new(include_str!("append.lua")),
             floors: HashMap::new(),
@@ -124,9 +134,26 @@ impl RedisStore {
         log::warn!("cluster store: {e}");
     }
 
+    /// Makes sure there is a connection for the next op: the open one (checked first if it
+    /// sat idle, [`CHECK_AFTER_IDLE`]), or a new one.
     fn connection(&mut self) -> redis::RedisResult<()> {
-        if self.con.is_some() {
-            return Ok(());
+        let idle = self.used.elapsed() >= CHECK_AFTER_IDLE;
+        self.used = Instant::now();
+        if let Some(con) = self.con.as_mut() {
+            if !idle {
+                return Ok(());
+            }
+            match redis::cmd("PING").query::<String>(con) {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    log::info!(
+                        "cluster store: the idle connection to Redis was lost ({e}); reconnecting"
+                    );
+                    self.con = None;
+                    // Connect now: the lost connection says nothing about Redis today.
+                    self.tried = None;
+                }
+            }
         }
         if self.tried.is_some_and(|t| t.elapsed() < RETRY_EVERY) {
             return Err(redis::RedisError::from((

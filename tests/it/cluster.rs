@@ -811,6 +811,42 @@ async fn a_redis_that_lost_its_data_reuses_no_seq() {
     );
 }
 
+/// Redis restarts while the nodes are quiet: once they are subscribed again (`/health` ok),
+/// the first post through each node is stored, not refused on a connection that died with
+/// the old Redis.
+#[tokio::test]
+async fn after_redis_restarts_under_a_quiet_node_its_first_post_is_stored() {
+    let mut redis = RedisServer::start();
+    let nodes = nodes(&redis, 2);
+    for node in &nodes {
+        let (status, posted) = api(
+            node.addr,
+            "POST",
+            "/api/rooms/q/messages",
+            Some(&json!({"text": "before"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{posted}");
+    }
+    redis.kill_and_restart();
+    wait_subscribed(&nodes).await;
+    // Quiet for longer than a store connection may sit unchecked.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for (n, node) in nodes.iter().enumerate() {
+        let (status, posted) = api(
+            node.addr,
+            "POST",
+            "/api/rooms/q/messages",
+            Some(&json!({"text": format!("after{n}")})),
+        )
+        .await;
+        assert_eq!(status, 201, "node {n}: {posted}");
+    }
+    let (status, page) = api(nodes[0].addr, "GET", "/api/rooms/q/history", None).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(texts(&page), ["after0", "after1"], "Redis restarted empty");
+}
+
 /// Development mode (no JWT flag): the nodes share one signing key through Redis, so a
 /// development token minted by one node opens a socket on another, as a balancer that sends
 /// a reconnecting page elsewhere needs; a token from a server outside the cluster does not.
