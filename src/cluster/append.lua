@@ -4,6 +4,7 @@
 --
 -- KEYS[1] the room's seq counter   KEYS[2] the room's stream   KEYS[3] the room's first seq
 -- KEYS[4] the dataset's epoch      KEYS[5] the resend key ('' when the chat has no id)
+-- KEYS[6] the global seq floor (raised when Redis restarted and may have lost writes)
 -- ARGV[1] the floor: the highest seq the calling node has seen in the room
 -- ARGV[2], ARGV[3] the frame's text before and after its seq
 -- ARGV[4] the stream's length bound   ARGV[5] the channel   ARGV[6] the room id
@@ -44,6 +45,12 @@ local floor = tonumber(ARGV[1])
 if seq < floor then
   -- The node saw a later seq than Redis has: Redis lost its newest writes.
   seq = floor
+end
+local global = tonumber(redis.call('GET', KEYS[6]) or '0')
+if seq < global then
+  -- Redis restarted from a dataset that may miss writes (restarted.lua): start above
+  -- every seq that can have been handed out before.
+  seq = global
 end
 seq = seq + 1
 local s = string.format('%d', seq)

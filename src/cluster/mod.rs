@@ -24,6 +24,8 @@
 //! | `resend:R:U:ID` | string | the seq stored for a `client_msg_id`, for resends | expires after 24 h |
 //! | `inbox:U` | list | `EXPIRES_MS\nFRAME`, the user's stored notifications | `--inbox-max`, expires after `--inbox-ttl-secs` |
 //! | `epoch` | string | the Unix millisecond this dataset began; seqs start at `epoch × 1000 + 1` | one |
+//! | `seq-floor` | string | every room's next seq is above it; raised to the restart's millisecond × 1000 when Redis restarted and may have lost writes | one |
+//! | `redis-run` | string | the `run_id` of the Redis process this dataset was last seen on | one |
 //! | `dev-key` | string | development mode only: the key development tokens are signed with, shared by the nodes (hex) | one |
 //!
 //! The channel `roomcast:chats` carries `R\nSEQ\nFRAME` for every chat.
@@ -32,8 +34,12 @@
 //! make a seq mean two messages: the new dataset's epoch is later, so its seqs are higher
 //! than any handed out before (unless a room averaged a thousand chats a millisecond). And each
 //! append carries the highest seq its node has seen in the room as a floor, so a Redis that
-//! lost only its newest writes continues above what nodes saw. Seqs stay below 2^53, exact
-//! in JavaScript.
+//! lost only its newest writes continues above what nodes saw. A node that restarted too has
+//! no such memory: so every node, on every new connection, checks whether Redis restarted
+//! with a dataset that may miss writes (loaded from an RDB snapshot, or from an append-only
+//! file not fsynced at every write) and then raises a global floor to the restart's
+//! millisecond × 1000, the same bound as a new epoch (`restarted.lua`). Seqs stay below
+//! 2^53, exact in JavaScript.
 
 pub mod peers;
 pub mod store;
@@ -73,6 +79,12 @@ pub(crate) fn inbox_key(user: &UserId) -> String {
 }
 
 pub(crate) const EPOCH_KEY: &str = "roomcast:epoch";
+
+/// Every room's seqs continue above this (`restarted.lua`).
+pub(crate) const FLOOR_KEY: &str = "roomcast:seq-floor";
+
+/// The run id of the Redis process the dataset was last seen on (`restarted.lua`).
+pub(crate) const REDIS_RUN_KEY: &str = "roomcast:redis-run";
 
 /// Development mode's signing key, shared by the nodes: a development token minted by one
 /// node is then accepted by every other, as a balancer that sends a client's next socket

@@ -16,8 +16,8 @@ use actix::prelude::*;
 use redis::streams::StreamRangeReply;
 
 use super::{
-    CHANNEL, CONNECT_TIMEOUT, EPOCH_KEY, RESEND_TTL_SECS, entry_id, first_key, inbox_key, log_key,
-    resend_key, seq_key, seq_of_entry,
+    CHANNEL, CONNECT_TIMEOUT, EPOCH_KEY, FLOOR_KEY, REDIS_RUN_KEY, RESEND_TTL_SECS, entry_id,
+    first_key, inbox_key, log_key, resend_key, seq_key, seq_of_entry,
 };
 use crate::ids::{RoomId, Seq};
 use crate::protocol::{Frame, ServerMessage, timestamp_now};
@@ -168,7 +168,47 @@ impl RedisStore {
         // Appends are pipelined as EVALSHA, which has no fallback to the script's text: the
         // script is loaded on every new connection (a restarted Redis has forgotten it).
         self.script.prepare_invoke().load(&mut con)?;
+        self.check_restart(&mut con)?;
         self.con = Some(con);
+        Ok(())
+    }
+
+    /// On a new connection: if Redis restarted with a dataset that may miss acknowledged
+    /// writes, raise the global seq floor (`restarted.lua`), so that no seq is handed out
+    /// twice. `CONFIG` may be disabled (managed Redis): then the restart counts as lossy.
+    fn check_restart(&mut self, con: &mut redis::Connection) -> redis::RedisResult<()> {
+        let info: String = redis::cmd("INFO").arg("server").query(con)?;
+        let Some(run_id) = info
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .map(str::trim)
+        else {
+            return Err(bad_reply("INFO server without a run_id"));
+        };
+        let config = |name: &str, con: &mut redis::Connection| {
+            redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query::<Vec<String>>(con)
+                .ok()
+                .and_then(|v| v.get(1).cloned())
+        };
+        let durable = config("appendonly", con).as_deref() == Some("yes")
+            && config("appendfsync", con).as_deref() == Some("always");
+        let floor: redis::Value = redis::Script::new(include_str!("restarted.lua"))
+            .key(REDIS_RUN_KEY)
+            .key(FLOOR_KEY)
+            .arg(run_id)
+            .arg(if durable { "1" } else { "0" })
+            .arg(self.retention.clock.now_ms())
+            .invoke(con)?;
+        if let redis::Value::BulkString(floor) = floor {
+            log::warn!(
+                "Redis restarted from a dataset that may miss acknowledged writes (run id \
+                 {run_id}); every room's seqs continue above {}",
+                String::from_utf8_lossy(&floor)
+            );
+        }
         Ok(())
     }
 
@@ -302,12 +342,13 @@ impl RedisStore {
             let floor = self.floors.get(&a.room).copied().unwrap_or_default();
             pipe.cmd("EVALSHA")
                 .arg(self.script.get_hash())
-                .arg(5)
+                .arg(6)
                 .arg(seq_key(&a.room))
                 .arg(log_key(&a.room))
                 .arg(first_key(&a.room))
                 .arg(EPOCH_KEY)
                 .arg(&resend)
+                .arg(FLOOR_KEY)
                 .arg(floor.0)
                 .arg(format!("{}\"seq\":", draft.before))
                 .arg(&draft.after)
