@@ -15,6 +15,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -26,6 +27,9 @@ use crate::target::Target;
 use crate::wire;
 
 pub type Ws = WebSocketStream<TcpStream>;
+
+/// The sending half of a split socket, owned by a sender's writer task.
+pub type Sink = SplitSink<Ws, Message>;
 
 /// What `welcome` announced that the tool cares about.
 #[derive(Debug, Clone, Copy, Default)]
@@ -206,6 +210,27 @@ where
             break;
         }
     }
+}
+
+/// Closes a socket at the end of a run: sends a close frame and reads until the server's
+/// answer, for at most a second.
+pub async fn close_and_drain(ws: &mut Ws) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        if ws.close(None).await.is_ok() {
+            drain_until_close(ws).await;
+        }
+    })
+    .await;
+}
+
+/// [`close_and_drain`] for a split socket: `sink` is what the writer task handed back.
+pub async fn close_split_and_drain(mut sink: Sink, stream: &mut SplitStream<Ws>) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        if sink.send(Message::Close(None)).await.is_ok() {
+            drain_until_close(stream).await;
+        }
+    })
+    .await;
 }
 
 /// Sends a close frame (bounded by `timeout`) and drops the connection.

@@ -48,24 +48,24 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, Stream, StreamExt};
-use hdrhistogram::Histogram;
 use serde::Serialize;
-use tokio::sync::{Notify, Semaphore, watch};
-use tokio::time::MissedTickBehavior;
+use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::acks::{self, AckCounts, AckOutcome, AckTracker, Unsettled};
-use crate::conn::{self, Connector, JoinInfo, Welcome, Ws};
+use crate::conn::{self, Connector, JoinInfo, Sink, Welcome, Ws};
+use crate::members::{
+    self, ChatCheck, ChatCounts, Phase, PhaseWatch, RoomSeqs, Schedule, Setup, SetupOutcome,
+    count_error,
+};
 use crate::progress::{Progress, spawn_rate_ticker};
 use crate::report::{
     AckSection, Connections, Deliveries, Latency, Messages, Report, TimelineSection,
 };
-use crate::stats::{
-    LatencyBatch, LatencySink, Percentiles, Timeline, TimelineBatch, log_buckets, new_histogram,
-};
-use crate::wire::{self, SeqChecker, SeqEvent, Stamp};
+use crate::sending::{self, SendCount, StampedText};
+use crate::stats::{LatencyBatch, LatencySink, Percentiles, Timeline, TimelineBatch, log_buckets};
+use crate::wire::{self, Stamp};
 use crate::{Ctx, check_count, check_range, ns_since};
 
 #[derive(Debug, Clone, Args, Serialize)]
@@ -127,59 +127,19 @@ impl FanoutArgs {
     }
 }
 
-/// When things happen, fixed when the run starts.
-#[derive(Debug, Clone, Copy)]
-struct Schedule {
-    start: Instant,
-    stop: Instant,
-    /// Stop + drain grace: everything ends here.
-    hard: Instant,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Phase {
-    Setup,
-    Go(Schedule),
-    Abort,
-}
-
-/// "Not known yet" for `Room::final_seq`.
-const UNKNOWN: u64 = u64::MAX;
-
 struct Room {
     name: String,
     /// Registered members (fixed once the setup closes).
     members: AtomicU64,
-    /// Registered senders not done yet.
-    senders_active: AtomicU64,
+    /// Its senders, the highest echoed `seq`, its last `seq` once they are all done.
+    seqs: RoomSeqs,
     /// Messages echoed to their senders: what the server accepted.
     echoes: AtomicU64,
-    /// Highest `seq` seen in an echo.
-    max_seq: AtomicU64,
-    /// The room's last accepted `seq`, once all its senders are done.
-    final_seq: AtomicU64,
-    done: Notify,
-    /// A sender's socket died: its last messages may have been accepted without an echo, so
-    /// `final_seq` is never published and members wait for the hard deadline instead.
-    sender_lost: AtomicBool,
     /// Lowest `last_seq` in the members' `joined`: where the run's messages start.
     base_seq: AtomicU64,
-    /// Highest `seq` any member saw.
-    seen_max: AtomicU64,
 }
 
 impl Room {
-    fn sender_done(&self, clean: bool) {
-        if !clean {
-            self.sender_lost.store(true, Ordering::SeqCst);
-        }
-        if self.senders_active.fetch_sub(1, Ordering::SeqCst) == 1
-            && !self.sender_lost.load(Ordering::SeqCst)
-        {
-            self.publish_final();
-        }
-    }
-
     /// Messages the server accepted in this room during the run: the echoes, or more if the
     /// members saw more (a sender that lost its socket misses the echoes of its last ones).
     fn accepted(&self) -> u64 {
@@ -188,35 +148,17 @@ impl Room {
             u64::MAX => echoes,
             // A new cluster room (see `wire::CLUSTER_SEQS_FROM`): its seqs start at the first
             // echo's, not after the joined `last_seq` of 0.
-            0 if self.max_seq.load(Ordering::SeqCst) >= wire::CLUSTER_SEQS_FROM => echoes,
-            base => echoes.max(self.seen_max.load(Ordering::SeqCst).saturating_sub(base)),
+            0 if self.seqs.max_echo_seq() >= wire::CLUSTER_SEQS_FROM => echoes,
+            base => echoes.max(self.seqs.seen_max().saturating_sub(base)),
         }
-    }
-
-    /// The last `seq` every member should have seen.
-    fn last_accepted(&self) -> u64 {
-        let f = match self.final_seq.load(Ordering::SeqCst) {
-            UNKNOWN => self.max_seq.load(Ordering::SeqCst),
-            f => f,
-        };
-        f.max(self.seen_max.load(Ordering::SeqCst))
-    }
-
-    fn publish_final(&self) {
-        self.final_seq
-            .store(self.max_seq.load(Ordering::SeqCst), Ordering::SeqCst);
-        self.done.notify_waiters();
     }
 }
 
 /// A sender's flow control, shared by its reader (acks) and writer (sends).
 struct SenderState {
     window: Semaphore,
-    sent: AtomicU64,
-    /// Messages answered: by their echo (or by their `ack` with `--ack`), or by an error.
-    acked: AtomicU64,
-    writer_done: AtomicBool,
-    completed: AtomicBool,
+    /// Sent and answered (by their echo, or by their `ack` with `--ack`, or by an error).
+    count: SendCount,
     /// `--ack`: the `client_msg_id`s not settled yet.
     tracker: Mutex<AckTracker>,
 }
@@ -225,10 +167,7 @@ impl SenderState {
     fn new(window: usize) -> SenderState {
         SenderState {
             window: Semaphore::new(window),
-            sent: AtomicU64::new(0),
-            acked: AtomicU64::new(0),
-            writer_done: AtomicBool::new(false),
-            completed: AtomicBool::new(false),
+            count: SendCount::default(),
             tracker: Mutex::new(AckTracker::new()),
         }
     }
@@ -239,30 +178,8 @@ impl SenderState {
 
     /// An echo (an `ack` with `--ack`) or an error answered one of the messages.
     fn on_ack(&self, room: &Room) {
-        self.acked.fetch_add(1, Ordering::SeqCst);
         self.window.add_permits(1);
-        self.try_complete(room);
-    }
-
-    fn on_writer_done(&self, room: &Room) {
-        self.writer_done.store(true, Ordering::SeqCst);
-        self.try_complete(room);
-    }
-
-    fn try_complete(&self, room: &Room) {
-        if self.writer_done.load(Ordering::SeqCst)
-            && self.acked.load(Ordering::SeqCst) >= self.sent.load(Ordering::SeqCst)
-        {
-            self.complete(room, true);
-        }
-    }
-
-    /// Done, whether or not everything was acknowledged; `clean` is false when the socket
-    /// died.
-    fn complete(&self, room: &Room, clean: bool) {
-        if !self.completed.swap(true, Ordering::SeqCst) {
-            room.sender_done(clean);
-        }
+        self.count.answer(1, &room.seqs);
     }
 }
 
@@ -285,10 +202,7 @@ struct Shared {
     /// `--ack`: send → ack, and acks per second.
     ack_latency: LatencySink,
     ack_timeline: Timeline,
-    connect_hist: Mutex<Histogram<u64>>,
-    setup_closed: Mutex<bool>,
-    joined: AtomicU64,
-    setup_failed: AtomicU64,
+    setup: Setup,
     warned_limit: AtomicBool,
     warned_rate_limited: AtomicBool,
     warned_text: AtomicBool,
@@ -340,24 +254,17 @@ impl Shared {
 /// What one member task reports at the end.
 #[derive(Debug, Default)]
 struct Outcome {
-    connected: bool,
-    member: bool,
-    failure: Option<String>,
+    setup: SetupOutcome,
     dropped: Option<String>,
     sent: u64,
     rate_limited: u64,
     errors: BTreeMap<String, u64>,
-    received: u64,
+    chats: ChatCounts,
     measured: u64,
     /// The room this member was in.
     room: usize,
     /// The last `seq` the member saw (when it ran).
     last_seq: Option<u64>,
-    gap_lost: u64,
-    late: u64,
-    duplicated: u64,
-    foreign: u64,
-    malformed: u64,
     /// `--ack`, senders only: first acks received in the measured window, the tracker's
     /// counts and what it never settled.
     acks_measured: u64,
@@ -377,14 +284,9 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs) -> anyhow::Result<Report> {
             .map(|r| Room {
                 name: ctx.name("r", r),
                 members: AtomicU64::new(0),
-                senders_active: AtomicU64::new(0),
+                seqs: RoomSeqs::default(),
                 echoes: AtomicU64::new(0),
-                max_seq: AtomicU64::new(0),
-                final_seq: AtomicU64::new(UNKNOWN),
-                done: Notify::new(),
-                sender_lost: AtomicBool::new(false),
                 base_seq: AtomicU64::new(u64::MAX),
-                seen_max: AtomicU64::new(0),
             })
             .collect(),
         connector: ctx.connector(8 * 1024),
@@ -400,10 +302,7 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs) -> anyhow::Result<Report> {
         timeline: Timeline::new((a.warmup + a.duration + ctx.common.drain).ceil() as usize + 2),
         ack_latency: LatencySink::new(ctx.threads * 4),
         ack_timeline: Timeline::new((a.warmup + a.duration + ctx.common.drain).ceil() as usize + 2),
-        connect_hist: Mutex::new(new_histogram()),
-        setup_closed: Mutex::new(false),
-        joined: AtomicU64::new(0),
-        setup_failed: AtomicU64::new(0),
+        setup: Setup::new(),
         warned_limit: AtomicBool::new(false),
         warned_rate_limited: AtomicBool::new(false),
         warned_text: AtomicBool::new(false),
@@ -427,15 +326,10 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs) -> anyhow::Result<Report> {
             )));
         }
     }
-    ctx.wait_for_setup(
-        &sh.joined,
-        &sh.setup_failed,
-        n,
-        "members joined; running with those",
-    )
-    .await;
-    *sh.setup_closed.lock().unwrap_or_else(|p| p.into_inner()) = true;
-    let joined = sh.joined.load(Ordering::SeqCst);
+    let joined = sh
+        .setup
+        .wait_and_close(ctx, n, "members joined; running with those")
+        .await;
 
     // Run.
     let start = Instant::now();
@@ -447,8 +341,8 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs) -> anyhow::Result<Report> {
         hard: stop + ctx.drain(),
     };
     for room in &sh.rooms {
-        if room.senders_active.load(Ordering::SeqCst) == 0 {
-            room.publish_final();
+        if !room.seqs.has_senders() {
+            room.seqs.publish_final();
         }
     }
     sh.measure_from_ns
@@ -482,19 +376,8 @@ pub async fn run(ctx: &Ctx, a: &FanoutArgs) -> anyhow::Result<Report> {
     };
 
     // Collect.
-    let guard = sched.hard + Duration::from_secs(3);
-    let mut outcomes = Vec::with_capacity(n);
-    let mut stuck = 0u64;
-    for mut h in handles {
-        match tokio::time::timeout_at(guard.into(), &mut h).await {
-            Ok(Ok(o)) => outcomes.push(o),
-            Ok(Err(_)) => stuck += 1,
-            Err(_) => {
-                h.abort();
-                stuck += 1;
-            }
-        }
-    }
+    let (outcomes, stuck) =
+        members::collect(handles, sched.hard + Duration::from_secs(3), None).await;
     if let Some(t) = ticker {
         t.abort();
     }
@@ -523,12 +406,7 @@ fn build_report(
     let mut malformed = 0;
     let mut ack = AckSection::default();
     for o in outcomes {
-        conns.made += u64::from(o.connected);
-        if !o.member {
-            conns.failed += 1;
-            let reason = o.failure.clone().unwrap_or_else(|| "unknown".to_string());
-            *conns.failure_reasons.entry(reason).or_default() += 1;
-        }
+        o.setup.add_to(&mut conns);
         if let Some(d) = &o.dropped {
             conns.dropped += 1;
             *conns.drop_reasons.entry(d.clone()).or_default() += 1;
@@ -538,17 +416,13 @@ fn build_report(
         for (k, v) in &o.errors {
             *msgs.other_errors.entry(k.clone()).or_default() += v;
         }
-        del.received += o.received;
         del.measured += o.measured;
         // Messages after the last one seen, up to the room's last accepted one, never came.
         let tail = o.last_seq.map_or(0, |last| {
-            sh.rooms[o.room].last_accepted().saturating_sub(last)
+            sh.rooms[o.room].seqs.last_accepted().saturating_sub(last)
         });
-        del.lost += (o.gap_lost + tail).saturating_sub(o.late);
-        del.out_of_order += o.late;
-        del.duplicated += o.duplicated;
-        del.foreign += o.foreign;
-        malformed += o.malformed;
+        o.chats.add_to(&mut del, tail);
+        malformed += o.chats.malformed;
         ack.measured += o.acks_measured;
         ack.acked += o.ack_counts.acked;
         ack.duplicated += o.ack_counts.duplicate;
@@ -559,20 +433,7 @@ fn build_report(
         ack.unanswered += o.unsettled.unanswered;
         malformed += o.malformed_acks;
     }
-    if stuck > 0 {
-        conns.failed += stuck;
-        *conns
-            .failure_reasons
-            .entry("task did not finish by the hard deadline".to_string())
-            .or_default() += stuck;
-    }
-    let connect = sh
-        .connect_hist
-        .lock()
-        .map(|h| h.clone())
-        .unwrap_or_else(|p| p.into_inner().clone());
-    conns.connect_latency_us = Percentiles::of(&connect);
-    conns.connect_buckets = log_buckets(&connect);
+    sh.setup.add_to(&mut conns, stuck);
     for room in &sh.rooms {
         let accepted = room.accepted();
         msgs.accepted += accepted;
@@ -713,24 +574,13 @@ fn ack_problems(ack: &AckSection, msgs: &Messages, p: &mut Vec<String>) {
     }
 }
 
-/// Counts a joined member in its room, unless the setup is over; whether it was counted.
-fn register(sh: &Shared, room: &Room, is_sender: bool, info: &JoinInfo) -> bool {
-    let closed = sh.setup_closed.lock().unwrap_or_else(|p| p.into_inner());
-    if *closed {
-        return false;
-    }
+/// Counts a joined member in its room (under the setup's lock).
+fn count_member(room: &Room, is_sender: bool, info: &JoinInfo) {
     room.members.fetch_add(1, Ordering::SeqCst);
     room.base_seq.fetch_min(info.last_seq, Ordering::SeqCst);
     if is_sender {
-        room.senders_active.fetch_add(1, Ordering::SeqCst);
+        room.seqs.add_sender();
     }
-    sh.joined.fetch_add(1, Ordering::SeqCst);
-    true
-}
-
-/// Waits until the phase is no longer `Setup`.
-async fn setup_over(mut go: watch::Receiver<Phase>) {
-    let _ = go.wait_for(|p| !matches!(p, Phase::Setup)).await;
 }
 
 /// One member: setup, then the read loop (and a writer task if it sends).
@@ -748,47 +598,21 @@ async fn member(
         ..Outcome::default()
     };
     let room = &sh.rooms[room_idx];
-    let setup = async {
-        let opened = sh
-            .connector
-            .open(&format!("/ws?user_id={user}"), true)
-            .await
-            .map_err(|e| (e, false))?;
-        let us = opened.connect_time.as_micros() as u64;
-        if let Ok(mut h) = sh.connect_hist.lock() {
-            h.saturating_record(us.clamp(1, crate::stats::MAX_US));
-        }
-        sh.check_welcome(&opened.welcome);
-        let mut ws = opened.ws;
-        let info =
-            match conn::join(&mut ws, &room.name, Duration::from_secs_f64(step_timeout)).await {
-                Ok(i) => i,
-                Err(e) => {
-                    conn::close(ws, Duration::from_secs(1)).await;
-                    return Err((e, true));
-                }
-            };
-        if !register(&sh, room, is_sender, &info) {
-            conn::close(ws, Duration::from_secs(1)).await;
-            return Err(("not ready before --setup-timeout".to_string(), true));
-        }
-        Ok((ws, info))
+    let joined = members::join(
+        &sh.setup,
+        &sh.connector,
+        &user,
+        &room.name,
+        step_timeout,
+        &go,
+        |welcome, _| sh.check_welcome(welcome),
+        |info| count_member(room, is_sender, info),
+        &mut out.setup,
+    )
+    .await;
+    let Some((ws, info)) = joined else {
+        return out;
     };
-    let result = tokio::select! {
-        r = setup => r,
-        _ = setup_over(go.clone()) => Err(("not ready before --setup-timeout".to_string(), false)),
-    };
-    let (ws, info) = match result {
-        Ok(v) => v,
-        Err((reason, connected)) => {
-            sh.setup_failed.fetch_add(1, Ordering::Relaxed);
-            out.connected = connected;
-            out.failure = Some(reason);
-            return out;
-        }
-    };
-    out.connected = true;
-    out.member = true;
     run_member(&sh, idx, room_idx, is_sender, ws, info, go, &mut out).await;
     out
 }
@@ -811,8 +635,7 @@ async fn run_member(
         room,
         idx: idx as u64,
         sender: sender.as_deref(),
-        checker: SeqChecker::new(info.last_seq),
-        skip_history: info.history,
+        chats: ChatCheck::new(&info),
         latency: LatencyBatch::new(idx),
         timeline: TimelineBatch::default(),
         ack_latency: LatencyBatch::new(idx),
@@ -833,7 +656,7 @@ async fn run_member(
             read_loop(&mut rx, &mut stream, go, out).await;
             // Whatever happened, this sender is done: release its writer and its room.
             st.window.close();
-            st.complete(room, out.dropped.is_none());
+            st.count.complete(&room.seqs, out.dropped.is_none());
             rx.finish(out);
             if sh.ack {
                 let t = st.tracker();
@@ -841,20 +664,12 @@ async fn run_member(
                 out.unsettled = t.unsettled();
             }
             // The writer has stopped by now; take the sink back to close the socket.
-            let sink = tokio::time::timeout(Duration::from_secs(2), writer)
-                .await
-                .ok()
-                .and_then(Result::ok);
-            out.sent = st.sent.load(Ordering::SeqCst);
-            if let Some(mut sink) = sink
+            let sink = sending::take_back(writer).await;
+            out.sent = st.count.sent.load(Ordering::SeqCst);
+            if let Some(sink) = sink
                 && out.dropped.is_none()
             {
-                let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                    if sink.send(Message::Close(None)).await.is_ok() {
-                        conn::drain_until_close(&mut stream).await;
-                    }
-                })
-                .await;
+                conn::close_split_and_drain(sink, &mut stream).await;
             }
         }
         // A plain member keeps its socket whole (no lock between two halves).
@@ -863,12 +678,7 @@ async fn run_member(
             read_loop(&mut rx, &mut ws, go, out).await;
             rx.finish(out);
             if out.dropped.is_none() {
-                let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                    if ws.close(None).await.is_ok() {
-                        conn::drain_until_close(&mut ws).await;
-                    }
-                })
-                .await;
+                conn::close_and_drain(&mut ws).await;
             }
         }
     }
@@ -878,20 +688,16 @@ async fn run_member(
 async fn read_loop<S>(
     rx: &mut Receiver<'_>,
     stream: &mut S,
-    mut go: watch::Receiver<Phase>,
+    go: watch::Receiver<Phase>,
     out: &mut Outcome,
 ) where
     S: Stream<Item = Result<Message, WsError>> + Unpin,
 {
-    // Until the schedule is known, the deadline is an upper bound on any run.
-    let far = Instant::now() + Duration::from_secs(3600 * 2);
-    let deadline = tokio::time::sleep_until(far.into());
-    let mut deadline = pin!(deadline);
-    let room = rx.room;
-    let done = room.done.notified();
+    let mut deadline = pin!(members::until_scheduled());
+    let mut phases = PhaseWatch::new(go);
+    let done = rx.room.seqs.published();
     let mut done = pin!(done);
     let mut final_seen = false;
-    let mut watching = true;
     loop {
         tokio::select! {
             biased;
@@ -914,19 +720,10 @@ async fn read_loop<S>(
                     break;
                 }
             }
-            r = go.changed(), if watching => match r {
-                Err(_) => watching = false,
-                Ok(()) => {
-                    let phase = *go.borrow_and_update();
-                    match phase {
-                        Phase::Go(s) => {
-                            deadline.as_mut().reset(s.hard.into());
-                            watching = false;
-                        }
-                        Phase::Abort => break,
-                        Phase::Setup => {}
-                    }
-                }
+            p = phases.next(), if phases.watching() => match p {
+                Some(Phase::Go(s)) => deadline.as_mut().reset(s.hard.into()),
+                Some(Phase::Abort) => break,
+                Some(Phase::Setup) | None => {}
             },
             _ = &mut deadline => break,
         }
@@ -939,8 +736,7 @@ struct Receiver<'a> {
     room: &'a Room,
     idx: u64,
     sender: Option<&'a SenderState>,
-    checker: SeqChecker,
-    skip_history: u64,
+    chats: ChatCheck,
     latency: LatencyBatch,
     timeline: TimelineBatch,
     ack_latency: LatencyBatch,
@@ -955,20 +751,14 @@ impl Receiver<'_> {
         self.timeline.flush(&self.sh.timeline);
         self.ack_latency.flush(&self.sh.ack_latency);
         self.ack_timeline.flush(&self.sh.ack_timeline);
-        out.last_seq = Some(self.checker.last());
-        self.room
-            .seen_max
-            .fetch_max(self.checker.last(), Ordering::SeqCst);
+        out.last_seq = Some(self.chats.last());
+        self.room.seqs.saw(self.chats.last());
     }
 
     /// Whether the member has everything it will get: the room's last `seq` is known and seen.
     fn finished(&self) -> bool {
-        let f = self.room.final_seq.load(Ordering::Acquire);
-        f != UNKNOWN
-            && self.checker.last() >= f
-            && self
-                .sender
-                .is_none_or(|s| s.completed.load(Ordering::Acquire))
+        self.room.seqs.has_last(self.chats.last())
+            && self.sender.is_none_or(|s| s.count.completed())
     }
 
     /// Handles one text frame; true when the member is finished.
@@ -981,9 +771,7 @@ impl Receiver<'_> {
                     out.rate_limited += 1;
                     self.sh.on_rate_limited();
                 } else {
-                    *out.errors
-                        .entry(String::from_utf8_lossy(code).into_owned())
-                        .or_default() += 1;
+                    count_error(&mut out.errors, code);
                 }
                 if let Some(s) = self.sender {
                     s.on_ack(self.room);
@@ -999,52 +787,37 @@ impl Receiver<'_> {
             // Presence, typing and anything new: not the tool's business.
             _ => return false,
         }
-        if self.skip_history > 0 {
-            self.skip_history -= 1;
-            return false;
-        }
-        let now_ns = ns_since(self.sh.epoch, Instant::now());
-        let chat = wire::parse_chat(f);
-        let Some(seq) = chat.seq else {
-            out.malformed += 1;
+        let Some(chat) = self.chats.read(f, self.sh.epoch, &mut out.chats) else {
             return false;
         };
-        match self.checker.observe(seq) {
-            SeqEvent::InOrder => {}
-            SeqEvent::Gap(n) => out.gap_lost += n,
-            SeqEvent::Late => out.late += 1,
-            SeqEvent::Duplicate => out.duplicated += 1,
-        }
-        out.received += 1;
+        let now_ns = chat.now_ns;
         self.timeline.count(&self.sh.timeline, now_ns);
         let from = self.sh.measure_from_ns.load(Ordering::Relaxed);
         let stop = self.sh.stop_ns.load(Ordering::Relaxed);
         if (from..stop).contains(&now_ns) {
             out.measured += 1;
         }
-        match chat.stamp {
-            Some(Stamp {
-                sender,
-                msg_no,
-                send_ns,
-            }) => {
-                if sender == self.idx
-                    && let Some(s) = self.sender
-                {
-                    self.room.max_seq.fetch_max(seq, Ordering::SeqCst);
-                    self.room.echoes.fetch_add(1, Ordering::SeqCst);
-                    if self.sh.ack {
-                        s.tracker().echo(msg_no, seq);
-                    } else {
-                        s.on_ack(self.room);
-                    }
-                }
-                if (from..stop).contains(&send_ns) {
-                    self.latency
-                        .push(&self.sh.latency, now_ns.saturating_sub(send_ns) / 1_000);
+        if let Some(Stamp {
+            sender,
+            msg_no,
+            send_ns,
+        }) = chat.stamp
+        {
+            if sender == self.idx
+                && let Some(s) = self.sender
+            {
+                self.room.seqs.echoed(chat.seq);
+                self.room.echoes.fetch_add(1, Ordering::SeqCst);
+                if self.sh.ack {
+                    s.tracker().echo(msg_no, chat.seq);
+                } else {
+                    s.on_ack(self.room);
                 }
             }
-            None => out.foreign += 1,
+            if (from..stop).contains(&send_ns) {
+                self.latency
+                    .push(&self.sh.latency, now_ns.saturating_sub(send_ns) / 1_000);
+            }
         }
         self.finished()
     }
@@ -1065,7 +838,7 @@ impl Receiver<'_> {
         };
         // The ack may come before the echo: the room's last seq must cover it either way,
         // or the room could be declared finished before this message reaches its members.
-        self.room.max_seq.fetch_max(seq, Ordering::SeqCst);
+        self.room.seqs.echoed(seq);
         let now_ns = ns_since(self.sh.epoch, Instant::now());
         self.ack_timeline.count(&self.sh.ack_timeline, now_ns);
         let from = self.sh.measure_from_ns.load(Ordering::Relaxed);
@@ -1086,21 +859,14 @@ async fn write_loop(
     sh: Arc<Shared>,
     room_idx: usize,
     idx: usize,
-    mut sink: SplitSink<Ws, Message>,
+    mut sink: Sink,
     st: Arc<SenderState>,
     mut go: watch::Receiver<Phase>,
-) -> SplitSink<Ws, Message> {
-    let sched = match go.wait_for(|p| !matches!(p, Phase::Setup)).await {
-        Ok(p) => match *p {
-            Phase::Go(s) => Some(s),
-            _ => None,
-        },
-        Err(_) => None,
-    };
-    if let Some(s) = sched {
+) -> Sink {
+    if let Some(s) = members::started(&mut go).await {
         send_loop(&sh, room_idx, idx, &mut sink, &st, s).await;
     }
-    st.on_writer_done(&sh.rooms[room_idx]);
+    st.count.on_writer_done(&sh.rooms[room_idx].seqs);
     sink
 }
 
@@ -1108,31 +874,26 @@ async fn send_loop(
     sh: &Shared,
     room_idx: usize,
     idx: usize,
-    sink: &mut SplitSink<Ws, Message>,
+    sink: &mut Sink,
     st: &SenderState,
     s: Schedule,
 ) {
     let room = &sh.rooms[room_idx];
-    let stop = tokio::time::sleep_until(s.stop.into());
-    let mut stop = pin!(stop);
-    let mut text = String::with_capacity(sh.text_bytes.max(48));
+    let mut stop = pin!(tokio::time::sleep_until(s.stop.into()));
+    let mut texts = StampedText::new(idx, sh.text_bytes);
     // Fixed rate: senders are spread over the period (golden-ratio offsets) so they do not
     // all send in the same instant; missed ticks are caught up (open loop).
     let mut ticker = sh.rate.map(|rate| {
         let period = Duration::from_secs_f64(1.0 / rate);
         let offset = period.mul_f64((idx as f64 * 0.618_033_988_7).fract());
-        let mut iv = tokio::time::interval_at((s.start + offset).into(), period);
-        iv.set_missed_tick_behavior(MissedTickBehavior::Burst);
-        iv
+        sending::fixed_rate(s.start + offset, period)
     });
     let mut msg_no = 0u64;
     while msg_no < sh.per_sender_cap {
         match &mut ticker {
             Some(iv) => {
-                tokio::select! {
-                    biased;
-                    _ = &mut stop => break,
-                    _ = iv.tick() => {}
+                if !sending::tick_before(iv, stop.as_mut()).await {
+                    break;
                 }
             }
             None => {
@@ -1152,24 +913,16 @@ async fn send_loop(
             break;
         }
         let send_ns = ns_since(sh.epoch, now);
-        wire::encode_text(
-            &mut text,
-            Stamp {
-                sender: idx as u64,
-                msg_no,
-                send_ns,
-            },
-            sh.text_bytes,
-        );
+        let text = texts.text(msg_no, send_ns);
         let frame = if sh.ack {
             st.tracker().sent(msg_no, send_ns);
-            wire::chat_frame_with_id(&room.name, &text, &acks::client_msg_id(msg_no))
+            wire::chat_frame_with_id(&room.name, text, &acks::client_msg_id(msg_no))
         } else {
-            wire::chat_frame(&room.name, &text)
+            wire::chat_frame(&room.name, text)
         };
         msg_no += 1;
         // Counted before the send: the echo may be read before `send` returns.
-        st.sent.fetch_add(1, Ordering::SeqCst);
+        st.count.sent.fetch_add(1, Ordering::SeqCst);
         match tokio::time::timeout_at(s.hard.into(), sink.send(Message::text(frame))).await {
             Ok(Ok(())) => {}
             _ => break,

@@ -141,21 +141,7 @@ pub async fn run(ctx: &Ctx, a: &IdleArgs) -> anyhow::Result<Report> {
     release_tx.send_replace(true);
     ctx.progress.counting("closing", n as u64);
     let guard = Instant::now() + step + Duration::from_secs(5);
-    let mut outcomes = Vec::with_capacity(n);
-    let mut stuck = 0u64;
-    for (i, mut h) in handles.into_iter().enumerate() {
-        match tokio::time::timeout_at(guard.into(), &mut h).await {
-            Ok(Ok(o)) => outcomes.push(o),
-            Ok(Err(_)) => stuck += 1,
-            Err(_) => {
-                h.abort();
-                stuck += 1;
-            }
-        }
-        if i % 256 == 0 {
-            ctx.progress.set(i as u64, String::new());
-        }
-    }
+    let (outcomes, stuck) = crate::members::collect(handles, guard, Some(&ctx.progress)).await;
     let health_after = settle(ctx, health_before).await;
     let rss_after = ctx.server_now().map(|s| s.rss_bytes);
 

@@ -51,6 +51,10 @@
 //! - `main.rs`: flags, the runtime, the shared context ([`Ctx`]), the verdict and the outputs.
 //! - `fanout.rs`, `idle.rs`, `churn.rs`, `notify.rs`, `flood/`, `storm/`: one scenario each; `acks.rs`:
 //!   a sender's `client_msg_id` bookkeeping for `fanout --ack`.
+//! - `members/`: what `fanout` and `flood` members share: the run's phase and schedule, the
+//!   setup (connect, join, register), the `chat` checks on the receive path, a room's last
+//!   `seq`; `sending.rs`: what their senders share (sent and answered counts, stamped texts,
+//!   a fixed-rate clock, the writer task's sink).
 //! - `conn.rs`: opening connections, `welcome`, `join`.
 //! - `wire.rs`: the receive path's byte-level frame reading and the `seq` checker.
 //! - `stats.rs`: histograms and per-second counters shared by the tasks.
@@ -72,11 +76,13 @@ mod conn;
 mod fanout;
 mod flood;
 mod idle;
+mod members;
 mod notify;
 mod peer;
 mod proc;
 mod progress;
 mod report;
+mod sending;
 mod stats;
 mod storm;
 mod target;

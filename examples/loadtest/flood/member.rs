@@ -4,7 +4,7 @@
 //! Every member is one task reading its socket; a sender (and the quiet pair's sender) also
 //! has a writer task owning the socket's sink (`send.rs`), so sending never waits behind
 //! reading. Frames are read as bytes (`wire.rs`), and every `chat` goes through a
-//! [`SeqChecker`].
+//! [`ChatCheck`]; the setup and those checks are the ones `fanout` uses (`members/`).
 
 use std::collections::BTreeMap;
 use std::pin::pin;
@@ -12,16 +12,20 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, Stream, StreamExt};
+use futures_util::{Stream, StreamExt};
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::send::{SenderState, flood_writer, quiet_writer};
-use super::{Phase, Schedule, Shared, UNKNOWN};
+use super::Shared;
+use super::send;
 use crate::conn::{self, JoinInfo, Ws};
+use crate::members::{
+    self, ChatCheck, ChatCounts, Phase, PhaseWatch, Schedule, SetupOutcome, UNKNOWN,
+};
+use crate::sending::{self, SendCount};
 use crate::stats::{LatencyBatch, TimelineBatch};
-use crate::wire::{self, SeqChecker, SeqEvent, Stamp};
+use crate::wire::{self, Stamp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Role {
@@ -65,9 +69,7 @@ pub struct Closed {
 pub struct Outcome {
     pub role: Role,
     pub idx: usize,
-    pub connected: bool,
-    pub member: bool,
-    pub failure: Option<String>,
+    pub setup: SetupOutcome,
     pub closed: Option<Closed>,
     /// Had everything it was to get before the deadline.
     pub finished: bool,
@@ -78,17 +80,12 @@ pub struct Outcome {
     pub overloaded: u64,
     pub rate_limited: u64,
     pub errors: BTreeMap<String, u64>,
-    pub received: u64,
+    pub chats: ChatCounts,
     /// Deliveries received during the flood (start to stop).
     pub measured: u64,
     /// The room's `seq` when it joined.
     pub base_seq: u64,
     pub last_seq: u64,
-    pub gap_lost: u64,
-    pub late: u64,
-    pub duplicated: u64,
-    pub malformed: u64,
-    pub foreign: u64,
     /// Its longest time without a delivery, and when that gap ended (ns since the epoch).
     pub max_gap_ns: u64,
     pub max_gap_end_ns: u64,
@@ -118,48 +115,26 @@ pub async fn member(
     } else {
         &sh.readers_connector
     };
-    let setup = async {
-        let opened = connector
-            .open(&format!("/ws?user_id={user}"), true)
-            .await
-            .map_err(|e| (e, false))?;
-        if let Ok(mut h) = sh.connect_hist.lock() {
-            let us = opened.connect_time.as_micros() as u64;
-            h.saturating_record(us.clamp(1, crate::stats::MAX_US));
-        }
-        check_welcome(&sh, &opened.welcome);
-        let mut ws = opened.ws;
-        if let Ok(local) = ws.get_ref().local_addr() {
-            sh.queues[idx].port.store(local.port(), Ordering::Relaxed);
-        }
-        let info = match conn::join(&mut ws, room, Duration::from_secs_f64(step_timeout)).await {
-            Ok(i) => i,
-            Err(e) => {
-                conn::close(ws, Duration::from_secs(1)).await;
-                return Err((e, true));
+    let joined = members::join(
+        &sh.setup,
+        connector,
+        &user,
+        room,
+        step_timeout,
+        &go,
+        |welcome, ws| {
+            check_welcome(&sh, welcome);
+            if let Ok(local) = ws.get_ref().local_addr() {
+                sh.queues[idx].port.store(local.port(), Ordering::Relaxed);
             }
-        };
-        if !register(&sh, role) {
-            conn::close(ws, Duration::from_secs(1)).await;
-            return Err(("not ready before --setup-timeout".to_string(), true));
-        }
-        Ok((ws, info))
+        },
+        |_| count_member(&sh, role),
+        &mut out.setup,
+    )
+    .await;
+    let Some((ws, info)) = joined else {
+        return out;
     };
-    let result = tokio::select! {
-        r = setup => r,
-        _ = setup_over(go.clone()) => Err(("not ready before --setup-timeout".to_string(), false)),
-    };
-    let (ws, info) = match result {
-        Ok(v) => v,
-        Err((reason, connected)) => {
-            sh.setup_failed.fetch_add(1, Ordering::Relaxed);
-            out.connected = connected;
-            out.failure = Some(reason);
-            return out;
-        }
-    };
-    out.connected = true;
-    out.member = true;
     out.base_seq = info.last_seq;
     run_member(&sh, ws, info, go, &mut out).await;
     out
@@ -177,22 +152,12 @@ fn check_welcome(sh: &Shared, w: &conn::Welcome) {
     }
 }
 
-/// Counts a joined member, unless the setup is over; whether it was counted.
-fn register(sh: &Shared, role: Role) -> bool {
-    let closed = sh.setup_closed.lock().unwrap_or_else(|p| p.into_inner());
-    if *closed {
-        return false;
-    }
+/// Counts a joined sender in the flood room (under the setup's lock).
+fn count_member(sh: &Shared, role: Role) {
     if role == Role::Sender {
-        sh.room.senders_active.fetch_add(1, Ordering::SeqCst);
+        sh.room.seqs.add_sender();
         sh.room.senders_sending.fetch_add(1, Ordering::SeqCst);
     }
-    sh.joined.fetch_add(1, Ordering::SeqCst);
-    true
-}
-
-async fn setup_over(mut go: watch::Receiver<Phase>) {
-    let _ = go.wait_for(|p| !matches!(p, Phase::Setup)).await;
 }
 
 async fn run_member(
@@ -208,8 +173,7 @@ async fn run_member(
         idx: idx as u64,
         role: out.role,
         sender: None,
-        checker: SeqChecker::new(info.last_seq),
-        skip_history: info.history,
+        chats: ChatCheck::new(&info),
         latency: LatencyBatch::new(idx),
         timeline: TimelineBatch::default(),
         last_delivery_ns: UNKNOWN,
@@ -219,49 +183,32 @@ async fn run_member(
     };
     match out.role {
         Role::Sender | Role::QuietSender => {
-            let st = Arc::new(SenderState::default());
+            let st = Arc::new(SendCount::default());
             rx.sender = Some(Arc::clone(&st));
             let (sink, mut stream) = ws.split();
-            let writer = if out.role == Role::Sender {
-                tokio::spawn(flood_writer(
-                    Arc::clone(sh),
-                    idx,
-                    sink,
-                    Arc::clone(&st),
-                    go.clone(),
-                ))
-            } else {
-                tokio::spawn(quiet_writer(
-                    Arc::clone(sh),
-                    idx,
-                    sink,
-                    Arc::clone(&st),
-                    go.clone(),
-                ))
-            };
+            let writer = tokio::spawn(send::writer(
+                Arc::clone(sh),
+                out.role,
+                idx,
+                sink,
+                Arc::clone(&st),
+                go.clone(),
+            ));
             read_loop(&mut rx, &mut stream, go, out).await;
             // Whatever happened, this sender is done: release its writer and its room.
             let clean = out.closed.is_none();
             if out.role == Role::Sender {
-                st.complete(&sh.room, clean);
+                st.complete(&sh.room.seqs, clean);
             } else {
                 sh.quiet.done.store(true, Ordering::SeqCst);
             }
             rx.finish(out);
-            let sink = tokio::time::timeout(Duration::from_secs(2), writer)
-                .await
-                .ok()
-                .and_then(Result::ok);
+            let sink = sending::take_back(writer).await;
             out.sent = st.sent.load(Ordering::SeqCst);
-            if let Some(mut sink) = sink
+            if let Some(sink) = sink
                 && clean
             {
-                let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                    if sink.send(Message::Close(None)).await.is_ok() {
-                        conn::drain_until_close(&mut stream).await;
-                    }
-                })
-                .await;
+                conn::close_split_and_drain(sink, &mut stream).await;
             }
         }
         Role::Reader | Role::QuietReader => {
@@ -269,12 +216,7 @@ async fn run_member(
             read_loop(&mut rx, &mut ws, go, out).await;
             rx.finish(out);
             if out.closed.is_none() {
-                let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                    if ws.close(None).await.is_ok() {
-                        conn::drain_until_close(&mut ws).await;
-                    }
-                })
-                .await;
+                conn::close_and_drain(&mut ws).await;
             }
         }
     }
@@ -284,17 +226,15 @@ async fn run_member(
 async fn read_loop<S>(
     rx: &mut Receiver<'_>,
     stream: &mut S,
-    mut go: watch::Receiver<Phase>,
+    go: watch::Receiver<Phase>,
     out: &mut Outcome,
 ) where
     S: Stream<Item = Result<Message, WsError>> + Unpin,
 {
-    let far = Instant::now() + Duration::from_secs(3600 * 2);
-    let deadline = tokio::time::sleep_until(far.into());
-    let mut deadline = pin!(deadline);
+    let mut deadline = pin!(members::until_scheduled());
+    let mut phases = PhaseWatch::new(go);
     let mut check = tokio::time::interval(Duration::from_millis(50));
     check.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut watching = true;
     loop {
         // Not biased: under a flood the socket is always ready, and the deadline and the
         // check must still get their turn (the text path checks them too).
@@ -331,20 +271,13 @@ async fn read_loop<S>(
                     break;
                 }
             }
-            r = go.changed(), if watching => match r {
-                Err(_) => watching = false,
-                Ok(()) => {
-                    let phase = *go.borrow_and_update();
-                    match phase {
-                        Phase::Go(s) => {
-                            deadline.as_mut().reset(s.hard.into());
-                            rx.go(s);
-                            watching = false;
-                        }
-                        Phase::Abort => break,
-                        Phase::Setup => {}
-                    }
+            p = phases.next(), if phases.watching() => match p {
+                Some(Phase::Go(s)) => {
+                    deadline.as_mut().reset(s.hard.into());
+                    rx.go(s);
                 }
+                Some(Phase::Abort) => break,
+                Some(Phase::Setup) | None => {}
             },
             _ = &mut deadline => break,
         }
@@ -356,9 +289,8 @@ struct Receiver<'a> {
     sh: &'a Shared,
     idx: u64,
     role: Role,
-    sender: Option<Arc<SenderState>>,
-    checker: SeqChecker,
-    skip_history: u64,
+    sender: Option<Arc<SendCount>>,
+    chats: ChatCheck,
     latency: LatencyBatch,
     timeline: TimelineBatch,
     /// When the last delivery came (ns since the epoch); the start until the first.
@@ -382,18 +314,10 @@ impl Receiver<'_> {
         let sh = self.sh;
         match self.role {
             Role::Sender | Role::Reader => {
-                let f = sh.room.final_seq.load(Ordering::Acquire);
-                f != UNKNOWN
-                    && self.checker.last() >= f
-                    && self
-                        .sender
-                        .as_ref()
-                        .is_none_or(|s| s.completed.load(Ordering::Acquire))
+                sh.room.seqs.has_last(self.chats.last())
+                    && self.sender.as_ref().is_none_or(|s| s.completed())
             }
-            Role::QuietSender => self.sender.as_ref().is_some_and(|s| {
-                s.writer_done.load(Ordering::Acquire)
-                    && s.answered.load(Ordering::Acquire) >= s.sent.load(Ordering::Acquire)
-            }),
+            Role::QuietSender => self.sender.as_ref().is_some_and(|s| s.all_answered()),
             Role::QuietReader => {
                 sh.quiet.done.load(Ordering::Acquire)
                     && self.quiet_delivered >= sh.quiet.accepted.load(Ordering::Acquire)
@@ -417,9 +341,9 @@ impl Receiver<'_> {
             behind: self
                 .sh
                 .room
-                .max_echo_seq
-                .load(Ordering::SeqCst)
-                .saturating_sub(self.checker.last()),
+                .seqs
+                .max_echo_seq()
+                .saturating_sub(self.chats.last()),
             unread: seen.then(|| q.unread.load(Ordering::Relaxed)),
             unsent: seen.then(|| q.unsent.load(Ordering::Relaxed)),
         });
@@ -429,14 +353,11 @@ impl Receiver<'_> {
     fn finish(&mut self, out: &mut Outcome) {
         self.latency.flush(&self.sh.latency);
         self.timeline.flush(&self.sh.timeline);
-        out.last_seq = self.checker.last();
+        out.last_seq = self.chats.last();
         if !self.role.in_flood() {
             return;
         }
-        self.sh
-            .room
-            .seen_max
-            .fetch_max(self.checker.last(), Ordering::SeqCst);
+        self.sh.room.seqs.saw(self.chats.last());
         // The time from the last delivery to the close, or to the end of the sending.
         if self.last_delivery_ns != UNKNOWN {
             let end = out
@@ -472,29 +393,15 @@ impl Receiver<'_> {
             // Presence, typing and anything new: not the tool's business.
             _ => return false,
         }
-        if self.skip_history > 0 {
-            self.skip_history -= 1;
-            return false;
-        }
-        let now_ns = self.sh.now_ns();
-        let chat = wire::parse_chat(f);
-        let Some(seq) = chat.seq else {
-            out.malformed += 1;
+        let Some(chat) = self.chats.read(f, self.sh.epoch, &mut out.chats) else {
             return false;
         };
-        match self.checker.observe(seq) {
-            SeqEvent::InOrder => {}
-            SeqEvent::Gap(n) => out.gap_lost += n,
-            SeqEvent::Late => out.late += 1,
-            SeqEvent::Duplicate => out.duplicated += 1,
-        }
-        out.received += 1;
+        let now_ns = chat.now_ns;
         let Some(stamp) = chat.stamp else {
-            out.foreign += 1;
             return self.finished();
         };
         match self.role {
-            Role::Sender | Role::Reader => self.on_flood_chat(seq, stamp, now_ns, out),
+            Role::Sender | Role::Reader => self.on_flood_chat(chat.seq, stamp, now_ns, out),
             Role::QuietSender => {
                 if stamp.sender == self.idx
                     && let Some(s) = &self.sender
@@ -537,9 +444,9 @@ impl Receiver<'_> {
         if stamp.sender == self.idx
             && let Some(s) = &self.sender
         {
-            sh.room.max_echo_seq.fetch_max(seq, Ordering::SeqCst);
+            sh.room.seqs.echoed(seq);
             out.echoes += 1;
-            s.answer(1, &sh.room);
+            s.answer(1, &sh.room.seqs);
         }
         if self.role == Role::Reader && stamp.send_ns >= start {
             self.latency
@@ -557,15 +464,11 @@ impl Receiver<'_> {
         match code {
             b"overloaded" => out.overloaded += n,
             b"rate_limited" => out.rate_limited += n,
-            _ => {
-                *out.errors
-                    .entry(String::from_utf8_lossy(code).into_owned())
-                    .or_default() += 1;
-            }
+            _ => members::count_error(&mut out.errors, code),
         }
         if let Some(s) = &self.sender {
             match self.role {
-                Role::Sender => s.answer(n, &self.sh.room),
+                Role::Sender => s.answer(n, &self.sh.room.seqs),
                 _ => {
                     s.answered.fetch_add(n, Ordering::SeqCst);
                 }

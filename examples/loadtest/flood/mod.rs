@@ -58,20 +58,20 @@ mod summary;
 pub use render::{charts, sections};
 pub use summary::FloodSection;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
-use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::conn::Connector;
+use crate::members::{self, Phase, RoomSeqs, Schedule, Setup, UNKNOWN};
 use crate::progress::{Progress, spawn_rate_ticker};
 use crate::report::Report;
-use crate::stats::{LatencySink, Timeline, new_histogram};
+use crate::stats::{LatencySink, Timeline};
 use crate::{Ctx, check_count, check_range, ns_since};
 
 use member::{Outcome, Role};
@@ -137,25 +137,6 @@ impl FloodArgs {
     }
 }
 
-/// When things happen, fixed when the flood starts.
-#[derive(Debug, Clone, Copy)]
-struct Schedule {
-    start: Instant,
-    stop: Instant,
-    /// Stop + drain: everything ends here.
-    hard: Instant,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Phase {
-    Setup,
-    Go(Schedule),
-    Abort,
-}
-
-/// "Not known yet" for the atomics holding a `seq` or a time.
-const UNKNOWN: u64 = u64::MAX;
-
 /// The kernel's queues of one member's connection, from the last `/proc/net/tcp` sample.
 #[derive(Default)]
 struct SocketQueues {
@@ -171,51 +152,18 @@ struct SocketQueues {
 
 /// The flood room's senders, as a whole.
 struct FloodRoom {
-    /// Senders registered and not done yet.
-    senders_active: AtomicU64,
+    /// Its senders, the highest echoed `seq`, its last `seq` once they are all done.
+    seqs: RoomSeqs,
     /// Senders still sending.
     senders_sending: AtomicU64,
     /// When the last sender stopped sending (ns since the epoch).
     sending_ended_ns: AtomicU64,
-    /// A sender's socket ended before all its messages were answered: the room's last `seq`
-    /// cannot be known from the echoes, so members wait for the hard deadline.
-    sender_lost: AtomicBool,
-    /// Highest `seq` echoed to a sender: the newest message the server accepted.
-    max_echo_seq: AtomicU64,
-    /// Highest `seq` any member saw.
-    seen_max: AtomicU64,
-    /// The room's last accepted `seq`, once every sender is done (`UNKNOWN` until then).
-    final_seq: AtomicU64,
 }
 
 impl FloodRoom {
-    fn sender_done(&self, clean: bool) {
-        if !clean {
-            self.sender_lost.store(true, Ordering::SeqCst);
-        }
-        if self.senders_active.fetch_sub(1, Ordering::SeqCst) == 1
-            && !self.sender_lost.load(Ordering::SeqCst)
-        {
-            self.final_seq
-                .store(self.max_echo_seq.load(Ordering::SeqCst), Ordering::SeqCst);
-        }
-    }
-
     fn sender_stopped_sending(&self, now_ns: u64) {
         if self.senders_sending.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.sending_ended_ns.store(now_ns, Ordering::SeqCst);
-        }
-    }
-
-    /// The last `seq` a member still open at the end should have: the known last one, or
-    /// the highest anyone saw.
-    fn last_accepted(&self) -> u64 {
-        match self.final_seq.load(Ordering::SeqCst) {
-            UNKNOWN => self
-                .max_echo_seq
-                .load(Ordering::SeqCst)
-                .max(self.seen_max.load(Ordering::SeqCst)),
-            f => f.max(self.seen_max.load(Ordering::SeqCst)),
         }
     }
 }
@@ -263,10 +211,7 @@ struct Shared {
     readers: std::ops::Range<usize>,
     /// Every member has ended: the queue sampler stops.
     members_done: AtomicBool,
-    connect_hist: Mutex<Histogram<u64>>,
-    setup_closed: Mutex<bool>,
-    joined: AtomicU64,
-    setup_failed: AtomicU64,
+    setup: Setup,
     warned_limit: AtomicBool,
 }
 
@@ -296,13 +241,9 @@ pub async fn run(ctx: &Ctx, a: &FloodArgs) -> anyhow::Result<Report> {
         quiet_interval: Duration::from_millis(a.quiet_interval_ms),
         quiet_sender_idx: (a.senders + a.readers) as u64,
         room: FloodRoom {
-            senders_active: AtomicU64::new(0),
+            seqs: RoomSeqs::default(),
             senders_sending: AtomicU64::new(0),
             sending_ended_ns: AtomicU64::new(UNKNOWN),
-            sender_lost: AtomicBool::new(false),
-            max_echo_seq: AtomicU64::new(0),
-            seen_max: AtomicU64::new(0),
-            final_seq: AtomicU64::new(UNKNOWN),
         },
         quiet: QuietState::default(),
         start_ns: AtomicU64::new(UNKNOWN),
@@ -314,10 +255,7 @@ pub async fn run(ctx: &Ctx, a: &FloodArgs) -> anyhow::Result<Report> {
         queues: (0..n).map(|_| SocketQueues::default()).collect(),
         readers: a.senders..a.senders + a.readers,
         members_done: AtomicBool::new(false),
-        connect_hist: Mutex::new(new_histogram()),
-        setup_closed: Mutex::new(false),
-        joined: AtomicU64::new(0),
-        setup_failed: AtomicU64::new(0),
+        setup: Setup::new(),
         warned_limit: AtomicBool::new(false),
     });
     let counters_before = probes::server_counters(ctx, Duration::from_secs(5)).await;
@@ -344,15 +282,10 @@ pub async fn run(ctx: &Ctx, a: &FloodArgs) -> anyhow::Result<Report> {
         })
         .collect();
     let watcher = Watcher::start(ctx, a, Arc::clone(&sh), go_rx.clone())?;
-    ctx.wait_for_setup(
-        &sh.joined,
-        &sh.setup_failed,
-        n,
-        "members joined; flooding with those",
-    )
-    .await;
-    *sh.setup_closed.lock().unwrap_or_else(|p| p.into_inner()) = true;
-    let joined = sh.joined.load(Ordering::SeqCst);
+    let joined = sh
+        .setup
+        .wait_and_close(ctx, n, "members joined; flooding with those")
+        .await;
 
     // Flood.
     let start = Instant::now();
@@ -366,8 +299,8 @@ pub async fn run(ctx: &Ctx, a: &FloodArgs) -> anyhow::Result<Report> {
         .store(ns_since(sh.epoch, start), Ordering::SeqCst);
     sh.stop_ns.store(ns_since(sh.epoch, stop), Ordering::SeqCst);
     sh.timeline.start_at(ns_since(sh.epoch, start));
-    if sh.room.senders_active.load(Ordering::SeqCst) == 0 {
-        sh.room.final_seq.store(0, Ordering::SeqCst);
+    if !sh.room.seqs.has_senders() {
+        sh.room.seqs.publish_final();
         sh.room
             .sending_ended_ns
             .store(ns_since(sh.epoch, start), Ordering::SeqCst);
@@ -391,18 +324,7 @@ pub async fn run(ctx: &Ctx, a: &FloodArgs) -> anyhow::Result<Report> {
 
     // Collect.
     let guard = sched.hard + Duration::from_secs(3);
-    let mut outcomes: Vec<Outcome> = Vec::with_capacity(n);
-    let mut stuck = 0u64;
-    for mut h in handles {
-        match tokio::time::timeout_at(guard.into(), &mut h).await {
-            Ok(Ok(o)) => outcomes.push(o),
-            Ok(Err(_)) => stuck += 1,
-            Err(_) => {
-                h.abort();
-                stuck += 1;
-            }
-        }
-    }
+    let (mut outcomes, mut stuck) = members::collect(handles, guard, None).await;
     if let Some(t) = ticker {
         t.abort();
     }
@@ -486,14 +408,7 @@ impl Watcher {
                             tokio::spawn(m)
                         })
                         .collect();
-                    let sched = match go.wait_for(|p| !matches!(p, Phase::Setup)).await {
-                        Ok(p) => match *p {
-                            Phase::Go(s) => Some(s),
-                            _ => None,
-                        },
-                        Err(_) => None,
-                    };
-                    let watching = sched.map(|s| {
+                    let watching = members::started(&mut go).await.map(|s| {
                         (
                             probes::spawn_health_probes(http, url, s.start, s.stop, every, timeout),
                             probes::spawn_queue_sampler(Arc::clone(&sh), addr, s.hard),

@@ -196,7 +196,7 @@ fn role_name(r: Role) -> &'static str {
 pub fn build_report(a: &FloodArgs, sh: &Shared, outcomes: &[Outcome], x: Extras) -> Report {
     let start_ns = sh.start_ns.load(Ordering::SeqCst);
     let secs_since_start = |ns: u64| ns.saturating_sub(start_ns) as f64 / 1e9;
-    let last_accepted = sh.room.last_accepted();
+    let last_accepted = sh.room.seqs.last_accepted();
     let mut r = Report::default();
     let mut conns = Connections {
         attempted: a.members() as u64,
@@ -216,14 +216,10 @@ pub fn build_report(a: &FloodArgs, sh: &Shared, outcomes: &[Outcome], x: Extras)
     let (mut since, mut behind, mut unread, mut unsent) = (vec![], vec![], vec![], vec![]);
     let mut quiet_accepted = 0;
     for o in outcomes {
-        conns.made += u64::from(o.connected);
-        if !o.member {
-            conns.failed += 1;
-            let reason = o.failure.clone().unwrap_or_else(|| "unknown".to_string());
-            *conns.failure_reasons.entry(reason).or_default() += 1;
+        if !o.setup.add_to(&mut conns) {
             continue;
         }
-        malformed += o.malformed;
+        malformed += o.chats.malformed;
         if let Some(c) = &o.closed {
             conns.dropped += 1;
             let key = format!("{}: {}", role_name(o.role), c.reason);
@@ -284,12 +280,8 @@ pub fn build_report(a: &FloodArgs, sh: &Shared, outcomes: &[Outcome], x: Extras)
                     last_accepted.max(o.last_seq)
                 };
                 del.expected += upto.saturating_sub(o.base_seq);
-                del.received += o.received;
                 del.measured += o.measured;
-                del.lost += (o.gap_lost + tail).saturating_sub(o.late);
-                del.out_of_order += o.late;
-                del.duplicated += o.duplicated;
-                del.foreign += o.foreign;
+                o.chats.add_to(&mut del, tail);
                 f.missing_at_end += tail;
                 let gap_us = (o.max_gap_ns / 1_000).clamp(1, crate::stats::MAX_US);
                 if o.role == Role::Reader {
@@ -316,10 +308,11 @@ pub fn build_report(a: &FloodArgs, sh: &Shared, outcomes: &[Outcome], x: Extras)
                 quiet_accepted = o.echoes;
             }
             Role::QuietReader => {
-                f.quiet.delivered = o.received - o.duplicated;
-                f.quiet.lost = o.gap_lost.saturating_sub(o.late);
-                f.quiet.duplicated = o.duplicated;
-                f.quiet.out_of_order = o.late;
+                let c = &o.chats;
+                f.quiet.delivered = c.received - c.duplicated;
+                f.quiet.lost = c.gap_lost.saturating_sub(c.late);
+                f.quiet.duplicated = c.duplicated;
+                f.quiet.out_of_order = c.late;
             }
         }
     }
@@ -365,22 +358,7 @@ pub fn build_report(a: &FloodArgs, sh: &Shared, outcomes: &[Outcome], x: Extras)
         .collect();
     f.health = health_section(x.health, a.health_timeout);
     f.server_counters = x.counters;
-    conns.connect_latency_us = {
-        let h = sh
-            .connect_hist
-            .lock()
-            .map(|h| h.clone())
-            .unwrap_or_else(|p| p.into_inner().clone());
-        conns.connect_buckets = log_buckets(&h);
-        Percentiles::of(&h)
-    };
-    if x.stuck > 0 {
-        conns.failed += x.stuck;
-        *conns
-            .failure_reasons
-            .entry("task did not finish by the hard deadline".to_string())
-            .or_default() += x.stuck;
-    }
+    sh.setup.add_to(&mut conns, x.stuck);
     del.measured_secs = a.duration;
     del.per_sec = del.measured as f64 / a.duration;
 
