@@ -25,7 +25,8 @@ pub struct Config {
     #[arg(long, env = "ROOMCAST_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
 
-    /// HTTP worker threads (0: one per CPU core).
+    /// HTTP worker threads (0: one per CPU core but one, which `ChatServer`'s thread has;
+    /// at least one).
     #[arg(long, env = "ROOMCAST_WORKERS", default_value_t = 0)]
     pub workers: usize,
 

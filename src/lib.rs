@@ -154,7 +154,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let upgrade_guard = web::Data::new(http::guard::UpgradeGuard::new(&config));
     let routes_config = Arc::clone(&config);
     let workers = match config.workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => default_workers(std::thread::available_parallelism().map_or(1, |n| n.get())),
         n => n,
     };
     // Every connection, HTTP or WebSocket, counts against one bound across the workers, kept
@@ -214,6 +214,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         chat_arbiter,
         shutdown_timeout: Duration::from_secs(config.shutdown_timeout),
     })
+}
+
+/// HTTP workers for `cores` CPU cores: one core is left to `ChatServer`'s thread, which every
+/// request goes through. On two cores one worker beside it gave scenario A a p99 of 8.4-9.6 ms
+/// where two gave 11.7-12.1 ms (docs/BENCHMARKS.md, "One worker per core but one").
+fn default_workers(cores: usize) -> usize {
+    cores.saturating_sub(1).max(1)
 }
 
 /// Seconds HTTP requests still under way get to finish once the WebSockets are closed.
