@@ -555,6 +555,10 @@ fn public_key(path: &std::path::Path) -> Result<(DecodingKey, Algorithm), KeyErr
         Ok(_) => Err(unusable(
             "an EC key on a curve other than P-256; ES256 needs P-256 (prime256v1)",
         )),
+        Err(_) if text.contains("-----BEGIN PUBLIC KEY-----") => Err(unusable(
+            "a public key of an algorithm roomcast does not verify (Ed25519, say); give an \
+             RSA key (RS256) or an EC P-256 key (ES256)",
+        )),
         Err(_) => Err(unusable(
             "not a PEM public key (-----BEGIN PUBLIC KEY----- or -----BEGIN RSA PUBLIC \
              KEY-----) of RSA or EC P-256",
@@ -562,8 +566,9 @@ fn public_key(path: &std::path::Path) -> Result<(DecodingKey, Algorithm), KeyErr
     }
 }
 
-/// 32 random bytes from the operating system (through `uuid`'s v4 generator, which reads
-/// `getrandom`: 2 × 122 random bits), for the development signing key.
+/// 32 random bytes (2 × 122 random bits) from `uuid`'s v4 generator, for the development
+/// signing key: with `fast-rng`, `rand`'s thread-local ChaCha generator, a cryptographic
+/// generator seeded from the operating system.
 pub fn random_secret() -> Vec<u8> {
     let mut secret = Vec::with_capacity(32);
     secret.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
@@ -911,6 +916,8 @@ mod tests {
         assert!(err.contains("private key"), "{err}");
         let err = load("no-such-file.pem").unwrap_err().to_string();
         assert!(err.contains("cannot read"), "{err}");
+        let err = load("ed25519-public.pem").unwrap_err().to_string();
+        assert!(err.contains("algorithm roomcast does not verify"), "{err}");
         // Signed with the matching private keys, tokens verify; the wrong one does not.
         let claims = serde_json::json!({"sub": "alice", "exp": now() + 60});
         for (alg, private, public) in [
