@@ -185,6 +185,9 @@ error_codes! {
     ShuttingDown => "shutting_down",
     /// Cluster mode: messages of a room were lost between nodes and are no longer kept.
     HistoryGap => "history_gap",
+    /// Cluster mode: the node is not connected to the cluster's Redis, so a `private` message
+    /// for a user on another node was not delivered; send it again later.
+    ClusterUnavailable => "cluster_unavailable",
     /// The socket's token does not grant this: joining the room, or chatting or typing in it.
     Forbidden => "forbidden",
     /// A `refresh` token that is malformed, forged, or fails `nbf`, `aud` or `iss`.

@@ -46,7 +46,7 @@
  *                  room is joined again, when the list is refreshed
  *   #private-mode (hidden unless in private mode), #private-target, #private-cancel (or Escape)
  *                  go back to the room
- *   #privates      li.private.in / li.private.out[data-from][data-to]; "failed" on user_offline
+ *   #privates      li.private.in / li.private.out[data-from][data-to]; "failed" on user_offline or cluster_unavailable
  *   #errors        div.error[data-code] with .error-code, .error-message, button.error-dismiss
  *   #toasts        div.toast[data-id] per notification (from /notifications/{name}), with
  *                  .toast-title, .toast-message and button.toast-dismiss; data-notify on <body>

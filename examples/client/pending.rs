@@ -220,7 +220,7 @@ impl Pending {
             return outcome;
         }
         match (code, room) {
-            ("user_offline", _) => {
+            ("user_offline" | "cluster_unavailable", _) => {
                 let to = frame.get("to_user").and_then(Value::as_str);
                 if let Some(i) = self.privates.iter().position(|p| Some(p.to.as_str()) == to) {
                     let private = self.privates.remove(i);

@@ -182,10 +182,25 @@ impl ChatServer {
         };
         let targets = self.sessions.chat_sessions(&to_user).to_vec();
         let elsewhere = self.cluster && self.peers.has_chat(&to_user);
-        if targets.is_empty() && !elsewhere {
+        let refusal = match (targets.is_empty(), elsewhere) {
+            (true, false) => Some((
+                ErrorCode::UserOffline,
+                format!("user '{to_user}' is not online"),
+            )),
+            // Only on other nodes, and the way there is down: say so rather than drop it.
+            (true, true) if !self.subscribed => Some((
+                ErrorCode::ClusterUnavailable,
+                format!(
+                    "user '{to_user}' is on another node and this node cannot reach the \
+                     cluster's Redis; send it again later"
+                ),
+            )),
+            _ => None,
+        };
+        if let Some((code, message)) = refusal {
             let frame = ServerMessage::Error {
-                code: ErrorCode::UserOffline,
-                message: &format!("user '{to_user}' is not online"),
+                code,
+                message: &message,
                 room_id: None,
                 client_msg_id: None,
                 to_user: Some(&to_user),

@@ -127,8 +127,9 @@ const handlers = {
       state.pending.set(f.client_msg_id, { ...pending, status: 'failed', error: f.code, errorText: f.message });
       invalidate('messages');
     }
-    if (f.code === 'user_offline') markPrivateFailed(f.to_user, f.message || '');
-    else if (['token_invalid', 'token_expired', 'token_user_mismatch'].includes(f.code)) {
+    if (f.code === 'user_offline' || f.code === 'cluster_unavailable') {
+      markPrivateFailed(f.to_user, f.message || '');
+    } else if (['token_invalid', 'token_expired', 'token_user_mismatch'].includes(f.code)) {
       onRefreshRefused();  // the socket goes on until its current token lapses
     } else if (room && room.status === 'joining'
       && ['invalid_room', 'too_many_rooms', 'forbidden'].includes(f.code)) {

@@ -54,7 +54,7 @@ export function receivePrivate(f) {
     timestamp: f.timestamp });
 }
 
-/** user_offline: mark the latest sent private to the named user (or the latest one) failed. */
+/** user_offline, cluster_unavailable: mark the latest sent private to the named user (or the latest one) failed. */
 export function markPrivateFailed(toUser, message) {
   const sent = state.privates.filter((p) => p.dir === 'out' && !p.failed);
   // The error names the addressee; older servers only said it in the message.

@@ -73,11 +73,16 @@ impl RedisServer {
 
     /// SIGKILLs Redis, then starts it again on the same port and files.
     pub fn kill_and_restart(&mut self) {
-        self.child.kill().expect("SIGKILL redis-server");
-        self.child.wait().expect("redis-server ended");
+        self.kill();
         let persistence: Vec<&str> = self.persistence.iter().map(String::as_str).collect();
         self.child = Self::spawn(self.port, &self.dir, &persistence);
         self.wait_ready();
+    }
+
+    /// SIGKILLs Redis (`kill_and_restart` brings it back).
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL redis-server");
+        self.child.wait().expect("redis-server ended");
     }
 
     pub fn url(&self) -> String {
@@ -892,6 +897,47 @@ async fn a_redis_restored_from_a_snapshot_reuses_no_seq() {
     if joined.frame["recovered"] == true {
         assert_eq!(got, ["c1"], "{}", joined.frame);
     }
+}
+
+/// While a node knows it cannot reach Redis, a `private` for a user whose sockets are all on
+/// other nodes is refused with `cluster_unavailable` naming the user, not dropped; one for a
+/// user with a socket on this node is still delivered there.
+#[tokio::test]
+async fn a_private_message_that_cannot_cross_nodes_is_refused_not_dropped() {
+    let mut redis = RedisServer::start();
+    let nodes = nodes(&redis, 2);
+    let (mut ann, _) = join(&nodes[0], "p", "ann").await;
+    let (mut cy, _) = join(&nodes[0], "p", "cy").await;
+    let (_bob, _) = join(&nodes[1], "p", "bob").await;
+    wait_users(&mut ann, "p", &["ann", "bob", "cy"]).await;
+    redis.kill();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let (_, health) = http_get(nodes[0].addr, "/health").await;
+        if health["broker"] == "reconnecting" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never noticed: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ann.send(json!({"type": "private", "to_user": "bob", "content": "psst"}))
+        .await;
+    let error = next_of(&mut ann, "error").await;
+    assert_eq!(
+        (&error["code"], &error["to_user"]),
+        (&json!("cluster_unavailable"), &json!("bob")),
+        "{error}"
+    );
+    ann.send(json!({"type": "private", "to_user": "cy", "content": "here"}))
+        .await;
+    let private = next_of(&mut cy, "private").await;
+    assert_eq!(
+        (&private["from"], &private["message"]),
+        (&json!("ann"), &json!("here"))
+    );
 }
 
 /// Development mode (no JWT flag): the nodes share one signing key through Redis, so a
