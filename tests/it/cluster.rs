@@ -144,18 +144,23 @@ fn nodes_with(redis: &RedisServer, n: usize, args: &[&str]) -> Vec<ChildServer> 
 /// Waits until every node is subscribed to the cluster's channels (`/health`'s `broker`).
 async fn wait_subscribed(nodes: &[ChildServer]) {
     for node in nodes {
-        let deadline = tokio::time::Instant::now() + TIMEOUT;
-        loop {
-            let (_, health) = http_get(node.addr, "/health").await;
-            if health["broker"] == "up" {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "never subscribed: {health}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        wait_broker(node, "up").await;
+    }
+}
+
+/// Waits until `/health`'s `broker` is `state` on `node`.
+async fn wait_broker(node: &ChildServer, state: &str) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let (_, health) = http_get(node.addr, "/health").await;
+        if health["broker"] == state {
+            return;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "broker never {state}: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -911,18 +916,7 @@ async fn a_private_message_that_cannot_cross_nodes_is_refused_not_dropped() {
     let (_bob, _) = join(&nodes[1], "p", "bob").await;
     wait_users(&mut ann, "p", &["ann", "bob", "cy"]).await;
     redis.kill();
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        let (_, health) = http_get(nodes[0].addr, "/health").await;
-        if health["broker"] == "reconnecting" {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never noticed: {health}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_broker(&nodes[0], "reconnecting").await;
     ann.send(json!({"type": "private", "to_user": "bob", "content": "psst"}))
         .await;
     let error = next_of(&mut ann, "error").await;
