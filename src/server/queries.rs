@@ -157,7 +157,8 @@ impl ChatServer {
             Audience::Users(users) => users,
             Audience::Everyone => {
                 let mut all = self.sessions.notified_users();
-                if self.cluster {
+                // Other nodes' users only while the way to them is up (below).
+                if self.cluster && self.subscribed {
                     all.extend(self.peers.notified_users().cloned());
                     all.sort_unstable();
                     all.dedup();
@@ -183,7 +184,10 @@ impl ChatServer {
                     sockets += 1;
                 }
             }
-            let elsewhere = match self.cluster {
+            // While this node cannot reach Redis, what it publishes reaches no other node:
+            // a user with sockets only there is not reached (offline, and kept in the inbox
+            // if the store can).
+            let elsewhere = match self.cluster && self.subscribed {
                 true => self.peers.notification_sockets_of(&user),
                 false => 0,
             };

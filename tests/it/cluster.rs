@@ -148,6 +148,26 @@ async fn wait_subscribed(nodes: &[ChildServer]) {
     }
 }
 
+/// POSTs `body` to `path` on `node` until the 200 answer satisfies `done` (the other nodes'
+/// sockets are counted as they announce them, asynchronously); returns it.
+async fn wait_api_post(
+    node: &ChildServer,
+    path: &str,
+    body: &Value,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let (status, answer) = api(node.addr, "POST", path, Some(body)).await;
+        assert_eq!(status, 200, "{answer}");
+        if done(&answer) {
+            return answer;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{answer}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until `/health`'s `broker` is `state` on `node`.
 async fn wait_broker(node: &ChildServer, state: &str) {
     let deadline = tokio::time::Instant::now() + TIMEOUT;
@@ -906,7 +926,8 @@ async fn a_redis_restored_from_a_snapshot_reuses_no_seq() {
 
 /// While a node knows it cannot reach Redis, a `private` for a user whose sockets are all on
 /// other nodes is refused with `cluster_unavailable` naming the user, not dropped; one for a
-/// user with a socket on this node is still delivered there.
+/// user with a socket on this node is still delivered there. A notification pushed there
+/// counts such a user offline (not reached), and this node's sockets as reached.
 #[tokio::test]
 async fn a_private_message_that_cannot_cross_nodes_is_refused_not_dropped() {
     let mut redis = RedisServer::start();
@@ -914,7 +935,15 @@ async fn a_private_message_that_cannot_cross_nodes_is_refused_not_dropped() {
     let (mut ann, _) = join(&nodes[0], "p", "ann").await;
     let (mut cy, _) = join(&nodes[0], "p", "cy").await;
     let (_bob, _) = join(&nodes[1], "p", "bob").await;
+    let _bob_notes = Client::connect(&nodes[1].url("/notifications/bob")).await;
+    let mut cy_notes = Client::connect(&nodes[0].url("/notifications/cy")).await;
     wait_users(&mut ann, "p", &["ann", "bob", "cy"]).await;
+    let push = json!({"user_ids": ["bob", "cy"], "title": "t", "message": "hi"});
+    wait_api_post(&nodes[0], "/api/notifications", &push, |b| {
+        b["reached"] == json!(["bob", "cy"])
+    })
+    .await;
+    next_of(&mut cy_notes, "notification").await;
     redis.kill();
     wait_broker(&nodes[0], "reconnecting").await;
     ann.send(json!({"type": "private", "to_user": "bob", "content": "psst"}))
@@ -932,6 +961,22 @@ async fn a_private_message_that_cannot_cross_nodes_is_refused_not_dropped() {
         (&private["from"], &private["message"]),
         (&json!("ann"), &json!("here"))
     );
+
+    let away = json!({"user_ids": ["bob", "cy"], "title": "t", "message": "away"});
+    let (status, pushed) = api(nodes[0].addr, "POST", "/api/notifications", Some(&away)).await;
+    assert_eq!(status, 200, "{pushed}");
+    assert_eq!(
+        (
+            &pushed["sockets"],
+            &pushed["reached"],
+            &pushed["offline"],
+            &pushed["stored"]
+        ),
+        (&json!(1), &json!(["cy"]), &json!(["bob"]), &json!([])),
+        "{pushed}"
+    );
+    // Earlier pushes (while waiting for node 1's announcement) may come first.
+    while next_of(&mut cy_notes, "notification").await["message"] != "away" {}
 }
 
 /// Development mode (no JWT flag): the nodes share one signing key through Redis, so a
