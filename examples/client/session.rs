@@ -293,21 +293,23 @@ impl Client {
             }
             let flow = tokio::select! {
                 incoming = self.ws.next() => match incoming {
-                    Some(Ok(message)) => self.on_message(message).await?,
-                    Some(Err(error)) => bail!("lost the connection: {error}"),
-                    None => bail!("the server closed the connection without a close frame"),
+                    Some(Ok(message)) => self.on_message(message).await.unwrap_or_else(Flow::Fail),
+                    Some(Err(error)) => Flow::Fail(anyhow!("lost the connection: {error}")),
+                    None => Flow::Fail(anyhow!(
+                        "the server closed the connection without a close frame"
+                    )),
                 },
                 line = next_line(&mut lines), if ready => match line {
                     Some(line) => {
                         self.screen.entered();
-                        self.on_line(&line).await?
+                        self.on_line(&line).await.unwrap_or_else(Flow::Fail)
                     }
                     None => Flow::EndOfInput,
                 },
                 result = &mut ctrl_c, if ctrl_c_armed => {
                     ctrl_c_armed = false;
                     match result {
-                        Ok(()) if scripted => bail!("--send: interrupted"),
+                        Ok(()) if scripted => Flow::Fail(anyhow!("--send: interrupted")),
                         Ok(()) => Flow::Quit,
                         Err(error) => {
                             log::warn!("cannot listen for Ctrl-C: {error}");
@@ -316,7 +318,10 @@ impl Client {
                     }
                 },
                 () = &mut script_deadline, if scripted => {
-                    bail!("--send: no echo for every message within {} s", timeout.as_secs())
+                    Flow::Fail(anyhow!(
+                        "--send: no echo for every message within {} s",
+                        timeout.as_secs()
+                    ))
                 },
                 () = tokio::time::sleep_until(draining.unwrap_or_else(Instant::now)),
                     if draining.is_some() => self.unanswered(timeout),
@@ -325,7 +330,7 @@ impl Client {
                 },
                 () = tokio::time::sleep_until(self.auth.refresh_at.unwrap_or_else(Instant::now)),
                     if self.auth.refresh_at.is_some() && !self.fetching => self.refresh_due(),
-                fresh = self.fresh_rx.recv(), if self.fetching => self.on_fresh(fresh).await?,
+                fresh = self.fresh_rx.recv(), if self.fetching => self.on_fresh(fresh).await.unwrap_or_else(Flow::Fail),
             };
             ready = ready || !self.state.joining();
             let flow = match flow {

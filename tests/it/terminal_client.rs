@@ -216,7 +216,11 @@ fn joined_r() -> serde_json::Value {
 
 /// A peer that accepts one WebSocket, sends `frames`, then never answers anything. It serves
 /// no `POST /api/dev-token`: give its clients a token ([`SILENT_TOKEN`]), which it never checks.
-async fn silent_server(frames: Vec<serde_json::Value>) -> String {
+/// The receiver says what close code the client sent (`None`: it went without a close frame).
+async fn silent_server(
+    frames: Vec<serde_json::Value>,
+) -> (String, tokio::sync::oneshot::Receiver<Option<u16>>) {
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -229,15 +233,21 @@ async fn silent_server(frames: Vec<serde_json::Value>) -> String {
             ws.send(frame.to_string().into()).await.expect("send");
         }
         // Read (and so answer the close) without ever answering a request.
-        while let Some(Ok(_)) = ws.next().await {}
+        let mut code = None;
+        while let Some(Ok(message)) = ws.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Close(frame) = message {
+                code = frame.map(|f| u16::from(f.code));
+            }
+        }
+        let _ = closed_tx.send(code);
     });
-    format!("ws://{addr}")
+    (format!("ws://{addr}"), closed_rx)
 }
 
 #[tokio::test]
 async fn piped_input_names_what_got_no_answer_and_exits_1() {
     // Only a peer that never answers can show this without racing a real server.
-    let url = silent_server(vec![welcome(), joined_r()]).await;
+    let (url, _) = silent_server(vec![welcome(), joined_r()]).await;
     let args = ["--room", "r", "--timeout", "1", "--token", SILENT_TOKEN];
     let ran = run_piped(&url, &args, "hello\n").await;
     assert_eq!(
@@ -255,9 +265,37 @@ async fn piped_input_names_what_got_no_answer_and_exits_1() {
     );
 }
 
+/// `--send` that gets no echo in time exits 1 naming it, and closes its socket properly
+/// (1000) rather than dropping the connection.
+#[tokio::test]
+async fn send_that_times_out_closes_its_socket_before_exiting() {
+    let (url, closed) = silent_server(vec![welcome(), joined_r()]).await;
+    let args = [
+        "--room",
+        "r",
+        "--timeout",
+        "1",
+        "--token",
+        SILENT_TOKEN,
+        "--send",
+        "hello",
+    ];
+    let ran = run_piped(&url, &args, "").await;
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert_eq!(
+        ran.stderr,
+        "roomcast-client: --send: no echo for every message within 1 s\n"
+    );
+    let code = tokio::time::timeout(TIMEOUT, closed)
+        .await
+        .expect("the silent server saw the socket end")
+        .expect("the silent server reported");
+    assert_eq!(code, Some(1000));
+}
+
 #[tokio::test]
 async fn piped_input_gives_up_on_a_join_that_gets_no_answer() {
-    let url = silent_server(vec![welcome()]).await;
+    let (url, _) = silent_server(vec![welcome()]).await;
     let args = ["--room", "r", "--timeout", "1", "--token", SILENT_TOKEN];
     let ran = run_piped(&url, &args, "hello\n").await;
     assert_eq!(ran.lines, ["connected as u (session N, silent)"], "{ran:?}");
