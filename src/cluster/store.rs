@@ -53,6 +53,8 @@ pub struct RedisStore {
     /// When the connection was last tried, so a Redis that is down is not hammered.
     tried: Option<Instant>,
     script: redis::Script,
+    /// `restarted.lua`, run on every new connection ([`RedisStore::check_restart`]).
+    restarted: redis::Script,
     /// Room -> the highest seq this node has seen there.
     floors: HashMap<RoomId, Seq>,
     retention: Retention,
@@ -67,6 +69,7 @@ impl RedisStore {
             used: Instant::now(),
             tried: None,
             script: redis::Script::new(include_str!("append.lua")),
+            restarted: redis::Script::new(include_str!("restarted.lua")),
             floors: HashMap::new(),
             retention,
             state: StoreState::Ok,
@@ -195,7 +198,8 @@ impl RedisStore {
         };
         let durable = config("appendonly", con).as_deref() == Some("yes")
             && config("appendfsync", con).as_deref() == Some("always");
-        let floor: redis::Value = redis::Script::new(include_str!("restarted.lua"))
+        let floor: redis::Value = self
+            .restarted
             .key(REDIS_RUN_KEY)
             .key(FLOOR_KEY)
             .arg(run_id)
