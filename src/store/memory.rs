@@ -231,6 +231,7 @@ impl Backend for MemoryStore {
             messages,
             notifications,
             unfinished: Vec::new(),
+            later: Vec::new(),
         })
     }
 }
