@@ -254,10 +254,28 @@ pub fn routes(cfg: &mut web::ServiceConfig, config: &Config) {
                     async move { actix_files::NamedFile::open_async(dashboard).await }
                 }),
             );
-            cfg.service(actix_files::Files::new("/", dir).index_file("index.html"));
+            // Only what actix-files would look for on disk reaches it: it answers a path it
+            // refuses (a hidden segment such as `/.env` or `/x/.git/config`, an encoded `/`)
+            // with its own 400 and another method with its own 405, both text/plain, before
+            // its default handler is asked. Routed past it, they get the JSON 404 of any
+            // unknown path (docs/API.md), as a missing file or a directory without an index
+            // already does through that default handler.
+            cfg.service(
+                actix_files::Files::new("/", dir)
+                    .index_file("index.html")
+                    .guard(actix_web::guard::fn_guard(files_would_serve)),
+            );
         }
         None => assets::embedded(cfg),
     }
+}
+
+/// Whether `--static-dir`'s files service would look on disk for this request: a GET or HEAD
+/// whose path actix-files' own parser accepts (hidden files refused), so that the two agree.
+fn files_would_serve(ctx: &actix_web::guard::GuardContext<'_>) -> bool {
+    use actix_web::http::Method;
+    matches!(ctx.head().method, Method::GET | Method::HEAD)
+        && actix_files::PathBufWrap::parse_path(ctx.head().uri.path(), false).is_ok()
 }
 
 /// One request to a fresh app with the real routes and a real `ChatServer` on the memory

@@ -685,6 +685,42 @@ impl ClientStream {
     }
 }
 
+/// Writes `request` on a fresh connection and reads until the server ends the connection;
+/// fails if it is still open after `TIMEOUT`. For what an HTTP client would not send as it
+/// is (a `..` segment, a broken head).
+pub async fn answer_then_close(addr: SocketAddr, request: &str) -> String {
+    let stream = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    answer_then_close_on(stream, request).await
+}
+
+/// [`answer_then_close`] on a connection already open.
+pub async fn answer_then_close_on(mut s: TcpStream, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::time::timeout(TIMEOUT, s.write_all(request.as_bytes()))
+        .await
+        .expect("write timed out")
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let read = tokio::time::timeout(TIMEOUT, s.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "still open after {TIMEOUT:?}; got: {}",
+                    String::from_utf8_lossy(&raw)
+                )
+            });
+        match read {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&raw).into_owned(),
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 /// A fresh empty folder under the system's temp folder.
 pub fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(

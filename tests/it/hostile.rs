@@ -459,33 +459,6 @@ async fn an_overloading_flood_gets_its_refusals_reported_in_few_frames() {
     );
 }
 
-/// Writes `request` on a fresh connection and reads until the server ends the connection;
-/// fails if it is still open after `TIMEOUT`.
-async fn answer_then_close(addr: SocketAddr, request: &str) -> String {
-    answer_then_close_on(TcpStream::connect(addr).await.unwrap(), request).await
-}
-
-/// [`answer_then_close`] on a connection already open.
-async fn answer_then_close_on(mut s: TcpStream, request: &str) -> String {
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let read = tokio::time::timeout(TIMEOUT, s.read(&mut chunk))
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "still open after {TIMEOUT:?}; got: {}",
-                    String::from_utf8_lossy(&raw)
-                )
-            });
-        match read {
-            Ok(0) | Err(_) => return String::from_utf8_lossy(&raw).into_owned(),
-            Ok(n) => raw.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
 /// A request whose head or body never finishes is answered and its connection closed, within
 /// `--request-timeout-ms`: whether the handler reads the body (the API's JSON) or not (the
 /// seed's push), chunked or with a length.

@@ -80,6 +80,85 @@ async fn the_browser_chat_is_served_at_the_root_with_its_modules() {
     }
 }
 
+/// With `--static-dir`, a path actix-files refuses (a hidden segment such as `/.secret` or
+/// `/sub/.git/config`, even percent-encoded or reached by `..`; an encoded `/`), a directory
+/// without an index and a path with no file all get the JSON 404 of any unknown path
+/// (docs/API.md), as does another method: never the hidden file, never actix-files' own 400
+/// or 405 in text/plain. The files themselves are served with their types.
+#[tokio::test]
+async fn static_dir_answers_hidden_and_refused_paths_with_the_json_404() {
+    const SECRET: &str = "roomcast-test-secret-7f3a";
+    let dir = temp_dir("static-404");
+    std::fs::write(
+        dir.join("index.html"),
+        "<html><body>the test page</body></html>",
+    )
+    .unwrap();
+    std::fs::write(dir.join("style.css"), "body { color: red }").unwrap();
+    std::fs::write(dir.join(".secret"), SECRET).unwrap();
+    std::fs::create_dir_all(dir.join("sub/.git")).unwrap();
+    std::fs::write(dir.join("sub/.git/config"), SECRET).unwrap();
+    let srv = TestServer::with(|c| c.static_dir = Some(dir.clone()));
+
+    let (status, head, page) = http_request_with_head(srv.addr, "GET", "/", &[]).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(head.contains("content-type: text/html"), "{head}");
+    assert!(page.contains("the test page"), "{page}");
+    let (status, head, css) = http_request_with_head(srv.addr, "GET", "/style.css", &[]).await;
+    assert_eq!((status, css.as_str()), (200, "body { color: red }"));
+    assert!(head.contains("content-type: text/css"), "{head}");
+
+    let json_404 = |method: &str, path: &str, status: u16, head: &str, body: &str| {
+        let what = format!("{method} {path}");
+        assert!(
+            !body.contains(SECRET),
+            "{what} served the hidden file: {body}"
+        );
+        assert!(
+            head.contains("content-type: application/json"),
+            "{what}: {head}\n\n{body}"
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {body}"));
+        assert_api_error(&(status, body), 404, "not_found", &what);
+    };
+    for path in [
+        "/no-such-page.html",
+        "/.secret",
+        "/%2esecret",
+        "/sub/.git/config",
+        "/sub/.git/",
+        "/.git/config",
+        "/sub%2f.git%2fconfig",
+        "/sub",
+        "/sub/",
+    ] {
+        let (status, head, body) = http_request_with_head(srv.addr, "GET", path, &[]).await;
+        json_404("GET", path, status, &head, &body);
+    }
+    let (status, head, body) = http_request_with_head(srv.addr, "POST", "/index.html", &[]).await;
+    json_404("POST", "/index.html", status, &head, &body);
+    // `..` as it is on the wire: an HTTP client would resolve it before sending.
+    let path = "/sub/../.secret";
+    let answer = answer_then_close(
+        srv.addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a response head");
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok());
+    json_404(
+        "GET",
+        path,
+        status.unwrap_or_else(|| panic!("{head}")),
+        &head.to_ascii_lowercase(),
+        body,
+    );
+
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn health_reports_live_counts() {
     let srv = TestServer::start();
