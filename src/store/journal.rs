@@ -210,6 +210,14 @@ fn decode(bytes: &[u8]) -> Option<(StoredMessage, usize)> {
     Some((m, 8 + len as usize))
 }
 
+/// (room, user, client_msg_id): what a resend is recognized by.
+type ResendKey = (RoomId, UserId, Box<str>);
+
+fn resend_key(m: &StoredMessage) -> Option<ResendKey> {
+    let id = m.client_msg_id.as_deref()?;
+    Some((m.room.clone(), m.user.clone(), Box::from(id)))
+}
+
 /// Creates chat log file `n` beside `db` (empty but for [`MAGIC`]).
 fn create(db: &Path, n: u64) -> io::Result<File> {
     let mut file = OpenOptions::new()
@@ -236,6 +244,9 @@ pub struct ChatLog {
     /// Committed (or staged in the batch being built), not yet fed: per room, in seq order,
     /// with their batch numbers.
     pending: HashMap<RoomId, VecDeque<(u64, StoredMessage)>>,
+    /// The seqs of `pending`'s chats that have a `client_msg_id`, by (room, user, id): a
+    /// resend is looked up once per chat, and a busy room holds a second of chats here.
+    by_id: HashMap<ResendKey, Seq>,
     /// The feeder's word: every batch up to this one is in SQLite and fsynced.
     fed: Arc<AtomicU64>,
     /// What `pending` was last trimmed to.
@@ -263,6 +274,7 @@ impl ChatLog {
             staged: Vec::new(),
             batches: 0,
             pending: HashMap::new(),
+            by_id: HashMap::new(),
             fed,
             trimmed: 0,
             feed,
@@ -276,6 +288,9 @@ impl ChatLog {
     pub fn stage(&mut self, m: &StoredMessage) {
         encode(&mut self.buf, m);
         self.staged.push(m.clone());
+        if let Some(key) = resend_key(m) {
+            self.by_id.insert(key, m.seq);
+        }
         self.pending
             .entry(m.room.clone())
             .or_default()
@@ -287,6 +302,9 @@ impl ChatLog {
         self.buf.clear();
         // Each staged chat is the newest of its room's pending ones: last in, first out.
         for m in self.staged.drain(..).rev() {
+            if let Some(key) = resend_key(&m) {
+                self.by_id.remove(&key);
+            }
             if let Some(q) = self.pending.get_mut(&m.room) {
                 q.pop_back();
                 if q.is_empty() {
@@ -348,9 +366,12 @@ impl ChatLog {
             return;
         }
         self.trimmed = fed;
+        let by_id = &mut self.by_id;
         self.pending.retain(|_, q| {
             while q.front().is_some_and(|(b, _)| *b <= fed) {
-                q.pop_front();
+                if let Some(key) = q.pop_front().and_then(|(_, m)| resend_key(&m)) {
+                    by_id.remove(&key);
+                }
             }
             !q.is_empty()
         });
@@ -370,14 +391,15 @@ impl ChatLog {
     /// A chat staged or committed under (room, user, client_msg_id) that SQLite may not
     /// have yet.
     pub fn find(&self, room: &RoomId, user: &UserId, client_msg_id: &str) -> Option<Original> {
-        self.pending.get(room)?.iter().find_map(|(_, m)| {
-            (m.user == *user && m.client_msg_id.as_deref() == Some(client_msg_id)).then(|| {
-                Original {
-                    seq: m.seq,
-                    message_id: m.message_id.clone(),
-                    frame: m.frame.clone(),
-                }
-            })
+        let key = (room.clone(), user.clone(), Box::from(client_msg_id));
+        let seq = *self.by_id.get(&key)?;
+        let q = self.pending.get(room)?;
+        let at = q.binary_search_by_key(&seq, |(_, m)| m.seq).ok()?;
+        let m = &q[at].1;
+        Some(Original {
+            seq: m.seq,
+            message_id: m.message_id.clone(),
+            frame: m.frame.clone(),
         })
     }
 
