@@ -231,7 +231,6 @@ impl Backend for MemoryStore {
             messages,
             notifications,
             unfinished: Vec::new(),
-            later: Vec::new(),
         })
     }
 }

@@ -1,36 +1,39 @@
 //! The durable store: one SQLite file, in WAL mode.
 //!
 //! Durability is chosen with [`SyncMode`]:
-//! - `normal` (the default): chats are committed to the chat log ([`super::journal`]), one
-//!   `write` per batch into the OS page cache; the background thread (below) fsyncs it at
-//!   most [`CHECKPOINT_EVERY`] later and feeds it into SQLite every [`FEED_EVERY`]. A
-//!   message acknowledged to its sender survives a process crash (the OS still has it); a
-//!   power loss (or a kernel or VM crash) can take back the commits of the last
-//!   [`CHECKPOINT_EVERY`] or so, never corrupt anything; their seqs are not handed out
-//!   again (`mark_open`). Until fed, the writer keeps the chats in memory and every read
-//!   here sees them with SQLite's.
-//! - `full`: chats are committed into SQLite, and every commit fsyncs the write-ahead log
-//!   before anyone is told. An acknowledged message also survives a power loss.
+//! - `normal` (the default): a commit reaches the OS page cache and is not fsynced by itself;
+//!   the checkpoint thread (below) fsyncs the write-ahead log at most [`CHECKPOINT_EVERY`]
+//!   after it. A message acknowledged to its sender survives a process crash (the OS still
+//!   has it); a power loss (or a kernel or VM crash) can take back the commits of the last
+//!   [`CHECKPOINT_EVERY`] or so, never corrupt the file; their seqs are not handed out
+//!   again (`mark_open`).
+//! - `full`: every commit fsyncs the write-ahead log before anyone is told. An acknowledged
+//!   message also survives a power loss.
 //!
-//! Either way one commit covers a whole batch (see [`super::writer`]), so a write or an
-//! fsync is paid once per batch, not per message. Other writes (the inbox, retention) go
-//! into SQLite in the batch's transaction, committed before the chat log's write.
+//! Either way one commit covers a whole batch (see [`super::writer`]), so an fsync is paid
+//! once per batch, not per message.
 //!
 //! **Checkpoints are kept off the commit path.** SQLite's automatic checkpoint copies the
 //! log into the database inside the commit that crosses 1,000 pages, and every message
-//! behind that commit waits for it and its two fsyncs. Here it is turned off, and a thread
-//! of its own (`roomcast-ckpt`, with its own connection, [`Checkpointer`]) does the work:
-//! with `normal` it is also the feeder, fsyncs the log every [`CHECKPOINT_EVERY`] when
-//! anything was committed into it, and past [`CATCH_UP_FRAMES`] runs `PASSIVE`
-//! checkpoints, chasing the log with passes one behind the other ([`catch_up`]) until one
-//! finds it all copied so that it starts over; past [`WAL_MAX_FRAMES`] it runs a `RESTART`.
-//! With `full` it checkpoints every [`SyncMode::checkpoint_every`], and the writer bounds the
-//! log itself: past [`WAL_MAX_FRAMES`] frames it runs a `RESTART` checkpoint between two
-//! batches (a stall of one checkpoint, paid only under heavy load).
+//! behind that commit waits for it and its two fsyncs. Here the writer's connection has it
+//! turned off, and a thread of its own (`roomcast-ckpt`, with its own connection) does the
+//! work. With `normal`, every [`CHECKPOINT_EVERY`] it fsyncs the log (what bounds the
+//! power-loss window), and once the log is past [`CATCH_UP_FRAMES`] it runs `PASSIVE`
+//! checkpoints, which copy what they can without taking the writer's lock, so the writer
+//! never waits for them. With `full` it checkpoints every [`SyncMode::checkpoint_every`]. The
+//! log starts over by itself when a checkpoint has copied all of it before the next commit;
+//! under steady writes the thread chases it with passes one behind the other until that
+//! happens ([`catch_up`]). Starting over costs the writer an fsync of the log's new header
+//! (SQLite's own, inside the commit): copying only past [`CATCH_UP_FRAMES`] keeps that to once
+//! per that many frames. (Copying at every tick made a quiet room's every commit start the
+//! log over, and so wait for that fsync like `full`.)
+//! Under writes so heavy that this fails too, the writer bounds it: past [`WAL_MAX_FRAMES`]
+//! frames it runs a `RESTART` checkpoint itself between two batches (a stall of one
+//! checkpoint, paid only under heavy load).
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -38,11 +41,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::journal::{self, ChatLog, Feed};
-use super::{
-    Backend, Original, PRUNE_ROWS, Pruned, Retention, StoreError, StoreResult, StoredMessage,
-    to_i64,
-};
+use super::{Backend, Original, PRUNE_ROWS, Pruned, Retention, StoreResult, StoredMessage, to_i64};
 use crate::ids::{RoomId, Seq, UserId};
 use crate::protocol::Frame;
 use crate::server::room::HistoryEntry;
@@ -173,20 +172,12 @@ fn mark_open(
 }
 
 pub struct SqliteStore {
-    /// With `normal`, where chats are committed ([`journal`]); `None` with `full`, whose
-    /// commits go straight into SQLite. Taken (closed) first when the store closes.
-    chat_log: Option<ChatLog>,
-    /// Taken (stopped, after a last turn) before `conn` closes.
-    checkpointer: Option<Checkpointer>,
+    /// Declared first so that it stops (and runs its last checkpoint) before `conn` closes.
+    _checkpointer: Checkpointer,
     conn: Connection,
-    /// The write-ahead log's length and commits (SQLite's WAL hooks say).
-    wal: WalStats,
+    /// Frames in the write-ahead log after the last commit (SQLite's WAL hook says).
+    wal_frames: Arc<AtomicI32>,
     sync: SyncMode,
-    /// Between `begin` and `commit`/`rollback`.
-    in_batch: bool,
-    /// Whether an SQLite transaction is open in the batch: always with `full`; with the
-    /// chat log only once the batch writes something else (the inbox, a retention pass).
-    in_tx: bool,
 }
 
 /// Waits on a lock in steps of 100 µs, up to about 2 s. SQLite's own busy timeout sleeps
@@ -266,273 +257,62 @@ fn catch_up(conn: &Connection, passes: usize) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// The store's background thread (`roomcast-ckpt`), on a connection of its own.
-///
-/// With `normal` it is also the *feeder*: every [`CHECKPOINT_EVERY`] it inserts the chats
-/// committed to the chat log since its last turn ([`Feed`]s) into SQLite in one
-/// transaction, fsyncs SQLite's log, and only then reports them fed (the writer forgets
-/// them) and deletes the chat log files it has fed completely. Past [`CATCH_UP_FRAMES`] it
-/// copies the log into the database ([`catch_up`]), and past [`WAL_MAX_FRAMES`] it makes it
-/// start over (`RESTART`), here rather than on the writer's path. With `full` (no chat log)
-/// it runs a `PASSIVE` checkpoint every [`SyncMode::checkpoint_every`]. Either way it runs a
-/// last turn when the store closes.
+/// The checkpoint thread, on a connection of its own: every [`SyncMode::checkpoint_every`]
+/// a `PASSIVE` checkpoint (chasing a long log, [`catch_up`]), or with `normal`, while the
+/// log holds at most [`CATCH_UP_FRAMES`], an fsync of the log alone; and a last checkpoint
+/// when the store closes.
 struct Checkpointer {
-    /// Dropped (with the chat log's sender) to stop the thread.
-    stop: Option<mpsc::SyncSender<Feed>>,
+    /// Dropped to stop the thread.
+    stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
-/// Committed batches the chat log may have sent before it waits for the feeder: the
-/// feeder takes them as they come, so this fills only while it is inside a transaction.
-const FEED_QUEUE: usize = 4096;
-
-/// Chats the feeder holds before it stops taking more (when SQLite cannot keep up or keeps
-/// failing): the chat log's sender then waits, and so does the writer.
-const FEED_BACKLOG_MAX: usize = 200_000;
-
-/// Inserts `feeds`' chats into SQLite in one transaction. A chat already there (fed before
-/// a crash, then read back from its file) is skipped.
-fn feed(conn: &mut Connection, feeds: &[Feed]) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT OR IGNORE INTO messages
-             (room_id, seq, user_id, client_msg_id, message_id, ts_ms, frame)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
-        for m in feeds.iter().flat_map(|f| &f.messages) {
-            insert.execute(params![
-                m.room.as_str(),
-                to_i64(m.seq.0),
-                m.user.as_str(),
-                m.client_msg_id,
-                m.message_id,
-                m.ts_ms,
-                &*m.frame,
-            ])?;
-        }
-    }
-    tx.commit()
-}
-
-/// Deletes the chat log files beside `db` numbered below `below`.
-fn delete_fed_files(db: &Path, below: u64) {
-    match journal::files(db) {
-        Ok(found) => {
-            for (_, path) in found.into_iter().filter(|(n, _)| *n < below) {
-                if let Err(e) = std::fs::remove_file(&path) {
-                    log::warn!("cannot delete the fed chat log {}: {e}", path.display());
-                }
-            }
-        }
-        Err(e) => log::warn!("cannot list the chat log files: {e}"),
-    }
-}
-
-/// How often the feeder puts the chat log's chats into SQLite: a room's page is then
-/// written once for all its chats of the last second, not once per 100 ms (the chat log
-/// itself is fsynced every [`CHECKPOINT_EVERY`]).
-const FEED_EVERY: Duration = Duration::from_secs(1);
-
-/// Chats waiting for the feeder past which it feeds at its next tick, without waiting for
-/// [`FEED_EVERY`]: what the writer keeps in memory stays bounded under heavy writes.
-const FEED_AT: usize = 20_000;
-
-/// The feeder's state between ticks.
-struct Feeder {
-    conn: Connection,
-    db: std::path::PathBuf,
-    wal_path: std::path::PathBuf,
-    sync: SyncMode,
-    wal: WalStats,
-    /// Where the writer learns what is fed.
-    fed: Arc<AtomicU64>,
-    /// Received, not yet fed and fsynced.
-    backlog: Vec<Feed>,
-    backlog_len: usize,
-    /// Chat log files written since the last tick's fsync.
-    unsynced: std::collections::BTreeSet<u64>,
-    /// SQLite commits (both connections) when the write-ahead log was last fsynced.
-    synced_commits: u64,
-    next_feed: std::time::Instant,
-    /// Set while something fails, so that it is said once.
-    failing: bool,
-}
-
-impl Feeder {
-    /// Takes what `rx` brings until `until`; true when every sender is gone (the last tick).
-    fn gather(&mut self, rx: &mpsc::Receiver<Feed>, until: std::time::Instant) -> bool {
-        loop {
-            let wait = until.saturating_duration_since(std::time::Instant::now());
-            if self.backlog_len >= FEED_BACKLOG_MAX {
-                std::thread::sleep(wait);
-                return false;
-            }
-            match rx.recv_timeout(wait) {
-                Ok(f) => {
-                    self.backlog_len += f.messages.len();
-                    self.unsynced.insert(f.file);
-                    self.backlog.push(f);
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => return false,
-                Err(mpsc::RecvTimeoutError::Disconnected) => return true,
-            }
-        }
-    }
-
-    /// One tick: the chat log and SQLite's log to the disk; every [`FEED_EVERY`] (or past
-    /// [`FEED_AT`] chats, or when the store closes: `last`) the chats into SQLite, then
-    /// reported fed and their files deleted; checkpoints as the log grows.
-    fn tick(&mut self, last: bool) {
-        // The power-loss bound: what was committed since the last tick, to the disk.
-        for n in std::mem::take(&mut self.unsynced) {
-            let synced =
-                std::fs::File::open(journal::path_of(&self.db, n)).and_then(|f| f.sync_data());
-            match synced {
-                Ok(()) => {}
-                // Fed and deleted meanwhile: nothing to sync.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    self.fail(&format!("chat log not synced (tried again): {e}"));
-                    self.unsynced.insert(n);
-                }
-            }
-        }
-        let due =
-            last || std::time::Instant::now() >= self.next_feed || self.backlog_len >= FEED_AT;
-        let fed = match self.backlog.last() {
-            Some(newest) if due => {
-                let upto = (newest.batch, newest.file);
-                match feed(&mut self.conn, &self.backlog) {
-                    Ok(()) => Some(upto),
-                    Err(e) => {
-                        self.fail(&format!("chats not put into SQLite yet (kept): {e}"));
-                        None
-                    }
-                }
-            }
-            _ => None,
-        };
-        if due {
-            self.next_feed = std::time::Instant::now() + FEED_EVERY;
-        }
-        // SQLite's own log: what was just fed, and the writer's inbox and retention writes.
-        let synced = self.sync == SyncMode::Full || self.sync_wal();
-        if let Some((batch, file)) = fed.filter(|_| synced) {
-            self.fed.store(batch, Ordering::Release);
-            self.backlog.clear();
-            self.backlog_len = 0;
-            delete_fed_files(&self.db, if last { u64::MAX } else { file });
-        } else if last && self.backlog.is_empty() {
-            delete_fed_files(&self.db, u64::MAX);
-        }
-        let frames = self.wal.frames.load(Ordering::Relaxed);
-        if last || self.sync == SyncMode::Full || frames > CATCH_UP_FRAMES {
-            let passes = match self.sync {
-                SyncMode::Normal => CATCH_UP_PASSES,
-                // With `full` each commit fsyncs, and a chase's fsyncs would make them wait.
-                SyncMode::Full => 1,
-            };
-            if let Err(e) = catch_up(&self.conn, passes) {
-                self.fail(&format!("checkpoint failed: {e}"));
-            }
-        }
-        if self.wal.frames.load(Ordering::Relaxed) > WAL_MAX_FRAMES {
-            restart_wal(&self.conn, &self.wal.frames);
-        }
-        if self.failing && self.backlog.is_empty() && self.unsynced.is_empty() && synced {
-            self.failing = false;
-            log::info!("the history store's background work goes on again");
-        }
-    }
-
-    /// fsyncs SQLite's write-ahead log if anything was committed since the last time.
-    fn sync_wal(&mut self) -> bool {
-        let commits = self.wal.commits.load(Ordering::Acquire);
-        if commits == self.synced_commits {
-            return true;
-        }
-        match std::fs::File::open(&self.wal_path).and_then(|f| f.sync_data()) {
-            Ok(()) => {}
-            // No log file: everything is in the database already.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                self.fail(&format!("write-ahead log not synced: {e}"));
-                return false;
-            }
-        }
-        self.synced_commits = commits;
-        true
-    }
-
-    fn fail(&mut self, what: &str) {
-        if !self.failing {
-            self.failing = true;
-            log::warn!("{what}");
-        }
-    }
-}
-
-/// What SQLite's WAL hooks (on both connections) report: the log's length after the last
-/// commit, and how many commits there were.
-#[derive(Clone, Default)]
-struct WalStats {
-    frames: Arc<AtomicI32>,
-    commits: Arc<AtomicU64>,
-}
-
-impl WalStats {
-    /// Has `conn`'s commits reported here. (Setting `wal_autocheckpoint` replaces the hook:
-    /// it comes first.)
-    fn watch(&self, conn: &mut Connection) -> rusqlite::Result<()> {
-        // No automatic checkpoint inside a commit: the background thread does them.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let stats = self.clone();
-        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
-            stats.frames.store(pages, Ordering::Relaxed);
-            stats.commits.fetch_add(1, Ordering::Release);
-            Ok(())
-        }))
-    }
-}
-
 impl Checkpointer {
-    /// Starts the thread. It feeds what `feeds` brings (with `normal`); `stop` is the
-    /// sender kept to stop it.
-    fn start(
-        path: &Path,
-        sync: SyncMode,
-        wal: WalStats,
-        fed: Arc<AtomicU64>,
-        (stop, feeds): (mpsc::SyncSender<Feed>, mpsc::Receiver<Feed>),
-    ) -> anyhow::Result<Self> {
-        let mut conn = connect(path, sync, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-        // With the chat log its commits are the ones that grow the log.
-        wal.watch(&mut conn)?;
-        let mut wal_path = path.as_os_str().to_owned();
-        wal_path.push("-wal");
-        let synced_commits = wal.commits.load(Ordering::Acquire);
-        let mut feeder = Feeder {
-            conn,
-            db: path.to_owned(),
-            wal_path: std::path::PathBuf::from(wal_path),
-            sync,
-            wal,
-            fed,
-            backlog: Vec::new(),
-            backlog_len: 0,
-            unsynced: Default::default(),
-            synced_commits,
-            next_feed: std::time::Instant::now() + FEED_EVERY,
-            failing: false,
-        };
+    fn start(path: &Path, sync: SyncMode, wal_frames: Arc<AtomicI32>) -> anyhow::Result<Self> {
+        let conn = connect(path, sync, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = std::path::PathBuf::from(wal);
+        let (stop, stopped) = mpsc::channel::<()>();
         let every = sync.checkpoint_every();
+        // With `full` each commit fsyncs, and a chase's fsyncs would make them wait.
+        let passes = match sync {
+            SyncMode::Normal => CATCH_UP_PASSES,
+            SyncMode::Full => 1,
+        };
         let thread = std::thread::Builder::new()
             .name("roomcast-ckpt".into())
             .spawn(move || {
+                let mut failing = false;
                 loop {
-                    let last = feeder.gather(&feeds, std::time::Instant::now() + every);
-                    feeder.tick(last);
+                    let last = !matches!(
+                        stopped.recv_timeout(every),
+                        Err(mpsc::RecvTimeoutError::Timeout)
+                    );
+                    let copy = last
+                        || sync == SyncMode::Full
+                        || wal_frames.load(Ordering::Relaxed) > CATCH_UP_FRAMES;
+                    if !copy {
+                        // Only the power-loss bound: the log's new frames to the disk.
+                        if let Err(e) = std::fs::File::open(&wal).and_then(|f| f.sync_data()) {
+                            log::debug!("write-ahead log not synced: {e}");
+                        }
+                        continue;
+                    }
+                    match catch_up(&conn, passes) {
+                        Ok(()) => {
+                            if failing {
+                                failing = false;
+                                log::info!("checkpoints work again");
+                            }
+                        }
+                        // The writer's bound on the log still holds (and fsyncs it).
+                        Err(e) if !failing => {
+                            failing = true;
+                            log::warn!("checkpoint failed: {e}");
+                        }
+                        Err(_) => {}
+                    }
                     if last {
                         break;
                     }
@@ -576,13 +356,19 @@ impl SqliteStore {
         )?;
         conn.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)
             .with_context(what)?;
-        // No automatic checkpoint inside a commit: the background thread does them, told
-        // how long the log is by the hook that takes the automatic checkpoint's place.
-        let wal = WalStats::default();
-        wal.watch(&mut conn).with_context(what)?;
+        // No automatic checkpoint inside a commit: the checkpoint thread does them. (The
+        // automatic checkpoint is a WAL hook; the one below takes its place and tells
+        // `begin` how long the log is.)
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .with_context(what)?;
+        let wal_frames = Arc::new(AtomicI32::new(0));
+        let frames = Arc::clone(&wal_frames);
+        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
+            frames.store(pages, Ordering::Relaxed);
+            Ok(())
+        }))
+        .with_context(what)?;
         conn.execute_batch(SCHEMA).with_context(what)?;
-        // What a crash left in the chat log goes in first: the seqs below count on it.
-        let logs = replay(&mut conn, path).with_context(what)?;
         // This also proves it can be written now rather than at the first message.
         if let Some(floor) = mark_open(&mut conn, sync, boot).with_context(what)? {
             log::warn!(
@@ -591,29 +377,13 @@ impl SqliteStore {
                  go on above {floor}"
             );
         }
-        // `mark_open` made the replayed chats durable: their files can go.
-        let next_log = logs.last().map_or(1, |(n, _)| n + 1);
-        for (_, file) in &logs {
-            std::fs::remove_file(file)
-                .with_context(|| format!("cannot delete the fed chat log {}", file.display()))?;
-        }
-        let (feeds, received) = mpsc::sync_channel(FEED_QUEUE);
-        let fed = Arc::new(AtomicU64::new(0));
-        let chat_log = match sync {
-            SyncMode::Normal => Some(
-                ChatLog::open(path, next_log, Arc::clone(&fed), feeds.clone()).with_context(
-                    || format!("cannot create a chat log beside {}", path.display()),
-                )?,
-            ),
-            SyncMode::Full => None,
-        };
-        let checkpointer = Checkpointer::start(path, sync, wal.clone(), fed, (feeds, received))
-            .with_context(what)?;
+        let checkpointer =
+            Checkpointer::start(path, sync, Arc::clone(&wal_frames)).with_context(what)?;
         let every = sync.checkpoint_every().as_millis();
         let ticks = match sync {
-            SyncMode::Normal => format!(
-                "chats committed to a log beside it, fed into it and fsynced every {every} ms"
-            ),
+            SyncMode::Normal => {
+                format!("log fsynced every {every} ms, copied past {CATCH_UP_FRAMES} frames")
+            }
             SyncMode::Full => format!("checkpoint every {every} ms"),
         };
         log::info!(
@@ -622,13 +392,10 @@ impl SqliteStore {
             sync.pragma(),
         );
         Ok(SqliteStore {
-            chat_log,
-            checkpointer: Some(checkpointer),
             conn,
-            wal,
+            wal_frames,
             sync,
-            in_batch: false,
-            in_tx: false,
+            _checkpointer: checkpointer,
         })
     }
 }
@@ -639,10 +406,6 @@ impl SqliteStore {
 /// restarted.
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        // The chat log's sender first, then the feeder's last turn: every chat committed is
-        // in SQLite (and the log files gone) before the run is marked clean.
-        self.chat_log = None;
-        self.checkpointer = None;
         if !self.conn.is_autocommit() {
             return;
         }
@@ -656,25 +419,29 @@ impl Drop for SqliteStore {
     }
 }
 
-/// Copies the whole log into the database so that it starts over: it grew past
-/// [`WAL_MAX_FRAMES`] because no checkpoint finished between two commits (or they fail).
-/// Busy or failing, it is tried again at the next turn (or batch, with `full`).
-fn restart_wal(conn: &Connection, wal_frames: &AtomicI32) {
-    let started = std::time::Instant::now();
-    let restart = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
-        Ok((r.get::<_, i32>(0)?, r.get::<_, i32>(1)?))
-    });
-    match restart {
-        // Not busy: all of it is in the database, and the next commit starts it over.
-        Ok((0, log)) => {
-            wal_frames.store(0, Ordering::Relaxed);
-            log::debug!(
-                "write-ahead log of {log} frames copied in {:?}",
-                started.elapsed()
-            );
+impl SqliteStore {
+    /// Copies the whole log into the database so that it starts over: it grew past
+    /// [`WAL_MAX_FRAMES`] because the checkpoint thread never finished between two commits
+    /// (or its checkpoints fail). Busy or failing, it is tried again before the next batch.
+    fn restart_wal(&mut self) {
+        let started = std::time::Instant::now();
+        let restart = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
+                Ok((r.get::<_, i32>(0)?, r.get::<_, i32>(1)?))
+            });
+        match restart {
+            // Not busy: all of it is in the database, and the next commit starts it over.
+            Ok((0, log)) => {
+                self.wal_frames.store(0, Ordering::Relaxed);
+                log::debug!(
+                    "write-ahead log of {log} frames copied in {:?}",
+                    started.elapsed()
+                );
+            }
+            Ok(_) => log::debug!("write-ahead log busy, not copied yet"),
+            Err(e) => log::debug!("write-ahead log not copied: {e}"),
         }
-        Ok(_) => log::debug!("write-ahead log busy, not copied yet"),
-        Err(e) => log::debug!("write-ahead log not copied: {e}"),
     }
 }
 
@@ -685,72 +452,6 @@ fn entry(seq: i64, frame: String) -> HistoryEntry {
     }
 }
 
-impl SqliteStore {
-    /// Opens the batch's SQLite transaction if it has none yet (with the chat log, only
-    /// writes other than chats need one). Outside a batch, statements commit by themselves.
-    fn write_tx(&mut self) -> StoreResult<()> {
-        if self.in_batch && !self.in_tx {
-            self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-            self.in_tx = true;
-        }
-        Ok(())
-    }
-}
-
-/// Two runs of entries, each sorted by seq the same way (`newer` first when `desc`), as one,
-/// each seq once: a chat the feeder put in SQLite while the writer still keeps it is in both.
-fn merge(a: Vec<HistoryEntry>, b: Vec<HistoryEntry>, desc: bool) -> Vec<HistoryEntry> {
-    if b.is_empty() {
-        return a;
-    }
-    let mut all: Vec<HistoryEntry> = a.into_iter().chain(b).collect();
-    all.sort_by_key(|e| e.seq);
-    all.dedup_by_key(|e| e.seq);
-    if desc {
-        all.reverse();
-    }
-    all
-}
-
-fn merge_oldest_first(a: Vec<HistoryEntry>, b: Vec<HistoryEntry>) -> Vec<HistoryEntry> {
-    merge(a, b, false)
-}
-
-fn merge_newest_first(a: Vec<HistoryEntry>, b: Vec<HistoryEntry>) -> Vec<HistoryEntry> {
-    merge(a, b, true)
-}
-
-/// A seq bound from SQLite's integer back to a seq.
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-/// Feeds the chat log files that a crash left beside `db` into SQLite, and returns them (to
-/// be deleted once that is durable).
-fn replay(conn: &mut Connection, db: &Path) -> anyhow::Result<Vec<(u64, std::path::PathBuf)>> {
-    let logs = journal::files(db).context("cannot list the chat log files")?;
-    let mut feeds = Vec::with_capacity(logs.len());
-    for (n, path) in &logs {
-        let (messages, torn) = journal::read_file(path)
-            .with_context(|| format!("cannot read the chat log {}", path.display()))?;
-        if torn {
-            // A write the crash cut short was never acknowledged.
-            log::warn!("{}: read up to a record cut short", path.display());
-        }
-        feeds.push(Feed {
-            file: *n,
-            batch: 0,
-            messages,
-        });
-    }
-    if !logs.is_empty() {
-        feed(conn, &feeds)?;
-        let chats: usize = feeds.iter().map(|f| f.messages.len()).sum();
-        log::info!("{chats} chats from {} chat log files fed in", logs.len());
-    }
-    Ok(logs)
-}
-
 impl Backend for SqliteStore {
     /// `full` fsyncs in every commit; `normal` writes to the OS page cache.
     fn commit_waits(&self) -> bool {
@@ -758,44 +459,20 @@ impl Backend for SqliteStore {
     }
 
     fn begin(&mut self) -> StoreResult<()> {
-        self.in_batch = true;
-        if let Some(log) = &mut self.chat_log {
-            log.trim();
-            return Ok(());
-        }
-        if self.wal.frames.load(Ordering::Relaxed) > WAL_MAX_FRAMES {
-            restart_wal(&self.conn, &self.wal.frames);
+        if self.wal_frames.load(Ordering::Relaxed) > WAL_MAX_FRAMES {
+            self.restart_wal();
         }
         // Cached, as every statement of a batch is: `execute_batch` parses its text anew.
         self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-        self.in_tx = true;
         Ok(())
     }
 
-    /// SQLite's commit (if the batch opened a transaction), then the chat log's write.
-    /// Should the write fail after SQLite committed, the batch's inbox writes stay done
-    /// although the batch is reported failed (only when the disk cannot take the log).
     fn commit(&mut self) -> StoreResult<()> {
-        if self.in_tx {
-            self.conn.prepare_cached("COMMIT")?.execute([])?;
-            self.in_tx = false;
-        }
-        self.in_batch = false;
-        if let Some(log) = &mut self.chat_log {
-            log.commit()
-                .map_err(|e| StoreError::Backend(format!("cannot write the chat log: {e}")))?;
-        }
+        self.conn.prepare_cached("COMMIT")?.execute([])?;
         Ok(())
     }
 
     fn rollback(&mut self) {
-        self.in_batch = false;
-        if let Some(log) = &mut self.chat_log {
-            log.discard();
-        }
-        if !std::mem::take(&mut self.in_tx) {
-            return;
-        }
         let rolled_back = self
             .conn
             .prepare_cached("ROLLBACK")
@@ -818,8 +495,7 @@ impl Backend for SqliteStore {
                      coalesce((SELECT value FROM meta WHERE key = 'seq_floor'), 0))",
             )?
             .query_row([room.as_str()], |r| r.get(0))?;
-        let logged = self.chat_log.as_ref().and_then(|log| log.last_seq(room));
-        Ok(Seq(seq as u64).max(logged.unwrap_or_default()))
+        Ok(Seq(seq as u64))
     }
 
     fn find_original(
@@ -828,13 +504,6 @@ impl Backend for SqliteStore {
         user: &UserId,
         client_msg_id: &str,
     ) -> StoreResult<Option<Original>> {
-        if let Some(found) = self
-            .chat_log
-            .as_ref()
-            .and_then(|log| log.find(room, user, client_msg_id))
-        {
-            return Ok(Some(found));
-        }
         Ok(self
             .conn
             .prepare_cached(
@@ -852,10 +521,6 @@ impl Backend for SqliteStore {
     }
 
     fn insert(&mut self, m: &StoredMessage) -> StoreResult<()> {
-        if let Some(log) = &mut self.chat_log {
-            log.stage(m);
-            return Ok(());
-        }
         self.conn
             .prepare_cached(
                 "INSERT INTO messages
@@ -891,12 +556,6 @@ impl Backend for SqliteStore {
                 Ok(entry(r.get(0)?, r.get(1)?))
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(log) = &self.chat_log {
-            // The newest first, as from SQLite.
-            let mut logged: Vec<_> = log.entries(room, 0..to_u64(before)).collect();
-            logged.reverse();
-            page = merge_newest_first(logged, page);
-        }
         let more = page.len() > limit;
         page.truncate(limit);
         page.reverse();
@@ -926,12 +585,6 @@ impl Backend for SqliteStore {
                 Ok(entry(r.get(0)?, r.get(1)?))
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        let entries = match &self.chat_log {
-            Some(log) => {
-                merge_oldest_first(entries, log.entries(room, after.0 + 1..u64::MAX).collect())
-            }
-            None => entries,
-        };
         let complete = entries.len() as u64 == last.0 - after.0
             && entries.first().is_some_and(|e| e.seq == after.next());
         Ok(complete.then_some(entries))
@@ -944,7 +597,6 @@ impl Backend for SqliteStore {
         expires_ms: i64,
         max: usize,
     ) -> StoreResult<()> {
-        self.write_tx()?;
         self.conn
             .prepare_cached("INSERT INTO inbox (user_id, expires_ms, frame) VALUES (?1, ?2, ?3)")?
             .execute(params![user.as_str(), expires_ms, &**frame])?;
@@ -958,7 +610,6 @@ impl Backend for SqliteStore {
     }
 
     fn inbox_take(&mut self, user: &UserId, now_ms: i64) -> StoreResult<Vec<Frame>> {
-        self.write_tx()?;
         let frames = self
             .conn
             .prepare_cached(
@@ -980,7 +631,6 @@ impl Backend for SqliteStore {
         now_ms: i64,
         written: &[RoomId],
     ) -> StoreResult<Pruned> {
-        self.write_tx()?;
         let mut messages = 0;
         let mut unfinished = Vec::new();
         if policy.max_messages > 0 {
@@ -1031,19 +681,10 @@ impl Backend for SqliteStore {
         let notifications =
             self.conn
                 .execute("DELETE FROM inbox WHERE expires_ms <= ?1", [now_ms])? as u64;
-        let later = match &self.chat_log {
-            Some(log) if policy.max_messages > 0 => written
-                .iter()
-                .filter(|room| log.last_seq(room).is_some())
-                .cloned()
-                .collect(),
-            _ => Vec::new(),
-        };
         Ok(Pruned {
             messages,
             notifications,
             unfinished,
-            later,
         })
     }
 }
@@ -1174,12 +815,6 @@ mod tests {
         }
         s.commit().unwrap();
         let policy = keep_newest(5);
-        // Not in the table until fed: a pass leaves the rooms for the next regular one.
-        s.begin().unwrap();
-        let early = s.prune(&policy, 0, std::slice::from_ref(&a)).unwrap();
-        s.commit().unwrap();
-        assert_eq!((early.messages, early.later), (0, vec![a.clone()]));
-        wait_fed(&mut s);
         let mut written = vec![a.clone(), b.clone()];
         let mut passes = Vec::new();
         while !written.is_empty() {
@@ -1302,206 +937,46 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    /// The chats in the database file itself, read by a connection of another.
-    fn in_database(path: &Path) -> Vec<(String, i64)> {
-        let conn = Connection::open(path).unwrap();
-        let mut stmt = conn
-            .prepare("SELECT room_id, seq FROM messages ORDER BY room_id, seq")
-            .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    }
-
-    /// Waits until the feeder has put every chat committed so far into SQLite.
-    fn wait_fed(s: &mut SqliteStore) {
-        let deadline = std::time::Instant::now() + 4 * FEED_EVERY;
-        loop {
-            // The writer lets go of fed chats at the start of a batch.
-            s.begin().unwrap();
-            s.commit().unwrap();
-            if s.chat_log.as_ref().is_none_or(|log| log.pending_len() == 0) {
-                return;
-            }
-            assert!(std::time::Instant::now() < deadline, "never fed");
-            std::thread::sleep(CHECKPOINT_EVERY);
-        }
-    }
-
-    fn seqs(entries: &[HistoryEntry]) -> Vec<u64> {
-        entries.iter().map(|e| e.seq.0).collect()
-    }
-
-    /// With `normal` a commit is the chat log's write: the chats are read back at once (from
-    /// the writer's memory), the feeder puts them into SQLite within `FEED_EVERY` and a tick,
-    /// and they read the same afterwards, each once.
     #[test]
-    fn committed_chats_read_the_same_before_and_after_they_are_fed() {
+    fn a_quiet_room_does_not_start_the_log_over_at_every_commit() {
         let dir = tempdir();
-        let path = dir.join("db");
-        let mut s = SqliteStore::open(&path, SyncMode::Normal).unwrap();
-        let r = RoomId::parse("r").unwrap();
-        let u = UserId::parse("u").unwrap();
-        for seq in 1..=5 {
-            s.begin().unwrap();
-            s.insert(&msg(seq, Some(&format!("c{seq}")))).unwrap();
-            s.commit().unwrap();
+        let mut s = SqliteStore::open(&dir.join("db"), SyncMode::Normal).unwrap();
+        let mut frames = Vec::new();
+        for _ in 1..=4 {
+            commit_one(&mut s, "r");
+            frames.push(s.wal_frames.load(Ordering::Relaxed));
+            // Past two ticks of the checkpoint thread: a thread that copied the small log
+            // would have the next commit start it over (and fsync its header) on the
+            // writer's path.
+            std::thread::sleep(2 * CHECKPOINT_EVERY + Duration::from_millis(50));
         }
-        // A batch rolled back is not read.
-        s.begin().unwrap();
-        s.insert(&msg(6, Some("c6"))).unwrap();
-        s.rollback();
-        let reads = |s: &mut SqliteStore| {
-            let (page, more) = s.page_before(&r, Some(Seq(5)), 3).unwrap();
-            (
-                s.last_seq(&r).unwrap(),
-                seqs(&page),
-                more,
-                s.since(&r, Seq(2), 10).unwrap().map(|e| seqs(&e)),
-                s.find_original(&r, &u, "c4").unwrap().map(|o| o.seq),
-                s.find_original(&r, &u, "c6").unwrap(),
-            )
-        };
-        let want = (
-            Seq(5),
-            vec![2, 3, 4],
-            true,
-            Some(vec![3, 4, 5]),
-            Some(Seq(4)),
-            None,
-        );
-        assert_eq!(reads(&mut s), want);
-        assert_eq!(in_database(&path), [], "not fed yet");
-        let logs = journal::files(&path).unwrap();
-        assert_eq!(logs.len(), 1, "{logs:?}");
-        let deadline = std::time::Instant::now() + 4 * FEED_EVERY;
-        while in_database(&path).len() < 5 {
-            assert!(std::time::Instant::now() < deadline, "never fed");
-            std::thread::sleep(CHECKPOINT_EVERY);
-        }
-        let fed: Vec<i64> = in_database(&path).into_iter().map(|(_, seq)| seq).collect();
-        assert_eq!(fed, [1, 2, 3, 4, 5]);
-        // Fed and fsynced: the writer lets go of them at its next batch.
-        s.begin().unwrap();
-        s.commit().unwrap();
-        assert_eq!(s.chat_log.as_ref().unwrap().pending_len(), 0);
-        assert_eq!(reads(&mut s), want);
-        drop(s);
-        assert_eq!(
-            journal::files(&path).unwrap(),
-            [],
-            "a clean stop leaves no chat log"
-        );
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    /// What a crash leaves in the chat log (chats never fed, some fed already, a record cut
-    /// short) goes into SQLite at the next start, each chat once, before any seq is handed
-    /// out; then the files go.
-    #[test]
-    fn the_next_start_feeds_what_a_crash_left_in_the_chat_log() {
-        let dir = tempdir();
-        let path = dir.join("db");
-        // A clean run with chats 1-2 in the database.
-        let mut s = SqliteStore::open(&path, SyncMode::Normal).unwrap();
-        commit_one(&mut s, "r");
-        commit_one(&mut s, "r");
-        drop(s);
-        // The crashed run's chat log: 2 again (fed before the crash), 3-4 in one file, 5 in
-        // the next, then a write cut short.
-        let (tx, _rx) = mpsc::sync_channel(16);
-        let mut log = ChatLog::open(&path, 3, Arc::default(), tx).unwrap();
-        for seq in 2..=4 {
-            log.stage(&msg(seq, None));
-            log.commit().unwrap();
-        }
-        drop(log);
-        let (tx, _rx) = mpsc::sync_channel(16);
-        let mut log = ChatLog::open(&path, 4, Arc::default(), tx).unwrap();
-        log.stage(&msg(5, Some("c5")));
-        log.commit().unwrap();
-        drop(log);
-        let mut torn = Vec::new();
-        journal::encode(&mut torn, &msg(6, None));
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(journal::path_of(&path, 4))
-            .unwrap();
-        std::io::Write::write_all(&mut file, &torn[..torn.len() / 2]).unwrap();
-        drop(file);
-        unclean(&path);
-
-        let mut s = SqliteStore::open(&path, SyncMode::Normal).unwrap();
-        let fed: Vec<i64> = in_database(&path).into_iter().map(|(_, seq)| seq).collect();
-        assert_eq!(fed, [1, 2, 3, 4, 5]);
-        let logs: Vec<u64> = journal::files(&path)
-            .unwrap()
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        assert_eq!(
-            logs,
-            [5],
-            "the replayed files go; the new run writes the next"
-        );
-        let r = RoomId::parse("r").unwrap();
-        let u = UserId::parse("u").unwrap();
-        assert_eq!(
-            s.find_original(&r, &u, "c5").unwrap().map(|o| o.seq),
-            Some(Seq(5))
-        );
-        assert_eq!(commit_one(&mut s, "r"), Seq(6));
+        assert!(frames.windows(2).all(|w| w[1] > w[0]), "{frames:?}");
         drop(s);
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    /// A file that is not a chat log where one is expected stops start-up, naming it.
-    #[test]
-    fn refuses_a_chat_log_that_is_not_one() {
-        let dir = tempdir();
-        let path = dir.join("db");
-        std::fs::write(journal::path_of(&path, 1), b"not a chat log at all").unwrap();
-        let err = SqliteStore::open(&path, SyncMode::Normal).err().unwrap();
-        let err = format!("{err:#}");
-        assert!(err.contains("db-chats.1"), "{err}");
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    /// Under steady writes the feeder keeps SQLite's log bounded: it copies it past
-    /// `CATCH_UP_FRAMES`, and it starts over.
     #[test]
     fn the_log_starts_over_under_steady_writes() {
         let dir = tempdir();
-        let path = dir.join("db");
-        let mut s = SqliteStore::open(&path, SyncMode::Normal).unwrap();
+        let mut s = SqliteStore::open(&dir.join("db"), SyncMode::Normal).unwrap();
         let text = "x".repeat(200);
-        let rooms: Vec<RoomId> = (0..50)
-            .map(|i| RoomId::parse(&format!("r{i}")).unwrap())
-            .collect();
         let (mut longest, mut restarts, mut before) = (0, 0, 0);
-        let deadline = std::time::Instant::now() + 20 * FEED_EVERY;
-        let mut seq = 0;
-        while restarts < 2 && std::time::Instant::now() < deadline {
-            seq += 1;
+        for seq in 1..=15_000 {
             s.begin().unwrap();
-            for room in &rooms {
-                let mut m = msg(seq, None);
-                m.room = room.clone();
-                m.frame = Frame::from(format!("{{\"seq\":{seq},\"text\":\"{text}\"}}"));
-                s.insert(&m).unwrap();
-            }
+            let mut m = msg(seq, None);
+            m.frame = Frame::from(format!("{{\"seq\":{seq},\"text\":\"{text}\"}}"));
+            s.insert(&m).unwrap();
             s.commit().unwrap();
-            let frames = s.wal.frames.load(Ordering::Relaxed);
+            let frames = s.wal_frames.load(Ordering::Relaxed);
             if frames < before {
                 restarts += 1;
             }
             (longest, before) = (longest.max(frames), frames);
-            std::thread::sleep(Duration::from_micros(200));
         }
+        // 15,000 commits write about 15,000 frames (one page each).
         assert!(
-            restarts >= 2,
-            "the log started over {restarts} times ({longest} frames)"
+            restarts >= 1,
+            "the log never started over ({longest} frames)"
         );
         assert!(longest < 3 * WAL_MAX_FRAMES, "{longest} frames");
         drop(s);
