@@ -515,6 +515,26 @@ impl ChildServer {
         }
     }
 
+    /// Sets the server's file-size limit (`RLIMIT_FSIZE`, as `ulimit -f` would), or lifts it
+    /// with `None`: a write that would grow a file past it fails, as on a full disk.
+    pub fn limit_file_size(&self, bytes: Option<u64>) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        let new = libc::rlimit {
+            rlim_cur: bytes.unwrap_or(libc::RLIM_INFINITY),
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: a plain system call on our own child, with a valid `rlimit`.
+        let set = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &new, std::ptr::null_mut()) };
+        assert_eq!(set, 0, "prlimit: {}", std::io::Error::last_os_error());
+    }
+
+    /// The value of `series` in the server's `/metrics` now (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (status, body) = http_get_raw(self.addr, "/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        metric_value(&body, series).unwrap_or(0.0)
+    }
+
     /// Sends signal `sig` ("TERM", "INT", "KILL", "STOP", "CONT") at once: with a system call, not by
     /// running `kill`, whose start-up would give the server milliseconds more to work.
     pub fn signal(&self, sig: &str) {

@@ -361,6 +361,69 @@ async fn retention_prunes_old_messages_but_not_the_seq() {
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
+/// Sends chat "blocked" (id c2) to room r and expects it refused `store_unavailable`,
+/// naming it.
+async fn post_refused(c: &mut Client) {
+    c.send(json!({"type": "chat", "room_id": "r", "text": "blocked", "client_msg_id": "c2"}))
+        .await;
+    let err = c.expect_error("store_unavailable").await;
+    assert_eq!(
+        (&err["room_id"], &err["client_msg_id"]),
+        (&json!("r"), &json!("c2"))
+    );
+}
+
+/// A disk that cannot take the commit (here a file-size limit on the real binary, which
+/// fails the write-ahead log's next append as a full disk would) refuses the chat
+/// `store_unavailable`: nothing posted, no seq used, and the server goes on (it used to be
+/// killed by SIGXFSZ). Once there is room, the same id goes through, and after a kill -9 the
+/// history holds every chat once.
+#[tokio::test]
+async fn a_full_disk_refuses_the_chat_and_the_server_goes_on() {
+    let path = db("full-disk");
+    let arg = format!("sqlite:{}", path.display());
+    let args = ["--store", arg.as_str(), "--rate-per-sec", "0"];
+    let server = ChildServer::spawn(&args);
+    let mut a = Client::connect(&server.url("/ws/r/a")).await;
+    a.expect("welcome").await;
+    a.read_joined().await;
+    let (_, ack) = post(&mut a, "r", "before", "c1").await;
+    assert_eq!(ack["seq"], 1);
+
+    // No file may grow past its size now: the log's next frame cannot be appended.
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let full = std::fs::metadata(&wal).expect("the write-ahead log").len();
+    server.limit_file_size(Some(full));
+    post_refused(&mut a).await;
+    assert_eq!(
+        server.metric("roomcast_store_write_failures_total").await,
+        1.0
+    );
+    server.limit_file_size(None);
+
+    // Nothing was posted, no seq was used, and the same id now goes through.
+    let (chat, ack) = post(&mut a, "r", "blocked", "c2").await;
+    assert_eq!((seq(&chat), ack["seq"].as_u64()), (2, Some(2)));
+    let (chat, _) = post(&mut a, "r", "after", "c3").await;
+    assert_eq!(seq(&chat), 3);
+    server.signal("KILL");
+    drop(server);
+
+    let server = ChildServer::spawn(&args);
+    let mut b = Client::connect(&server.url("/ws/r/b")).await;
+    b.expect("welcome").await;
+    b.read_joined().await;
+    let history = whole_history(&mut b, "r").await;
+    let got: Vec<(u64, &str)> = history
+        .iter()
+        .map(|m| (seq(m), m["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(got, [(1, "before"), (2, "blocked"), (3, "after")]);
+    drop(server);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
 #[tokio::test]
 async fn a_failed_write_sends_no_ack_and_the_server_goes_on() {
     let path = db("fault");
@@ -373,13 +436,7 @@ async fn a_failed_write_sends_no_ack_and_the_server_goes_on() {
     // timeout.
     let locker = rusqlite::Connection::open(&path).unwrap();
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    a.send(json!({"type": "chat", "room_id": "r", "text": "blocked", "client_msg_id": "c2"}))
-        .await;
-    let err = a.expect_error("store_unavailable").await;
-    assert_eq!(
-        (&err["room_id"], &err["client_msg_id"]),
-        (&json!("r"), &json!("c2"))
-    );
+    post_refused(&mut a).await;
     assert_eq!(srv.metric("roomcast_store_write_failures_total").await, 1.0);
     locker.execute_batch("ROLLBACK").unwrap();
     drop(locker);
