@@ -190,11 +190,7 @@ async fn a_refused_chat_names_its_room_and_client_msg_id() {
     let (mut seed, _) = srv.room_client("lobby", "bob").await;
     seed.send(json!({"type": "chat", "text": "", "client_msg_id": "s1"}))
         .await;
-    let e = seed.expect_error("empty_text").await;
-    assert_eq!(
-        (&e["room_id"], &e["client_msg_id"]),
-        (&json!("lobby"), &json!("s1"))
-    );
+    seed.expect_chat_error("empty_text", "lobby", "s1").await;
 }
 
 #[tokio::test]

@@ -440,11 +440,7 @@ async fn one_socket_many_rooms() {
     // An error about a chat names the chat.
     a.send(json!({"type": "chat", "room_id": "r2", "text": "x", "client_msg_id": "lost-1"}))
         .await;
-    let e = a.expect_error("not_in_room").await;
-    assert_eq!(
-        (&e["room_id"], &e["client_msg_id"]),
-        (&json!("r2"), &json!("lost-1"))
-    );
+    a.expect_chat_error("not_in_room", "r2", "lost-1").await;
     a.chat("r3", "still here").await;
     assert_eq!(a.expect("chat").await["seq"], 2);
 }

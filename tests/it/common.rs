@@ -264,6 +264,23 @@ impl Client {
         v
     }
 
+    /// Expects an `error` with `code` about one chat: it names the chat's room and its
+    /// `client_msg_id`.
+    pub async fn expect_chat_error(
+        &mut self,
+        code: &str,
+        room: &str,
+        client_msg_id: &str,
+    ) -> Value {
+        let e = self.expect_error(code).await;
+        assert_eq!(
+            (&e["room_id"], &e["client_msg_id"]),
+            (&json!(room), &json!(client_msg_id)),
+            "{e}"
+        );
+        e
+    }
+
     /// Reads `joined` and the history frames it announces.
     pub async fn read_joined(&mut self) -> Joined {
         let frame = self.expect("joined").await;
