@@ -331,8 +331,11 @@ impl ChatSession {
     fn answer_refusal(&mut self, refusal: Refusal, ctx: &mut ws::WebsocketContext<Self>) {
         let now = Instant::now();
         match self.errors_for(refusal).event(now) {
+            Verdict::Pass { held: 0 } => {
+                self.send_error(ctx, refusal.code(), &refusal.message(None))
+            }
             Verdict::Pass { held } => {
-                self.send_error(ctx, refusal.code(), &refusal.message(held + 1))
+                self.send_error(ctx, refusal.code(), &refusal.message(Some(held + 1)))
             }
             Verdict::Hold { first: true, until } => {
                 ctx.run_later(until.saturating_duration_since(now), move |act, ctx| {
@@ -347,7 +350,7 @@ impl ChatSession {
     fn report_refusals(&mut self, refusal: Refusal, ctx: &mut ws::WebsocketContext<Self>) {
         let held = self.errors_for(refusal).flush(Instant::now());
         if held > 0 {
-            self.send_error(ctx, refusal.code(), &refusal.message(held));
+            self.send_error(ctx, refusal.code(), &refusal.message(Some(held)));
         }
     }
 
@@ -634,15 +637,17 @@ impl Refusal {
         }
     }
 
-    /// The error message for `dropped` messages refused since the last error frame.
-    fn message(self, dropped: u64) -> String {
+    /// The error message for the one message just refused (`None`), or for a count of them
+    /// since the last error frame. A count is always said as a count, one included, so a
+    /// summary reads the same whatever it holds.
+    fn message(self, dropped: Option<u64>) -> String {
         let why = match self {
             Refusal::RateLimited => "rate limit exceeded",
             Refusal::Overloaded => "too many requests waiting for the server",
         };
         match dropped {
-            1 => format!("{why}; the message was dropped"),
-            n => format!("{why}; {n} messages dropped since the last error"),
+            None => format!("{why}; the message was dropped"),
+            Some(n) => format!("{why}; {n} messages dropped since the last error"),
         }
     }
 }

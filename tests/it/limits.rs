@@ -55,6 +55,39 @@ async fn rate_limited_messages_are_refused_and_not_delivered() {
     observer.sync("rl").await;
 }
 
+/// The first refusal is answered at once; one more within the 100 ms is reported when they
+/// end by a summary that says it as a count, as it would say 37, so a client can tell the
+/// summary from a first refusal.
+#[tokio::test]
+async fn a_single_held_refusal_is_summarized_as_a_count() {
+    let srv = TestServer::with(|c| {
+        c.rate_per_sec = 0.1;
+        c.rate_burst = 1;
+        c.rate_strikes = 100;
+    });
+    let (mut c, _) = srv.room_client("sum", "pinger").await;
+    for _ in 0..3 {
+        c.send(json!({"type": "ping"})).await;
+    }
+    c.expect("pong").await;
+    let first = c.expect("error").await;
+    assert_eq!(
+        (first["code"].as_str(), first["message"].as_str()),
+        (
+            Some("rate_limited"),
+            Some("rate limit exceeded; the message was dropped")
+        )
+    );
+    let summary = c.expect("error").await;
+    assert_eq!(
+        (summary["code"].as_str(), summary["message"].as_str()),
+        (
+            Some("rate_limited"),
+            Some("rate limit exceeded; 1 messages dropped since the last error")
+        )
+    );
+}
+
 #[tokio::test]
 async fn a_sustained_flood_is_closed_with_1008() {
     let srv = TestServer::with(|c| {
