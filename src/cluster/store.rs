@@ -407,6 +407,7 @@ impl RedisStore {
             client_msg_id: a.client_msg_id.clone(),
             tag: a.tag,
             received: a.received,
+            stored_ms: 0,
             duplicate: !new,
         }))
     }
@@ -586,6 +587,8 @@ fn entries(reply: StreamRangeReply) -> Vec<HistoryEntry> {
             Some(HistoryEntry {
                 seq,
                 frame: Frame::from(frame),
+                // No age limit in a cluster (see `ServerLimits::from_config`).
+                stored_ms: 0,
             })
         })
         .collect()

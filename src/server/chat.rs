@@ -104,6 +104,7 @@ impl ChatServer {
             room.record(HistoryEntry {
                 seq: e.seq,
                 frame: e.frame.clone(),
+                stored_ms: e.stored_ms,
             });
             // Timed when the flush hands it to its recipients.
             if self.fan_out(&e.room, &e.frame, None) > 0 {

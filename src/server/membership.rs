@@ -129,6 +129,13 @@ impl ChatServer {
             }
         };
 
+        // What age-based retention deletes at its next pass leaves the window first.
+        if self.limits.retention_ms > 0
+            && let Some(room) = self.rooms.get_mut(&room_id)
+        {
+            let now = self.limits.clock.now_ms();
+            room.expire_before(now.saturating_sub(self.limits.retention_ms));
+        }
         if !overtaking && let Some((history, recovered)) = self.history_from_window(&room_id, since)
         {
             return self.admit(session, &room_id, history, recovered);
@@ -201,7 +208,7 @@ impl ChatServer {
                 (loaded.entries, loaded.recovered)
             }
             None => {
-                let keep = self.limits.history_keep;
+                let keep = self.limits.window_keep();
                 let room = Room::new(loaded.last_seq, loaded.entries.clone(), keep);
                 self.rooms.insert(room_id.clone(), room);
                 (loaded.entries, loaded.recovered)
@@ -503,6 +510,7 @@ mod tests {
         seqs.map(|s| HistoryEntry {
             seq: Seq(s),
             frame: Frame::from(format!("m{s}")),
+            stored_ms: 0,
         })
         .collect()
     }

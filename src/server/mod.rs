@@ -80,6 +80,12 @@ pub struct ServerLimits {
     pub max_sockets_per_user: usize,
     pub history_on_join: usize,
     pub history_keep: usize,
+    /// `--retention-messages` (0: no count limit): the window keeps no more than the store.
+    pub retention_messages: usize,
+    /// `--retention-secs` in ms (0: no age limit; always 0 in a cluster, which applies none),
+    /// measured by `clock`, the store's: the window keeps nothing the store deletes.
+    pub retention_ms: i64,
+    pub clock: crate::store::Clock,
     /// Most messages a `since_seq` join is given.
     pub recovery_max: usize,
     /// Offline users' notifications are stored (the inbox holds at least one).
@@ -89,6 +95,16 @@ pub struct ServerLimits {
 }
 
 impl ServerLimits {
+    /// Most messages a room's in-memory window holds: `--history-keep`, and never more than
+    /// the store keeps by count, so a join answered from the window (its history, or a
+    /// `since_seq` recovery) never hands out what the store's retention deleted.
+    pub fn window_keep(&self) -> usize {
+        match self.retention_messages {
+            0 => self.history_keep,
+            n => self.history_keep.min(n),
+        }
+    }
+
     pub fn from_config(c: &Config) -> Self {
         ServerLimits {
             max_connections: c.max_connections,
@@ -101,6 +117,12 @@ impl ServerLimits {
             max_sockets_per_user: c.max_sockets_per_user,
             history_on_join: c.history_on_join,
             history_keep: c.history_keep,
+            retention_messages: usize::try_from(c.retention_messages).unwrap_or(usize::MAX),
+            retention_ms: match c.cluster {
+                Some(_) => 0,
+                None => i64::try_from(c.retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            },
+            clock: c.clock.clone(),
             recovery_max: c.recovery_max,
             inbox: c.inbox_max > 0,
             slow_consumer_grace: Duration::from_millis(c.slow_consumer_grace_ms),

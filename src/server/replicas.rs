@@ -68,6 +68,8 @@ impl ChatServer {
         room.record(HistoryEntry {
             seq,
             frame: frame.clone(),
+            // No age limit in a cluster (see `ServerLimits::from_config`).
+            stored_ms: 0,
         });
         // Timed (`roomcast_fanout_seconds`) from here, its delivery's start on this node: the
         // append's round trip through Redis happened elsewhere, perhaps on another node.

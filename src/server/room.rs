@@ -14,6 +14,9 @@ use crate::protocol::Frame;
 pub struct HistoryEntry {
     pub seq: Seq,
     pub frame: Frame,
+    /// When the store stored it (Unix ms by the store's clock, its `ts_ms`): age-based
+    /// retention counts from here. A cluster, which applies no age limit, leaves it 0.
+    pub stored_ms: i64,
 }
 
 /// What adding a session to a room changed.
@@ -199,6 +202,19 @@ impl<H> Room<H> {
         (first.seq == after.next()).then(|| self.history.range(start..).collect())
     }
 
+    /// Drops from the window the messages stored before `cutoff_ms`: age-based retention
+    /// deletes them from the store at its next pass, and the window must never answer with
+    /// what the store no longer has.
+    pub fn expire_before(&mut self, cutoff_ms: i64) {
+        while self
+            .history
+            .front()
+            .is_some_and(|e| e.stored_ms < cutoff_ms)
+        {
+            self.history.pop_front();
+        }
+    }
+
     /// Whether the window holds every message the room ever had (so nothing older exists).
     pub fn window_reaches_start(&self) -> bool {
         match self.history.front() {
@@ -218,6 +234,7 @@ mod tests {
 
     fn entry(seq: u64) -> HistoryEntry {
         HistoryEntry {
+            stored_ms: seq as i64 * 1000,
             seq: Seq(seq),
             frame: Frame::from(format!("m{seq}")),
         }
@@ -297,6 +314,25 @@ mod tests {
         let room: Room<()> = Room::new(Seq(5), (1..=5).map(entry).collect(), 2);
         let kept: Vec<u64> = room.recent(10).map(|e| e.seq.0).collect();
         assert_eq!(kept, [4, 5]);
+    }
+
+    /// Entries stored before the cutoff leave (`entry(n)` is stored at n s); the window then
+    /// no longer reaches the start, and a catch-up from before it goes to the store.
+    #[test]
+    fn expiring_drops_what_was_stored_before_the_cutoff() {
+        let seqs = |v: Option<Vec<&HistoryEntry>>| {
+            v.map(|entries| entries.iter().map(|e| e.seq.0).collect::<Vec<_>>())
+        };
+        let mut room: Room<()> = Room::new(Seq(5), (1..=5).map(entry).collect(), 10);
+        room.expire_before(3000);
+        let kept: Vec<u64> = room.recent(10).map(|e| e.seq.0).collect();
+        assert_eq!(kept, [3, 4, 5]);
+        assert!(!room.window_reaches_start());
+        assert_eq!(seqs(room.catch_up(Seq(1), 100)), None);
+        assert_eq!(seqs(room.catch_up(Seq(2), 100)), Some(vec![3, 4, 5]));
+        room.expire_before(i64::MAX);
+        assert_eq!(room.recent(10).count(), 0);
+        assert_eq!(room.last_seq(), Seq(5), "the seq stays");
     }
 
     #[test]

@@ -66,6 +66,7 @@ fn entry(m: &StoredMessage) -> HistoryEntry {
     HistoryEntry {
         seq: m.seq,
         frame: m.frame.clone(),
+        stored_ms: m.ts_ms,
     }
 }
 

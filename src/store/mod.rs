@@ -332,6 +332,8 @@ pub struct Stored {
     pub tag: Tag,
     /// When `ChatServer` received it.
     pub received: Instant,
+    /// When the store stored it: its `ts_ms` (0 in a cluster, which has no age limit).
+    pub stored_ms: i64,
     /// It was a resend of a message stored before: nothing new was stored, and these are
     /// the original's seq, id and frame.
     pub duplicate: bool,

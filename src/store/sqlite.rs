@@ -445,10 +445,11 @@ impl SqliteStore {
     }
 }
 
-fn entry(seq: i64, frame: String) -> HistoryEntry {
+fn entry(seq: i64, frame: String, stored_ms: i64) -> HistoryEntry {
     HistoryEntry {
         seq: Seq(seq as u64),
         frame: Frame::from(frame),
+        stored_ms,
     }
 }
 
@@ -549,11 +550,11 @@ impl Backend for SqliteStore {
         let mut page = self
             .conn
             .prepare_cached(
-                "SELECT seq, frame FROM messages WHERE room_id = ?1 AND seq < ?2
+                "SELECT seq, frame, ts_ms FROM messages WHERE room_id = ?1 AND seq < ?2
                  ORDER BY seq DESC LIMIT ?3",
             )?
             .query_map(params![room.as_str(), before, limit as i64 + 1], |r| {
-                Ok(entry(r.get(0)?, r.get(1)?))
+                Ok(entry(r.get(0)?, r.get(1)?, r.get(2)?))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let more = page.len() > limit;
@@ -579,10 +580,11 @@ impl Backend for SqliteStore {
         let entries = self
             .conn
             .prepare_cached(
-                "SELECT seq, frame FROM messages WHERE room_id = ?1 AND seq > ?2 ORDER BY seq",
+                "SELECT seq, frame, ts_ms FROM messages WHERE room_id = ?1 AND seq > ?2
+                 ORDER BY seq",
             )?
             .query_map(params![room.as_str(), to_i64(after.0)], |r| {
-                Ok(entry(r.get(0)?, r.get(1)?))
+                Ok(entry(r.get(0)?, r.get(1)?, r.get(2)?))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let complete = entries.len() as u64 == last.0 - after.0

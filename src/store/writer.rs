@@ -492,6 +492,7 @@ impl Writer {
                 client_msg_id: a.client_msg_id.clone(),
                 tag: a.tag,
                 received: a.received,
+                stored_ms: now,
                 duplicate: true,
             }));
         }
@@ -536,6 +537,7 @@ impl Writer {
             client_msg_id: a.client_msg_id.clone(),
             tag: a.tag,
             received: a.received,
+            stored_ms: now,
             duplicate: false,
         }))
     }

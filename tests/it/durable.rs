@@ -329,28 +329,7 @@ async fn retention_prunes_old_messages_but_not_the_seq() {
     for n in 1..=12 {
         post(&mut a, "r", &format!("m{n}"), &format!("c{n}")).await;
     }
-    // Pages come from the store: wait for a prune pass to have run.
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        a.send(json!({"type": "history", "room_id": "r", "limit": 100}))
-            .await;
-        let page = a.expect("history").await;
-        let seqs: Vec<u64> = page["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(seq)
-            .collect();
-        if seqs == [8, 9, 10, 11, 12] {
-            assert_eq!(page["has_more"], false);
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never pruned: {seqs:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_pruned(&mut a, "r", &[8, 9, 10, 11, 12]).await;
     // What was pruned cannot be recovered; the seq goes on.
     let mut b = srv.client("b").await;
     b.send(json!({"type": "join", "room_id": "r", "since_seq": 3}))
@@ -358,6 +337,103 @@ async fn retention_prunes_old_messages_but_not_the_seq() {
     assert_eq!(b.read_joined().await.frame["recovered"], false);
     let (chat, _) = post(&mut a, "r", "m13", "c13").await;
     assert_eq!(seq(&chat), 13);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+/// Waits until a retention pass has left exactly `want` in `room`'s history (pages come
+/// from the store), asking through `c`, a member.
+async fn wait_pruned(c: &mut Client, room: &str, want: &[u64]) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        c.send(json!({"type": "history", "room_id": room, "limit": 100}))
+            .await;
+        let page = c.expect("history").await;
+        let seqs: Vec<u64> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(seq)
+            .collect();
+        if seqs == want {
+            assert_eq!(page["has_more"], false);
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never pruned to {want:?}: {seqs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// While a member stays in the room, its in-memory window still holds what count-based
+/// retention deleted from the store, unless the window is bounded by the same count: a join,
+/// or a `since_seq` rejoin, must get what the store keeps, as `history` pages say.
+#[tokio::test]
+async fn a_live_room_hands_out_nothing_that_retention_deleted() {
+    let path = db("retention-live");
+    let srv = TestServer::with(|c| {
+        sqlite(&path)(c);
+        c.retention_messages = 3;
+        c.prune_interval_ms = 50;
+    });
+    let (mut a, _) = srv.room_client("r", "a").await;
+    for n in 1..=6 {
+        post(&mut a, "r", &format!("m{n}"), &format!("c{n}")).await;
+    }
+    wait_pruned(&mut a, "r", &[4, 5, 6]).await;
+    // a stays in the room. Seqs 2 and 3 are gone: no recovery, and the recent history.
+    let mut b = srv.client("b").await;
+    b.send(json!({"type": "join", "room_id": "r", "since_seq": 1}))
+        .await;
+    let joined = b.read_joined().await;
+    assert_eq!(joined.frame["recovered"], false);
+    assert_eq!(joined.history_seqs(), [4, 5, 6]);
+    let mut c = srv.client("c").await;
+    c.send(json!({"type": "join", "room_id": "r"})).await;
+    assert_eq!(c.read_joined().await.history_seqs(), [4, 5, 6]);
+    // What the store keeps is still recovered from the window.
+    let mut d = srv.client("d").await;
+    d.send(json!({"type": "join", "room_id": "r", "since_seq": 4}))
+        .await;
+    let joined = d.read_joined().await;
+    assert_eq!(joined.frame["recovered"], true);
+    assert_eq!(joined.history_seqs(), [5, 6]);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+/// The same for age-based retention, on the store's clock, which the test holds.
+#[tokio::test]
+async fn a_live_room_hands_out_nothing_that_expired() {
+    let time = ManualClock::starting_now();
+    let path = db("retention-age-live");
+    let srv = TestServer::with(|c| {
+        sqlite(&path)(c);
+        c.retention_secs = 10;
+        c.prune_interval_ms = 50;
+        c.clock = time.clone().into();
+    });
+    let (mut a, _) = srv.room_client("r", "a").await;
+    for n in 1..=2 {
+        post(&mut a, "r", &format!("m{n}"), &format!("c{n}")).await;
+    }
+    time.advance(Duration::from_secs(6));
+    post(&mut a, "r", "m3", "c3").await;
+    // m1 and m2 are 11 s old (past the limit), m3 5 s.
+    time.advance(Duration::from_secs(5));
+    wait_pruned(&mut a, "r", &[3]).await;
+    let mut b = srv.client("b").await;
+    b.send(json!({"type": "join", "room_id": "r", "since_seq": 1}))
+        .await;
+    let joined = b.read_joined().await;
+    assert_eq!(joined.frame["recovered"], false);
+    assert_eq!(joined.history_seqs(), [3]);
+    let mut c = srv.client("c").await;
+    c.send(json!({"type": "join", "room_id": "r", "since_seq": 2}))
+        .await;
+    let joined = c.read_joined().await;
+    assert_eq!(joined.frame["recovered"], true);
+    assert_eq!(joined.history_seqs(), [3]);
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
