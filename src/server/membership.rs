@@ -14,7 +14,7 @@ use std::rc::Rc;
 use actix::prelude::*;
 
 use super::messages::{Connect, Refused, SessionKind};
-use super::outbox::Outbox;
+use super::outbox::{Outbox, QueueBound};
 use super::registry::{JoinRefused, JoinStart, SessionEntry};
 use super::room::{Added, HistoryEntry, Removed, Room};
 use super::{ChatServer, Handle};
@@ -239,6 +239,8 @@ impl ChatServer {
         };
         let user = entry.user.clone();
         let outbox: Handle = Rc::clone(&entry.handle);
+        let on_join = self.limits.history_on_join;
+        let (history, recovered) = fit_history(history, recovered, on_join, self.limits.queue);
         let added = room.add(&user, session, Rc::clone(&outbox));
         let last_seq = room.last_seq();
         // Present over the cluster: here, and on the other nodes.
@@ -502,9 +504,91 @@ fn match_live_room<H>(
     (entries, recovered)
 }
 
+/// A join's history cut to what a socket may be handed at once: at most half its queue bound
+/// (`--max-pending` frames, `--max-pending-bytes`), leaving the rest to `joined` and to what
+/// else waits for it. Handed over whole, a larger one would close the socket as a slow
+/// consumer (4001) before it read anything, and a client that reconnects with the same
+/// `since_seq` would be closed again every time. A recovery that does not fit is given up
+/// (`recovered: false`) for the recent history (`on_join` messages); a history that still
+/// does not fit keeps its newest messages.
+fn fit_history(
+    mut history: Vec<Frame>,
+    recovered: Option<bool>,
+    on_join: usize,
+    bound: QueueBound,
+) -> (Vec<Frame>, Option<bool>) {
+    let (max_frames, max_bytes) = (bound.frames / 2, bound.bytes / 2);
+    let bytes: usize = history.iter().map(|f| f.len()).sum();
+    if history.len() <= max_frames && bytes <= max_bytes {
+        return (history, recovered);
+    }
+    let recovered = match recovered {
+        Some(true) => {
+            history.drain(..history.len().saturating_sub(on_join));
+            Some(false)
+        }
+        other => other,
+    };
+    let (mut kept, mut kept_bytes) = (0, 0);
+    for frame in history.iter().rev() {
+        if kept == max_frames || kept_bytes + frame.len() > max_bytes {
+            break;
+        }
+        kept += 1;
+        kept_bytes += frame.len();
+    }
+    history.drain(..history.len() - kept);
+    (history, recovered)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn frames(n: usize, len: usize) -> Vec<Frame> {
+        (0..n).map(|i| Frame::from(format!("{i:0len$}"))).collect()
+    }
+
+    #[test]
+    fn a_history_within_half_the_bound_is_left_whole() {
+        let bound = QueueBound {
+            frames: 10,
+            bytes: 1000,
+        };
+        let (h, r) = fit_history(frames(5, 100), Some(true), 3, bound);
+        assert_eq!((h, r), (frames(5, 100), Some(true)));
+    }
+
+    #[test]
+    fn a_recovery_too_large_becomes_the_recent_history_that_fits() {
+        // Six of 100 bytes against a 500-byte half: not a recovery; the newest three (the
+        // recent history) fit.
+        let bound = QueueBound {
+            frames: 100,
+            bytes: 1000,
+        };
+        let (h, r) = fit_history(frames(6, 100), Some(true), 3, bound);
+        assert_eq!((h, r), (frames(6, 100)[3..].to_vec(), Some(false)));
+        // By frames: ten against a half of four; the recent three fit.
+        let bound = QueueBound {
+            frames: 8,
+            bytes: 1 << 20,
+        };
+        let (h, r) = fit_history(frames(10, 1), Some(true), 3, bound);
+        assert_eq!((h, r), (frames(10, 1)[7..].to_vec(), Some(false)));
+    }
+
+    #[test]
+    fn a_history_too_large_keeps_its_newest() {
+        let bound = QueueBound {
+            frames: 100,
+            bytes: 500,
+        };
+        let (h, r) = fit_history(frames(5, 100), None, 50, bound);
+        assert_eq!((h, r), (frames(5, 100)[3..].to_vec(), None));
+        let (h, r) = fit_history(frames(5, 100), Some(false), 50, bound);
+        assert_eq!((h, r), (frames(5, 100)[3..].to_vec(), Some(false)));
+    }
 
     fn entries(seqs: std::ops::RangeInclusive<u64>) -> Vec<HistoryEntry> {
         seqs.map(|s| HistoryEntry {

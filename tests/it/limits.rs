@@ -88,6 +88,37 @@ async fn a_single_held_refusal_is_summarized_as_a_count() {
     );
 }
 
+/// A join's history is handed to the socket at once; one larger than half its queue bound
+/// used to close it as a slow consumer (4001) before it read anything, and a client
+/// reconnecting with the same `since_seq` was closed again every time. Now a recovery that
+/// does not fit is `recovered: false` with the newest messages that do.
+#[tokio::test]
+async fn a_history_larger_than_the_queue_bound_is_cut_not_fatal() {
+    let srv = TestServer::with(|c| {
+        c.rate_per_sec = 0.0;
+        c.max_pending_bytes = 16384;
+    });
+    let (mut a, _) = srv.room_client("big", "a").await;
+    let text = "x".repeat(2000);
+    for _ in 0..10 {
+        a.send(json!({"type": "chat", "text": text})).await;
+        a.expect("chat").await;
+    }
+    // Ten frames of ~2.2 KB against half of 16 KiB: the newest three fit.
+    let mut b = srv.client("b").await;
+    b.send(json!({"type": "join", "room_id": "big", "since_seq": 0}))
+        .await;
+    let joined = b.read_joined().await;
+    assert_eq!(joined.frame["recovered"], false);
+    assert_eq!(joined.history_seqs(), [8, 9, 10]);
+    assert_eq!(b.sync("big").await, ["a", "b"], "the socket is still open");
+    let mut c = srv.client("c").await;
+    c.send(json!({"type": "join", "room_id": "big"})).await;
+    let joined = c.read_joined().await;
+    assert_eq!(joined.history_seqs(), [8, 9, 10]);
+    assert_eq!(c.sync("big").await, ["a", "b", "c"]);
+}
+
 #[tokio::test]
 async fn a_sustained_flood_is_closed_with_1008() {
     let srv = TestServer::with(|c| {
