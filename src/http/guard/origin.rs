@@ -6,11 +6,13 @@
 //! cookies. Programs other than browsers send no `Origin`, or whatever they like: the check
 //! is about pages, not a way to authenticate programs.
 //!
-//! Allowed, in order: no `Origin` at all; any origin when `*` is listed; a listed origin; a
-//! page of this very server (same origin: the `Origin`'s host and port are the request's
-//! `Host`); and, when nothing is listed, pages on this machine (`http://localhost:*`,
-//! `http://127.0.0.1:*`, `http://[::1]:*`, `https` too). `null` (sandboxed frames, some
-//! `file:` pages) and `file://` are refused unless listed.
+//! Allowed, in order: no `Origin` at all; a listed origin; any origin but `null` and
+//! `file://` when `*` is listed; a page of this very server (same origin: the `Origin`'s host
+//! and port are the request's `Host`); and, when nothing is listed, pages on this machine
+//! (`http://localhost:*`, `http://127.0.0.1:*`, `http://[::1]:*`, `https` too). `null`
+//! (sandboxed frames, some `file:` pages, `data:` URLs) and `file://` are refused unless
+//! listed as such, `*` or not: pages with no site of their own are never let in by a
+//! wildcard.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -19,7 +21,7 @@ use std::str::FromStr;
 /// One entry of `--allowed-origins`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OriginRule {
-    /// `*`: every origin; the check is off.
+    /// `*`: every origin but `null` and `file://` (those only when listed themselves).
     Any,
     /// `null`, the opaque origin.
     Null,
@@ -187,9 +189,6 @@ impl OriginPolicy {
         let Some(raw) = origin else {
             return Ok(());
         };
-        if self.any {
-            return Ok(());
-        }
         let text = String::from_utf8_lossy(raw);
         let text = text.trim();
         let allowed = if text.eq_ignore_ascii_case("null") {
@@ -198,10 +197,12 @@ impl OriginPolicy {
             match Origin::parse(text) {
                 Some(origin) => {
                     self.listed.contains(&origin)
+                        || (self.any && origin.scheme != "file")
                         || host.is_some_and(|host| origin.is_same_origin(host))
                         || (self.loopback && origin.is_loopback())
                 }
-                None => false,
+                // Not an origin a browser sends: a program's, let in only by `*`.
+                None => self.any && !text.to_ascii_lowercase().starts_with("file:"),
             }
         };
         if allowed {
@@ -304,13 +305,20 @@ mod tests {
     }
 
     #[test]
-    fn null_and_file_only_when_listed_and_star_allows_all() {
+    fn null_and_file_only_when_listed_and_star_allows_every_other() {
         let p = policy(&["null", "file://"]);
         assert!(allows(&p, Some("null"), "h"));
         assert!(allows(&p, Some("file://"), "h"));
         assert!(!allows(&p, Some("https://evil.example"), "h"));
         let p = policy(&["*"]);
-        for origin in ["https://evil.example", "null", "file://", "garbage"] {
+        for origin in ["https://evil.example", "http://x.example:8080", "garbage"] {
+            assert!(allows(&p, Some(origin), "h"), "{origin}");
+        }
+        for origin in ["null", "NULL", "file://", "FILE://", "file:///etc"] {
+            assert!(!allows(&p, Some(origin), "h"), "{origin}");
+        }
+        let p = policy(&["*", "null", "file://"]);
+        for origin in ["https://evil.example", "null", "file://"] {
             assert!(allows(&p, Some(origin), "h"), "{origin}");
         }
     }
