@@ -21,7 +21,9 @@ pub struct Args {
     pub rooms: Vec<String>,
 
     /// The server's base URL; the client connects to URL/ws?user_id=USER&token=TOKEN.
-    #[arg(long, env = "ROOMCAST_URL", default_value = "ws://127.0.0.1:8080")]
+    /// Plain `ws://` (or `http://`) only: the client has no TLS.
+    #[arg(long, env = "ROOMCAST_URL", default_value = "ws://127.0.0.1:8080",
+          value_parser = parse_url_arg)]
     pub url: String,
 
     /// A token (JWT) for --user, from your application's backend, sent as `?token=`. Without
@@ -72,6 +74,21 @@ fn parse_user_arg(s: &str) -> Result<String, String> {
         Ok(s.to_owned())
     } else {
         Err(name_error("user", s))
+    }
+}
+
+/// `--url`: refused at once when it asks for TLS, which the client does not speak (it would
+/// otherwise fail at connect time with tungstenite's "TLS support not compiled in").
+fn parse_url_arg(s: &str) -> Result<String, String> {
+    let scheme = s
+        .split_once("://")
+        .map(|(scheme, _)| scheme.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("wss" | "https") => Err(format!(
+            "{}: TLS is not supported by this client; use ws:// (or http://) to a plain port",
+            clean(s)
+        )),
+        _ => Ok(s.to_owned()),
     }
 }
 

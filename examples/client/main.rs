@@ -41,7 +41,11 @@
 //! prints them, then closes and exits: 0 when everything was confirmed; 1 when something
 //! failed (stderr names it: `not sent: private message to carol (user_offline)`), or when
 //! answers were still missing after `--timeout SECS` (default 5; stderr names what was
-//! waiting).
+//! waiting). Failed means: a chat or private message refused or not confirmed, a join
+//! refused (`join staff (forbidden)`), or a line the client refused itself (too long, no room
+//! to send it to, a bad command). An error that answers `/users`, `/history` or `/leave`
+//! is shown and counts as its answer. Lines are sent as they are read, without waiting for
+//! the answers to earlier ones: two `/history` lines in a row ask for the same page.
 //!
 //! # Tokens
 //!
@@ -75,7 +79,8 @@
 //! - `--user NAME` (env `ROOMCAST_USER`): your user name (with a token: its `sub`).
 //! - `--room ROOM` (repeatable, default `lobby`): rooms to join; the last one is the current room.
 //! - `--url URL` (env `ROOMCAST_URL`, default `ws://127.0.0.1:8080`): the server's base URL
-//!   (`http://` and `https://` are accepted as `ws://` and `wss://`).
+//!   (`http://` is accepted as `ws://`). The client has no TLS: `wss://` and `https://` are
+//!   refused at start (exit 2), as docs/DEPLOY.md says.
 //! - `--token TOKEN` (env `ROOMCAST_TOKEN`), `--token-cmd CMD`: see [Tokens](#tokens).
 //! - `--quiet-typing`: do not print typing notifications.
 //! - `--send TEXT` (repeatable): script mode. Send each TEXT to the current room once all rooms

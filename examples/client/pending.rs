@@ -266,11 +266,21 @@ impl Private {
 
 /// `chat "TEXT" in ROOM`, the text cut to 40 characters.
 fn describe_chat(room: &str, text: &str) -> String {
+    format!("chat \"{}\" in {room}", cut(text))
+}
+
+/// A line of input the client refused itself, as a failure names it.
+pub fn describe_line(line: &str) -> String {
+    format!("line \"{}\"", cut(line))
+}
+
+/// `text` cleaned for the terminal, cut to 40 characters.
+fn cut(text: &str) -> String {
     let mut short: String = text.chars().take(40).collect();
     if short.len() < text.len() {
         short.push('…');
     }
-    format!("chat \"{}\" in {room}", clean(&short))
+    clean(&short).into_owned()
 }
 
 fn remove_first(rooms: &mut Vec<String>, room: &str) {

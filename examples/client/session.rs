@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::args::{Args, build_url, http_base};
 use crate::command::parse_command;
 use crate::connection::{CLOSE_TIMEOUT, Ws, close, connect, send_json};
+use crate::pending::describe_line;
 use crate::render::{describe_close_frame, render};
 use crate::state::{State, Step};
 use crate::terminal::{Screen, Tty, next_line, spawn_stdin_reader};
@@ -76,7 +77,16 @@ impl Client {
     async fn on_line(&mut self, line: &str) -> anyhow::Result<Flow> {
         match self.state.handle(parse_command(line)) {
             Step::Nothing => {}
-            Step::Print(text) => self.screen.line(&text),
+            Step::Print(text) => {
+                // A line refused here (too long, no room to send it to, a bad command): with
+                // piped input it was not sent, which is a failure like a refused chat.
+                if self.piped
+                    && let Some(why) = text.strip_prefix("! ")
+                {
+                    self.failed.push(format!("{} ({why})", describe_line(line)));
+                }
+                self.screen.line(&text)
+            }
             Step::Send { frames, echo } => {
                 if let Some(echo) = echo {
                     self.screen.line(&echo);

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 
 use crate::pending::Pending;
+use crate::render::clean;
 
 /// `max_text_chars` until the server's `welcome` says otherwise.
 const DEFAULT_MAX_TEXT_CHARS: usize = 4000;
@@ -153,8 +154,18 @@ impl State {
             && room.is_some_and(|room| self.pending_joins.iter().any(|r| r == room));
         let note = self.observe_rooms(frame);
         if about_a_join {
+            // Refused (not `already_joined`, which leaves the room joined): it failed.
+            let room = room.unwrap_or_default();
+            let failed = match self.is_member(room) {
+                true => Vec::new(),
+                false => {
+                    let code = frame.get("code").and_then(Value::as_str).unwrap_or("");
+                    vec![format!("join {} ({code})", clean(room))]
+                }
+            };
             return Seen {
                 note,
+                failed,
                 ..Seen::default()
             };
         }

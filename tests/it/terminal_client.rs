@@ -629,8 +629,49 @@ async fn a_chat_the_token_does_not_allow_fails_as_forbidden() {
     assert_eq!(ran.code, Some(1), "{ran:?}");
     assert_eq!(
         ran.stderr,
-        "roomcast-client: not sent: chat \"hi\" in news (forbidden)\n"
+        "roomcast-client: not sent: join staff (forbidden); chat \"hi\" in news (forbidden)\n"
     );
+}
+
+/// The client has no TLS: a `wss://` or `https://` URL is refused at start (exit 2), not
+/// at connect time with an obscure error.
+#[tokio::test]
+async fn a_tls_url_is_refused_at_start() {
+    for url in ["wss://127.0.0.1:1", "https://127.0.0.1:1"] {
+        let ran = run_piped(url, &[], "").await;
+        assert_eq!(ran.code, Some(2), "{ran:?}");
+        assert!(
+            ran.stderr.contains("TLS is not supported by this client"),
+            "{ran:?}"
+        );
+    }
+}
+
+/// With piped input, a refused join fails the run too: exit 1, naming it.
+#[tokio::test]
+async fn piped_input_exits_1_when_a_join_is_refused() {
+    let srv = TestServer::start();
+    let ran = run_piped(&srv.url(""), &["--room", "r"], "/join private:x\n").await;
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert_eq!(
+        ran.stderr, "roomcast-client: not sent: join private:x (forbidden)\n",
+        "{ran:?}"
+    );
+}
+
+/// With piped input, a line the client refuses itself (here too long to send) fails the run.
+#[tokio::test]
+async fn piped_input_exits_1_when_a_line_cannot_be_sent() {
+    let srv = TestServer::with(|c| c.max_text_chars = 5);
+    let ran = run_piped(&srv.url(""), &["--room", "r"], "toolong\nok\n").await;
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert_eq!(
+        ran.stderr,
+        "roomcast-client: not sent: line \"toolong\" (message too long: 7 characters, the \
+         limit is 5)\n",
+        "{ran:?}"
+    );
+    assert!(ran.lines.contains(&"[r #1] u: ok".to_owned()), "{ran:?}");
 }
 
 #[tokio::test]
