@@ -75,6 +75,10 @@ impl Backend for MemoryStore {
         false
     }
 
+    fn rooms(&mut self) -> StoreResult<Vec<RoomId>> {
+        Ok(self.rooms.keys().cloned().collect())
+    }
+
     fn begin(&mut self) -> StoreResult<()> {
         Ok(())
     }

@@ -171,6 +171,13 @@ pub trait Backend: Send + 'static {
     /// Removes and returns `user`'s stored notifications that have not expired, oldest first.
     fn inbox_take(&mut self, user: &UserId, now_ms: i64) -> StoreResult<Vec<Frame>>;
 
+    /// Every room with stored messages: the first retention pass after a start looks at all
+    /// of them, so that a count limit lowered since the last run applies to rooms that stay
+    /// quiet too. A store that starts empty has none.
+    fn rooms(&mut self) -> StoreResult<Vec<RoomId>> {
+        Ok(Vec::new())
+    }
+
     /// Applies the retention policy. The count limit needs checking only in `written`, the
     /// rooms written since the last pass; the age limit applies to every room. A pass is
     /// bounded ([`PRUNE_ROWS`] rows for the count limit): rooms it did not finish are in

@@ -627,6 +627,16 @@ impl Backend for SqliteStore {
         Ok(frames)
     }
 
+    fn rooms(&mut self) -> StoreResult<Vec<RoomId>> {
+        let names = self
+            .conn
+            .prepare("SELECT DISTINCT room_id FROM messages")?
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        // Only roomcast writes the table, and only valid names.
+        Ok(names.iter().filter_map(|n| RoomId::parse(n)).collect())
+    }
+
     fn prune(
         &mut self,
         policy: &Retention,

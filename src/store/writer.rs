@@ -314,11 +314,20 @@ pub(crate) fn failed(op: Op, error: &str) -> Event {
 }
 
 impl Writer {
-    fn new(backend: Box<dyn Backend>, retention: Retention) -> Self {
+    fn new(mut backend: Box<dyn Backend>, retention: Retention) -> Self {
+        // The first pass checks every room against the count limit (it may have been lowered
+        // since the last run); later passes only the rooms written since.
+        let mut written = HashSet::new();
+        if retention.max_messages > 0 {
+            match backend.rooms() {
+                Ok(rooms) => written.extend(rooms),
+                Err(e) => log::warn!("retention: cannot list the rooms to check at start: {e}"),
+            }
+        }
         Writer {
             backend,
             seqs: HashMap::new(),
-            written: HashSet::new(),
+            written,
             retention,
             state: StoreState::Ok,
         }

@@ -366,6 +366,46 @@ async fn wait_pruned(c: &mut Client, room: &str, want: &[u64]) {
     }
 }
 
+/// A count limit lowered between two runs applies to every room at the first pass, quiet
+/// ones included, not only to the rooms that get a new chat.
+#[tokio::test]
+async fn a_lowered_count_limit_applies_to_quiet_rooms_at_start() {
+    let path = db("retention-start");
+    let srv = TestServer::with(sqlite(&path));
+    let (mut a, _) = srv.room_client("quiet", "a").await;
+    for n in 1..=12 {
+        post(&mut a, "quiet", &format!("m{n}"), &format!("c{n}")).await;
+    }
+    a.close().await;
+    srv.stop().await;
+
+    let srv = TestServer::with(|c| {
+        sqlite(&path)(c);
+        c.retention_messages = 4;
+        c.prune_interval_ms = 50;
+    });
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let (status, page) = api(srv.addr, "GET", "/api/rooms/quiet/history?limit=100", None).await;
+        assert_eq!(status, 200, "{page}");
+        let seqs: Vec<u64> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(seq)
+            .collect();
+        if seqs == [9, 10, 11, 12] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never pruned: {seqs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
 /// While a member stays in the room, its in-memory window still holds what count-based
 /// retention deleted from the store, unless the window is bounded by the same count: a join,
 /// or a `since_seq` rejoin, must get what the store keeps, as `history` pages say.
