@@ -567,24 +567,6 @@ async fn killing_redis_under_traffic_loses_nothing_acknowledged() {
     }
 }
 
-/// Polls `GET path` on `node` until `want` holds of the answer (presence crosses nodes
-/// asynchronously); returns the answer.
-async fn wait_api(node: &ChildServer, path: &str, want: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        let (status, body) = api(node.addr, "GET", path, None).await;
-        assert_eq!(status, 200, "{body}");
-        if want(&body) {
-            return body;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{path} stayed {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn the_api_counts_rooms_and_sockets_over_the_cluster_from_any_node() {
     let redis = RedisServer::start();
@@ -620,7 +602,7 @@ async fn the_api_counts_rooms_and_sockets_over_the_cluster_from_any_node() {
         {"room_id": "lobby", "members": 2, "sockets": 3, "last_seq": 0},
     ]});
     for node in &nodes {
-        let rooms = wait_api(node, "/api/rooms", |b| *b == want).await;
+        let rooms = wait_api(node.addr, "/api/rooms", |b| *b == want).await;
         assert_eq!(rooms, want, "GET /api/rooms on {}", node.addr);
     }
     // One room, asked where it has no member.
@@ -647,7 +629,7 @@ async fn the_api_counts_rooms_and_sockets_over_the_cluster_from_any_node() {
         {"room_id": "attic", "members": 1, "sockets": 1, "last_seq": attic_seq},
         {"room_id": "lobby", "members": 1, "sockets": 1, "last_seq": 0},
     ]});
-    wait_api(&nodes[2], "/api/rooms", |b| *b == want).await;
+    wait_api(nodes[2].addr, "/api/rooms", |b| *b == want).await;
 }
 
 #[tokio::test]

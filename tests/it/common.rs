@@ -757,6 +757,24 @@ impl Drop for ChildServer {
 
 /// A request to the JSON API under `/api`: `body`, when given, is sent as
 /// `application/json`. Returns the status and the JSON answer (every `/api` answer is JSON).
+/// Polls `GET path` at `addr` until `want` holds of its 200 answer (what crosses nodes, or
+/// a background pass, arrives asynchronously); returns the answer.
+pub async fn wait_api(addr: SocketAddr, path: &str, want: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let (status, body) = api(addr, "GET", path, None).await;
+        assert_eq!(status, 200, "{body}");
+        if want(&body) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path} stayed {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub async fn api(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     match body {
         Some(body) => {

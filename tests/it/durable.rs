@@ -125,9 +125,7 @@ async fn since_seq_recovers_exactly_or_says_it_cannot() {
         c.history_keep = 4;
     });
     let (mut a, _) = srv.room_client("r", "a").await;
-    for n in 1..=10 {
-        post(&mut a, "r", &format!("m{n}"), &format!("c{n}")).await;
-    }
+    post_numbered(&mut a, "r", 10).await;
     // From the in-memory window (it holds 7..10).
     let mut b = srv.client("b").await;
     b.send(json!({"type": "join", "room_id": "r", "since_seq": 7}))
@@ -326,10 +324,8 @@ async fn retention_prunes_old_messages_but_not_the_seq() {
         c.history_on_join = 5;
     });
     let (mut a, _) = srv.room_client("r", "a").await;
-    for n in 1..=12 {
-        post(&mut a, "r", &format!("m{n}"), &format!("c{n}")).await;
-    }
-    wait_pruned(&mut a, "r", &[8, 9, 10, 11, 12]).await;
+    post_numbered(&mut a, "r", 12).await;
+    wait_pruned(srv.addr, "r", &[8, 9, 10, 11, 12]).await;
     // What was pruned cannot be recovered; the seq goes on.
     let mut b = srv.client("b").await;
     b.send(json!({"type": "join", "room_id": "r", "since_seq": 3}))
@@ -340,29 +336,26 @@ async fn retention_prunes_old_messages_but_not_the_seq() {
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
-/// Waits until a retention pass has left exactly `want` in `room`'s history (pages come
-/// from the store), asking through `c`, a member.
-async fn wait_pruned(c: &mut Client, room: &str, want: &[u64]) {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        c.send(json!({"type": "history", "room_id": room, "limit": 100}))
-            .await;
-        let page = c.expect("history").await;
-        let seqs: Vec<u64> = page["messages"]
+/// Waits until a retention pass has left exactly `want` in `room`'s history (read from the
+/// store, through the API).
+async fn wait_pruned(addr: std::net::SocketAddr, room: &str, want: &[u64]) {
+    let path = format!("/api/rooms/{room}/history?limit=100");
+    let seqs = |page: &Value| -> Vec<u64> {
+        page["messages"]
             .as_array()
             .unwrap()
             .iter()
             .map(seq)
-            .collect();
-        if seqs == want {
-            assert_eq!(page["has_more"], false);
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never pruned to {want:?}: {seqs:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+            .collect()
+    };
+    let page = wait_api(addr, &path, |page| seqs(page) == want).await;
+    assert_eq!(page["has_more"], false, "{page}");
+}
+
+/// Posts chats "m1".."mN" (ids "c1".."cN") to `room` through `c`, each acknowledged.
+async fn post_numbered(c: &mut Client, room: &str, n: u64) {
+    for n in 1..=n {
+        post(c, room, &format!("m{n}"), &format!("c{n}")).await;
     }
 }
 
@@ -373,9 +366,7 @@ async fn a_lowered_count_limit_applies_to_quiet_rooms_at_start() {
     let path = db("retention-start");
     let srv = TestServer::with(sqlite(&path));
     let (mut a, _) = srv.room_client("quiet", "a").await;
-    for n in 1..=12 {
-        post(&mut a, "quiet", &format!("m{n}"), &format!("c{n}")).await;
-    }
+    post_numbered(&mut a, "quiet", 12).await;
     a.close().await;
     srv.stop().await;
 
@@ -384,25 +375,7 @@ async fn a_lowered_count_limit_applies_to_quiet_rooms_at_start() {
         c.retention_messages = 4;
         c.prune_interval_ms = 50;
     });
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        let (status, page) = api(srv.addr, "GET", "/api/rooms/quiet/history?limit=100", None).await;
-        assert_eq!(status, 200, "{page}");
-        let seqs: Vec<u64> = page["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(seq)
-            .collect();
-        if seqs == [9, 10, 11, 12] {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never pruned: {seqs:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_pruned(srv.addr, "quiet", &[9, 10, 11, 12]).await;
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
@@ -418,10 +391,8 @@ async fn a_live_room_hands_out_nothing_that_retention_deleted() {
         c.prune_interval_ms = 50;
     });
     let (mut a, _) = srv.room_client("r", "a").await;
-    for n in 1..=6 {
-        post(&mut a, "r", &format!("m{n}"), &format!("c{n}")).await;
-    }
-    wait_pruned(&mut a, "r", &[4, 5, 6]).await;
+    post_numbered(&mut a, "r", 6).await;
+    wait_pruned(srv.addr, "r", &[4, 5, 6]).await;
     // a stays in the room. Seqs 2 and 3 are gone: no recovery, and the recent history.
     let mut b = srv.client("b").await;
     b.send(json!({"type": "join", "room_id": "r", "since_seq": 1}))
@@ -454,14 +425,12 @@ async fn a_live_room_hands_out_nothing_that_expired() {
         c.clock = time.clone().into();
     });
     let (mut a, _) = srv.room_client("r", "a").await;
-    for n in 1..=2 {
-        post(&mut a, "r", &format!("m{n}"), &format!("c{n}")).await;
-    }
+    post_numbered(&mut a, "r", 2).await;
     time.advance(Duration::from_secs(6));
     post(&mut a, "r", "m3", "c3").await;
     // m1 and m2 are 11 s old (past the limit), m3 5 s.
     time.advance(Duration::from_secs(5));
-    wait_pruned(&mut a, "r", &[3]).await;
+    wait_pruned(srv.addr, "r", &[3]).await;
     let mut b = srv.client("b").await;
     b.send(json!({"type": "join", "room_id": "r", "since_seq": 1}))
         .await;
